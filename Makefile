@@ -1,0 +1,66 @@
+# twinproxy: the only entry points. `make test` and `make bench` install what they need.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+LLHTTP := $(CURDIR)/build/deps/llhttp
+export LLHTTP
+C_DIRS := c-proxy upstreams loadtest/olgen
+
+.PHONY: all deps build test test-unit test-conformance asan test-asan fmt lint clean \
+        bench bench-quick bench-smoke valgrind
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	@for d in $(C_DIRS); do [ -f $$d/Makefile ] && $(MAKE) -s -C $$d all || exit 1; done
+
+# Unit tests of both twins and of the lab, then the conformance suite against both twins.
+test: build test-unit test-conformance
+
+test-unit: build
+	@for d in $(C_DIRS); do [ -f $$d/Makefile ] && $(MAKE) -s -C $$d test || exit 1; done
+	$(PYTEST) -q py-proxy/tests loadtest/tests
+
+test-conformance: build
+	$(PYTEST) -q conformance
+
+# ASan + UBSan builds; CI runs the whole conformance suite against them.
+asan: deps
+	@$(MAKE) -s -C c-proxy asan
+	@$(MAKE) -s -C upstreams all
+
+test-asan: asan
+	@$(MAKE) -s -C c-proxy test-asan
+	TWINPROXY_IMPLS=c TWINPROXY_C_PROXY=$(CURDIR)/c-proxy/build-asan/c-proxy \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(PYTEST) -q conformance
+
+valgrind: build
+	@$(MAKE) -s -C c-proxy valgrind
+
+fmt:
+	@for d in $(C_DIRS); do [ -f $$d/Makefile ] && $(MAKE) -s -C $$d fmt; done
+	$(VENV)/bin/ruff format py-proxy conformance loadtest upstreams
+
+lint: deps
+	@for d in $(C_DIRS); do [ -f $$d/Makefile ] && $(MAKE) -s -C $$d lint || exit 1; done
+	$(VENV)/bin/ruff check py-proxy conformance loadtest
+	$(VENV)/bin/ruff format --check py-proxy
+	cd py-proxy && ../$(VENV)/bin/mypy --strict pyproxy
+
+bench: build
+	$(PY) -m loadtest.bench --profile full
+
+bench-quick: build
+	$(PY) -m loadtest.bench --profile quick
+
+bench-smoke: build
+	$(PY) -m loadtest.bench --profile smoke --force --out build/bench-smoke
+
+clean:
+	@for d in $(C_DIRS); do [ -f $$d/Makefile ] && $(MAKE) -s -C $$d clean; done
+	rm -rf build

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install everything twinproxy needs on a fresh Debian machine; idempotent and quick
+# when already done (dpkg and a requirements stamp are checked before any download).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+apt_pkgs=(build-essential pkg-config libev-dev libyaml-dev libjansson-dev libcmocka-dev
+          libsqlite3-dev sqlite3 zlib1g-dev wrk nginx-light haproxy valgrind strace
+          clang-format procps util-linux curl python3-venv)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing Debian packages: ${missing[*]}"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The packaged nginx/haproxy services are contenders, not daemons: keep them stopped.
+  $sudo systemctl disable --now nginx haproxy >/dev/null 2>&1 || true
+  $sudo pkill -x nginx >/dev/null 2>&1 || true
+  $sudo pkill -x haproxy >/dev/null 2>&1 || true
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "deps: creating .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+stamp=.venv/.requirements.sha
+want=$(cat requirements.txt py-proxy/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "deps: installing Python requirements into .venv"
+  .venv/bin/pip install -q -r requirements.txt
+  if [ -f py-proxy/pyproject.toml ]; then .venv/bin/pip install -q --no-deps -e py-proxy; fi
+  echo "$want" > "$stamp"
+fi
+bash scripts/fetch-llhttp.sh >/dev/null
