@@ -69,14 +69,14 @@ struct config_health_check {
 };
 
 struct config_rate_limit {
-    bool enabled;                  /* rate_limit present */
-    enum config_key_kind key;      /* client_ip | header */
-    char *key_header;              /* NAME of header:NAME, else NULL */
-    double default_capacity;       /* default.capacity, > 0, default 100 */
-    double default_rate_per_sec;   /* default.rate_per_sec, >= 0, default 50 */
-    char *store;                   /* SQLite file path, default "twinproxy.db" */
-    unsigned ipv6_prefix;          /* 0..128, default 64 */
-    uint64_t max_clients;          /* in-memory buckets, default 100000 */
+    bool enabled;                /* rate_limit present */
+    enum config_key_kind key;    /* client_ip | header */
+    char *key_header;            /* NAME of header:NAME, else NULL */
+    double default_capacity;     /* default.capacity, > 0, default 100 */
+    double default_rate_per_sec; /* default.rate_per_sec, >= 0, default 50 */
+    char *store;                 /* SQLite file path, default "twinproxy.db" */
+    unsigned ipv6_prefix;        /* 0..128, default 64 */
+    uint64_t max_clients;        /* in-memory buckets, default 100000 */
 };
 
 struct config {
@@ -92,16 +92,16 @@ struct config {
     struct config_upstream *upstreams; /* at least one */
     size_t n_upstreams;
 
-    enum config_balancer balancer;   /* default round_robin */
-    enum config_key_kind hash_key;   /* default client_ip */
-    char *hash_header;               /* NAME of header:NAME, else NULL */
+    enum config_balancer balancer; /* default round_robin */
+    enum config_key_kind hash_key; /* default client_ip */
+    char *hash_header;             /* NAME of header:NAME, else NULL */
 
     struct {
-        uint64_t max_client_connections;   /* default 10000 */
-        uint64_t max_header_bytes;         /* default 16384 */
-        uint64_t max_body_bytes;           /* default 0 = unlimited */
-        uint64_t upstream_max_connections; /* default 256, per upstream */
-        uint64_t upstream_idle_connections;/* default 64, per upstream */
+        uint64_t max_client_connections;    /* default 10000 */
+        uint64_t max_header_bytes;          /* default 16384 */
+        uint64_t max_body_bytes;            /* default 0 = unlimited */
+        uint64_t upstream_max_connections;  /* default 256, per upstream */
+        uint64_t upstream_idle_connections; /* default 64, per upstream */
     } limits;
 
     struct {
@@ -116,9 +116,9 @@ struct config {
     } timeouts;
 
     struct {
-        unsigned max_fails;                /* default 3 */
-        uint64_t fail_timeout_ms;          /* default 10000 */
-        struct config_health_check check;  /* active checks */
+        unsigned max_fails;               /* default 3 */
+        uint64_t fail_timeout_ms;         /* default 10000 */
+        struct config_health_check check; /* active checks */
     } health;
 
     unsigned retries; /* default 2 */

@@ -1,0 +1,1286 @@
+#include "client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "listener.h"
+#include "log.h"
+#include "upstream.h"
+#include "util.h"
+
+#define IN_MIN 16384            /* client input buffer floor (bytes) */
+#define UIN_SIZE (16384 + 1024) /* upstream input: also the longest response head */
+#define LINGER_SECONDS 2.0      /* lingering close: discard client input this long at most */
+#define RUN_GUARD 64            /* client_run() passes before yielding to the loop */
+
+static void client_run(struct client *c);
+static void client_close(struct client *c);
+static void client_error(struct client *c, int code, const char *why);
+static void client_route(struct client *c);
+static void peer_done(struct client *c);
+
+/* ---------------------------------------------------------------- helpers */
+
+static const struct config *cur_cfg(const struct client *c)
+{
+    return c->set ? c->set->cfg->cfg : c->w->set->cfg->cfg;
+}
+
+static ev_tstamp now_of(const struct client *c)
+{
+    return ev_now(c->w->loop);
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static char *dup_span(const char *p, size_t n)
+{
+    char *s = malloc(n + 1);
+    if (s) {
+        memcpy(s, p, n);
+        s[n] = '\0';
+    }
+    return s;
+}
+
+static size_t in_cap_for(const struct config *cfg)
+{
+    size_t m = (size_t)cfg->limits.max_header_bytes;
+    return (m > IN_MIN ? m : IN_MIN) + 1024;
+}
+
+/* Exchange buffers: out, uin, uout (in lives as long as the connection). */
+static int exchange_buffers_alloc(struct client *c)
+{
+    if (!c->out.data && buffer_alloc(&c->out, UIN_SIZE + 2 * HTTP1_SLACK + 1024) == -1)
+        return -1;
+    if (!c->uin.data && buffer_alloc(&c->uin, UIN_SIZE) == -1)
+        return -1;
+    if (!c->uout.data && buffer_alloc(&c->uout, 2 * c->in.cap + 2048) == -1)
+        return -1;
+    return 0;
+}
+
+static void exchange_buffers_free(struct client *c)
+{
+    buffer_release(&c->out);
+    buffer_release(&c->uin);
+    buffer_release(&c->uout);
+}
+
+/* Compact `out`, keeping resp_mark pointing at the same byte. */
+static void out_compact(struct client *c)
+{
+    size_t shift = c->out.rpos;
+    buffer_compact(&c->out);
+    c->resp_mark = c->resp_mark >= shift ? c->resp_mark - shift : 0;
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static void consider(ev_tstamp *best, enum client_timeout *which, ev_tstamp t,
+                     enum client_timeout kind)
+{
+    if (*best == 0 || t < *best) {
+        *best = t;
+        *which = kind;
+    }
+}
+
+ev_tstamp client_deadline(const struct client *c, const struct config *cfg,
+                          enum client_timeout *which)
+{
+#define SEC(ms) ((double)(ms) / 1000.0)
+    ev_tstamp best = 0;
+    *which = CLIENT_TO_NONE;
+    switch (c->state) {
+    case CLIENT_ST_IDLE:
+        consider(&best, which, c->idle_since + SEC(cfg->timeouts.idle_ms), CLIENT_TO_IDLE);
+        break;
+    case CLIENT_ST_HEAD:
+        consider(&best, which, c->head_start + SEC(cfg->timeouts.header_ms), CLIENT_TO_HEADER);
+        break;
+    case CLIENT_ST_UPSTREAM:
+        consider(&best, which, c->req_start + SEC(cfg->timeouts.total_ms), CLIENT_TO_TOTAL);
+        if (c->flags & CLIENT_F_QUEUED)
+            consider(&best, which, c->up_start + SEC(cfg->timeouts.queue_ms), CLIENT_TO_QUEUE);
+        else if (c->conn)
+            consider(&best, which, c->up_start + SEC(cfg->timeouts.connect_ms), CLIENT_TO_CONNECT);
+        break;
+    case CLIENT_ST_FORWARD: {
+        consider(&best, which, c->req_start + SEC(cfg->timeouts.total_ms), CLIENT_TO_TOTAL);
+        if (c->conn && !(c->flags & CLIENT_F_RESP_DONE)) {
+            /* a response is awaited or streaming; a pause caused by a slow client is
+             * covered by the write timeout, so client progress also counts */
+            ev_tstamp last = c->up_last > c->out_last ? c->up_last : c->out_last;
+            consider(&best, which, last + SEC(cfg->timeouts.read_ms), CLIENT_TO_READ);
+        }
+        if (c->out_pending)
+            consider(&best, which, c->out_last + SEC(cfg->timeouts.write_ms), CLIENT_TO_WRITE);
+        if (c->uout_pending && c->conn)
+            consider(&best, which, c->uout_last + SEC(cfg->timeouts.write_ms), CLIENT_TO_WRITE);
+        break;
+    }
+    case CLIENT_ST_TUNNEL:
+        consider(&best, which, c->idle_since + SEC(cfg->timeouts.idle_ms), CLIENT_TO_IDLE);
+        if (c->out_pending)
+            consider(&best, which, c->out_last + SEC(cfg->timeouts.write_ms), CLIENT_TO_WRITE);
+        if (c->uout_pending)
+            consider(&best, which, c->uout_last + SEC(cfg->timeouts.write_ms), CLIENT_TO_WRITE);
+        break;
+    case CLIENT_ST_DRAIN:
+        if (c->flags & CLIENT_F_LINGER)
+            consider(&best, which, c->linger_until, CLIENT_TO_LINGER);
+        else
+            consider(&best, which, c->out_last + SEC(cfg->timeouts.write_ms), CLIENT_TO_WRITE);
+        break;
+    case CLIENT_ST_CLOSED:
+        break;
+    }
+    return best;
+#undef SEC
+}
+
+/* Re-arm lazily: only when the deadline moved earlier than the armed one (a
+ * later deadline is picked up when the timer fires early). */
+static void refresh_timer(struct client *c)
+{
+    enum client_timeout which;
+    ev_tstamp d = client_deadline(c, cur_cfg(c), &which);
+    struct ev_loop *loop = c->w->loop;
+    if (which == CLIENT_TO_NONE) {
+        ev_timer_stop(loop, &c->timer);
+        return;
+    }
+    if (ev_is_active(&c->timer) && c->timer_at <= d)
+        return;
+    ev_timer_stop(loop, &c->timer);
+    ev_tstamp after = d - ev_now(loop);
+    ev_timer_set(&c->timer, after > 0 ? after : 0, 0);
+    ev_timer_start(loop, &c->timer);
+    c->timer_at = d;
+}
+
+/* ---------------------------------------------------------------- logging */
+
+static void log_request(struct client *c)
+{
+    if (c->flags & CLIENT_F_LOGGED)
+        return;
+    if (!c->method && c->status == 0)
+        return; /* no request head and nothing sent: not a request */
+    c->flags |= CLIENT_F_LOGGED;
+    struct access_rec r = {
+        .start_wall = c->start_wall,
+        .client = c->ip,
+        .method = c->method ? c->method : "",
+        .path = c->path ? c->path : "",
+        .status = (c->flags & CLIENT_F_RESP_SENT) ? c->status : 0, /* 0: nothing reached it */
+        .upstream = c->up ? c->up->cfg->name : "",
+        .attempts = c->attempts,
+        .bytes_in = c->bytes_in,
+        .bytes_out = c->bytes_out,
+        .duration_ms = ((c->end_mono ? c->end_mono : mono_now()) - c->start_mono) * 1000.0,
+        .request_id = c->request_id ? c->request_id : "",
+    };
+    log_access(c->w->alog, &r);
+}
+
+/* Forget the request: log fields, exchange, flags. */
+static void request_reset(struct client *c)
+{
+    free(c->method);
+    free(c->path);
+    free(c->request_id);
+    c->method = c->path = c->request_id = NULL;
+    c->status = 0;
+    c->end_mono = 0;
+    c->bytes_in = c->bytes_out = 0;
+    c->attempts = 0;
+    peer_done(c);
+    c->up = NULL;
+    if (c->set) {
+        upstream_set_release(c->set);
+        c->set = NULL;
+    }
+    c->crlf = 0;
+    c->head_bytes = 0;
+    c->flags = 0;
+    c->out_pending = c->uout_pending = false;
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static void client_on_read(struct ev_loop *loop, ev_io *w, int revents);
+static void client_on_write(struct ev_loop *loop, ev_io *w, int revents);
+static void client_on_timer(struct ev_loop *loop, ev_timer *w, int revents);
+static void client_on_defer(struct ev_loop *loop, ev_timer *w, int revents);
+static int client_on_request_head(struct http1_parser *p);
+static int client_on_response_head(struct http1_parser *p);
+
+struct client *client_new(struct worker *w, int fd, const struct sockaddr *peer)
+{
+    struct client *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    const struct config *cfg = w->set->cfg->cfg;
+    if (buffer_alloc(&c->in, in_cap_for(cfg)) == -1 ||
+        http1_parser_init(&c->req, HTTP_REQUEST) == -1 ||
+        http1_parser_init(&c->resp, HTTP_RESPONSE) == -1) {
+        buffer_release(&c->in);
+        http1_parser_deinit(&c->req);
+        http1_parser_deinit(&c->resp);
+        free(c);
+        close(fd);
+        return NULL;
+    }
+    c->req.owner = c;
+    c->req.on_head = client_on_request_head;
+    c->resp.owner = c;
+    c->resp.on_head = client_on_response_head;
+    c->w = w;
+    c->fd = fd;
+    if (peer->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &a->sin_addr, c->ip, sizeof c->ip);
+    } else if (peer->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)peer;
+        inet_ntop(AF_INET6, &a->sin6_addr, c->ip, sizeof c->ip);
+    }
+    ev_io_init(&c->rio, client_on_read, fd, EV_READ);
+    ev_io_init(&c->wio, client_on_write, fd, EV_WRITE);
+    ev_timer_init(&c->timer, client_on_timer, 0, 0);
+    ev_timer_init(&c->defer, client_on_defer, 0, 0);
+    c->tried.bits = c->tried_small;
+    /* a fresh connection must send its head within timeouts.header */
+    c->state = CLIENT_ST_HEAD;
+    c->accepted = c->head_start = now_of(c);
+    c->next = w->clients;
+    if (w->clients)
+        w->clients->prev = c;
+    w->clients = c;
+    w->n_clients++;
+    ev_io_start(w->loop, &c->rio);
+    refresh_timer(c);
+    return c;
+}
+
+/* The current attempt no longer counts as active on its upstream (least_conn). */
+static void peer_done(struct client *c)
+{
+    if (c->peer_counted && c->up && c->set && c->set->peers[c->up->index].active)
+        c->set->peers[c->up->index].active--;
+    c->peer_counted = false;
+}
+
+static void drop_upstream(struct client *c)
+{
+    peer_done(c);
+    if (c->flags & CLIENT_F_QUEUED)
+        upstream_cancel_wait(c->up, c);
+    if (c->granted) {
+        upstream_close(c->granted);
+        c->granted = NULL;
+    }
+    if (c->conn) {
+        upstream_close(c->conn);
+        c->conn = NULL;
+    }
+}
+
+static void client_close(struct client *c)
+{
+    if (c->state == CLIENT_ST_CLOSED)
+        return;
+    struct worker *w = c->w;
+    log_request(c);
+    drop_upstream(c);
+    ev_io_stop(w->loop, &c->rio);
+    ev_io_stop(w->loop, &c->wio);
+    ev_timer_stop(w->loop, &c->timer);
+    ev_timer_stop(w->loop, &c->defer);
+    if (c->fd != -1)
+        close(c->fd);
+    c->fd = -1;
+    c->state = CLIENT_ST_CLOSED;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = w->dead_clients;
+    c->prev = NULL;
+    w->dead_clients = c;
+    w->n_clients--;
+    worker_client_gone(w);
+}
+
+void client_free(struct client *c)
+{
+    if (!c)
+        return;
+    request_reset(c);
+    buffer_release(&c->in);
+    exchange_buffers_free(c);
+    http1_parser_deinit(&c->req);
+    http1_parser_deinit(&c->resp);
+    if (c->tried.bits != c->tried_small)
+        free(c->tried.bits);
+    free(c);
+}
+
+/* Close after a failure once response bytes reached the client (contract 4). */
+static void client_abort_exchange(struct client *c)
+{
+    client_close(c);
+}
+
+void client_abort(struct client *c)
+{
+    client_close(c);
+}
+
+void client_shutdown(struct client *c)
+{
+    if (c->state == CLIENT_ST_IDLE ||
+        (c->state == CLIENT_ST_HEAD && !(c->flags & CLIENT_F_IN_REQUEST))) {
+        client_close(c);
+        return;
+    }
+    c->flags |= CLIENT_F_CLOSE_AFTER;
+}
+
+/* ---------------------------------------------------------------- request */
+
+/* The first byte of a request is in: start its clocks (once). */
+static void request_begin(struct client *c)
+{
+    c->state = CLIENT_ST_HEAD;
+    if (c->flags & CLIENT_F_IN_REQUEST)
+        return;
+    c->flags |= CLIENT_F_IN_REQUEST;
+    c->req_start = now_of(c);
+    c->start_wall = wall_now();
+    c->start_mono = mono_now();
+}
+
+static int client_on_request_head(struct http1_parser *p)
+{
+    struct client *c = p->owner;
+    struct http1_msg *m = &p->msg;
+    const struct config *cfg = cur_cfg(c);
+    c->method = strdup(llhttp_method_name((llhttp_method_t)m->method));
+    c->path = dup_span(m->url.p ? m->url.p : "", m->url.len);
+    if (m->request_id >= 0) {
+        c->request_id = dup_span(m->hdrs[m->request_id].value.p, m->hdrs[m->request_id].value.len);
+    } else {
+        c->request_id = malloc(33);
+        if (c->request_id)
+            util_request_id(&c->w->rng, c->request_id);
+    }
+    if (!c->method || !c->path || !c->request_id) {
+        p->error_status = 400;
+        p->error_reason = "out of memory";
+        return -1;
+    }
+    if (m->major == 1 && m->minor == 0)
+        c->flags |= CLIENT_F_HTTP10;
+    const char *why = NULL;
+    int st = http1_request_check(m, &why);
+    if (st) {
+        p->error_status = st;
+        p->error_reason = why;
+        return -1;
+    }
+    if (m->method == HTTP_HEAD)
+        c->flags |= CLIENT_F_HEAD_METHOD;
+    if (http1_request_keepalive(m))
+        c->flags |= CLIENT_F_KEEPALIVE;
+    bool chunked = m->n_te == 1;
+    bool has_cl = (p->llp.flags & F_CONTENT_LENGTH) != 0;
+    uint64_t cl = has_cl ? p->llp.content_length : 0;
+    uint64_t max_body = cfg->limits.max_body_bytes;
+    if (max_body && has_cl && cl > max_body) {
+        p->error_status = 413;
+        p->error_reason = "Content-Length over max_body_bytes";
+        return -1;
+    }
+    p->body_limit = max_body;
+    if (p->llp.upgrade && m->upgrade >= 0 && (m->conn & HTTP1_CONN_UPGRADE) && m->minor == 1)
+        c->flags |= CLIENT_F_UPGRADE;
+    if (m->expect_continue && m->minor == 1 && (chunked || cl > 0))
+        c->flags |= CLIENT_F_EXPECT;
+    if (c->w->draining)
+        c->flags |= CLIENT_F_CLOSE_AFTER;
+    struct http1_fwd f = {
+        .client_ip = c->ip,
+        .request_id = c->request_id,
+        .chunked = chunked,
+        .has_cl = has_cl,
+        .cl = cl,
+        .upgrade = (c->flags & CLIENT_F_UPGRADE) != 0,
+    };
+    size_t n = http1_build_request_head(m, &f, buffer_tail(&c->uout), buffer_space(&c->uout));
+    if (n > buffer_space(&c->uout)) {
+        p->error_status = 431;
+        p->error_reason = "request head too large once rewritten";
+        return -1;
+    }
+    c->uout.wpos += n;
+    c->flags |= CLIENT_F_REPLAYABLE;
+    p->out = &c->uout;
+    p->out_mode = chunked ? HTTP1_OUT_CHUNKED : has_cl ? HTTP1_OUT_IDENTITY : HTTP1_OUT_NONE;
+    c->state = CLIENT_ST_UPSTREAM;
+    return 0;
+}
+
+/* Parse the request head out of `in`. */
+static void pump_head(struct client *c)
+{
+    const struct config *cfg = cur_cfg(c);
+    while (c->state == CLIENT_ST_HEAD && buffer_len(&c->in) > 0) {
+        if (exchange_buffers_alloc(c) == -1) {
+            client_close(c);
+            return;
+        }
+        request_begin(c);
+        const char *p = buffer_head(&c->in);
+        size_t avail = buffer_len(&c->in), n = 0;
+        bool found = false;
+        while (n < avail) {
+            char ch = p[n++];
+            if (ch == "\r\n\r\n"[c->crlf]) {
+                if (++c->crlf == 4) {
+                    found = true;
+                    break;
+                }
+            } else {
+                c->crlf = ch == '\r' ? 1 : 0;
+            }
+        }
+        size_t used = 0;
+        enum http1_result r = http1_execute(&c->req, p, n, &used);
+        c->in.rpos += used; /* no compaction: the head's spans point here */
+        c->head_bytes += used;
+        c->bytes_in += used;
+        if (r == HTTP1_ERROR) {
+            client_error(c, c->req.error_status ? c->req.error_status : 400, c->req.error_reason);
+            return;
+        }
+        if (c->head_bytes > cfg->limits.max_header_bytes && c->req.phase == HTTP1_PH_HEAD) {
+            client_error(c, 431, "head over max_header_bytes");
+            return;
+        }
+        if (c->req.phase != HTTP1_PH_HEAD || r == HTTP1_DONE) {
+            /* head complete (on_head ran); count the head as a whole */
+            if (c->head_bytes > cfg->limits.max_header_bytes) {
+                client_error(c, 431, "head over max_header_bytes");
+                return;
+            }
+            if (r == HTTP1_DONE)
+                c->flags |= CLIENT_F_REQ_DONE;
+            return;
+        }
+        if (found)
+            c->crlf = 0; /* blank lines before a request line */
+    }
+    /* a head that cannot fit: 431 */
+    if (c->state == CLIENT_ST_HEAD && buffer_space(&c->in) == 0 && c->req.in_head)
+        client_error(c, 431, "head over the input buffer");
+}
+
+/* Feed request body bytes from `in` into `uout`. */
+static void pump_body(struct client *c)
+{
+    while (!(c->flags & CLIENT_F_REQ_DONE) && buffer_len(&c->in) > 0) {
+        if (buffer_space(&c->uout) <= HTTP1_SLACK) {
+            if (c->uout.rpos == 0)
+                return;
+            buffer_compact(&c->uout);
+            c->flags &= ~CLIENT_F_REPLAYABLE;
+            if (buffer_space(&c->uout) <= HTTP1_SLACK)
+                return;
+        }
+        size_t n = buffer_len(&c->in);
+        size_t room = buffer_space(&c->uout) - HTTP1_SLACK;
+        if (n > room)
+            n = room;
+        size_t used = 0;
+        enum http1_result r = http1_execute(&c->req, buffer_head(&c->in), n, &used);
+        buffer_consume(&c->in, used);
+        c->bytes_in += used;
+        if (r == HTTP1_ERROR) {
+            client_error(c, c->req.error_status ? c->req.error_status : 400, c->req.error_reason);
+            return;
+        }
+        if (r == HTTP1_DONE)
+            c->flags |= CLIENT_F_REQ_DONE;
+    }
+    if (buffer_len(&c->in) == 0)
+        buffer_reset_if_empty(&c->in);
+}
+
+/* ---------------------------------------------------------------- routing */
+
+static void tried_reset(struct client *c, size_t n)
+{
+    size_t words = (n + 63) / 64;
+    if (c->tried.bits != c->tried_small)
+        free(c->tried.bits);
+    c->tried.bits = c->tried_small;
+    if (words > 2) {
+        uint64_t *bits = calloc(words, sizeof(uint64_t));
+        if (bits)
+            c->tried.bits = bits;
+        else
+            n = 128; /* out of memory: only the first 128 upstreams are candidates */
+    }
+    memset(c->tried_small, 0, sizeof c->tried_small);
+    c->tried.n = n;
+}
+
+static void client_attach(struct client *c, struct upstream_conn *conn)
+{
+    ev_tstamp now = now_of(c);
+    c->conn = conn;
+    c->state = CLIENT_ST_FORWARD;
+    http1_parser_reset(&c->resp);
+    c->resp.out = &c->out;
+    c->resp.out_mode = HTTP1_OUT_NONE;
+    c->uin.rpos = c->uin.wpos = 0;
+    c->up_last = c->uout_last = now;
+    c->flags &= ~(CLIENT_F_UP_EOF | CLIENT_F_UP_DIRTY | CLIENT_F_UP_WFAIL);
+    if (c->flags & CLIENT_F_EXPECT) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        out_compact(c);
+        buffer_put(&c->out, cont, sizeof cont - 1);
+        c->flags &= ~CLIENT_F_EXPECT;
+    }
+}
+
+/* The attempt on c->up failed (reason): count it and try the next upstream. */
+static void attempt_failed(struct client *c, const char *reason)
+{
+    if (c->up) {
+        c->up->fails++;
+        peer_done(c);
+    }
+    c->conn = NULL;
+    const struct config *cfg = cur_cfg(c);
+    if (c->attempts < 1 + cfg->retries && c->attempts < c->set->n) {
+        log_event(CONFIG_LOG_WARN, "retry",
+                  json_pack("{s:s,s:s,s:i}", "upstream", c->up ? c->up->cfg->name : "", "reason",
+                            reason, "attempt", (int)c->attempts + 1));
+    }
+    client_route(c);
+}
+
+static void client_route(struct client *c)
+{
+    if (!c->set) {
+        c->set = upstream_set_acquire(c->w->set);
+        tried_reset(c, c->set->n);
+        c->attempts = 0;
+    }
+    const struct config *cfg = c->set->cfg->cfg;
+    for (;;) {
+        if (c->attempts >= 1 + cfg->retries) {
+            client_error(c, 502, "no attempt left");
+            return;
+        }
+        struct balancer_ctx ctx = {.tried = &c->tried, .now = now_of(c), .client_ip = c->ip};
+        int idx = balancer_pick(&c->set->bal, &ctx);
+        if (idx < 0) {
+            client_error(c, c->attempts ? 502 : 503,
+                         c->attempts ? "every upstream failed" : "no upstream available");
+            return;
+        }
+        balancer_tried_add(&c->tried, (size_t)idx);
+        struct upstream *u = &c->set->ups[idx];
+        c->up = u;
+        c->attempts++;
+        u->requests++;
+        c->set->peers[idx].active++;
+        c->peer_counted = true;
+        c->up_start = now_of(c);
+        c->state = CLIENT_ST_UPSTREAM;
+        struct upstream_conn *conn = NULL;
+        const char *reason = NULL;
+        switch (upstream_acquire(u, c, &conn, &reason)) {
+        case UPSTREAM_READY:
+            client_attach(c, conn);
+            return;
+        case UPSTREAM_CONNECTING:
+            c->conn = conn;
+            return;
+        case UPSTREAM_QUEUED:
+            return;
+        case UPSTREAM_FAILED:
+            u->fails++;
+            peer_done(c);
+            if (c->attempts < 1 + cfg->retries && c->attempts < c->set->n)
+                log_event(CONFIG_LOG_WARN, "retry",
+                          json_pack("{s:s,s:s,s:i}", "upstream", u->cfg->name, "reason", reason,
+                                    "attempt", (int)c->attempts + 1));
+            continue;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- response */
+
+static int client_on_response_head(struct http1_parser *p)
+{
+    struct client *c = p->owner;
+    struct http1_msg *m = &p->msg;
+    struct http1_resp_opts o = {0};
+    if (p->interim) {
+        /* 1xx: forwarded to HTTP/1.1 clients, dropped for HTTP/1.0 */
+        if (c->flags & CLIENT_F_HTTP10)
+            return 0;
+        size_t n = http1_build_response_head(m, &o, buffer_tail(&c->out), buffer_space(&c->out));
+        if (n > buffer_space(&c->out)) {
+            p->error_status = 502;
+            p->error_reason = "interim response head too large";
+            return -1;
+        }
+        c->out.wpos += n;
+        return 0;
+    }
+    int ret = 0;
+    if (m->status == 101) {
+        if (!(c->flags & CLIENT_F_UPGRADE)) {
+            p->error_status = 502;
+            p->error_reason = "101 without an upgrade request";
+            return -1;
+        }
+        o.upgrade = true;
+        o.framing = HTTP1_FRAME_NONE;
+        ret = 2;
+    } else {
+        bool no_body = (c->flags & CLIENT_F_HEAD_METHOD) || m->status == 204 || m->status == 304;
+        bool http10 = (c->flags & CLIENT_F_HTTP10) != 0;
+        if (no_body)
+            o.framing = HTTP1_FRAME_NONE;
+        else if (p->llp.flags & F_CHUNKED)
+            o.framing = http10 ? HTTP1_FRAME_CLOSE : HTTP1_FRAME_CHUNKED;
+        else if (p->llp.flags & F_CONTENT_LENGTH)
+            o.framing = HTTP1_FRAME_LENGTH;
+        else
+            o.framing = http10 ? HTTP1_FRAME_CLOSE : HTTP1_FRAME_CHUNKED;
+        if (!(c->flags & CLIENT_F_KEEPALIVE) || c->w->draining || o.framing == HTTP1_FRAME_CLOSE ||
+            !(c->flags & CLIENT_F_REQ_DONE))
+            c->flags |= CLIENT_F_CLOSE_AFTER;
+        o.close = (c->flags & CLIENT_F_CLOSE_AFTER) != 0;
+        o.keepalive = http10 && !o.close;
+        if (c->flags & CLIENT_F_HEAD_METHOD)
+            ret = 1;
+        p->out_mode = o.framing == HTTP1_FRAME_CHUNKED ? HTTP1_OUT_CHUNKED
+                      : o.framing == HTTP1_FRAME_NONE  ? HTTP1_OUT_NONE
+                                                       : HTTP1_OUT_IDENTITY;
+    }
+    c->resp_mark = c->out.wpos;
+    size_t n = http1_build_response_head(m, &o, buffer_tail(&c->out), buffer_space(&c->out));
+    if (n > buffer_space(&c->out)) {
+        p->error_status = 502;
+        p->error_reason = "response head too large";
+        return -1;
+    }
+    c->out.wpos += n;
+    c->flags |= CLIENT_F_RESP_STARTED;
+    c->status = (int)m->status;
+    c->flags &= ~CLIENT_F_REPLAYABLE; /* the upstream answered: no replay */
+    return ret;
+}
+
+static void enter_tunnel(struct client *c)
+{
+    c->state = CLIENT_ST_TUNNEL;
+    c->idle_since = now_of(c);
+    c->flags |= CLIENT_F_CLOSE_AFTER;
+    /* bytes after the 101 head are already tunnel data, as are client bytes after
+     * the upgrade request */
+    if (c->conn)
+        c->conn->exchanges++; /* never pooled: upgraded connections close */
+}
+
+/* The upstream answered in full: release or close its connection. */
+static void response_done(struct client *c)
+{
+    c->flags |= CLIENT_F_RESP_DONE;
+    if (c->status == 101) {
+        enter_tunnel(c);
+        return;
+    }
+    bool reusable = !(c->flags & (CLIENT_F_UP_DIRTY | CLIENT_F_UP_EOF | CLIENT_F_UP_WFAIL)) &&
+                    llhttp_should_keep_alive(&c->resp.llp) && buffer_len(&c->uin) == 0 &&
+                    (c->flags & CLIENT_F_REQ_DONE) && buffer_len(&c->uout) == 0;
+    peer_done(c);
+    if (c->conn) {
+        upstream_release(c->conn, reusable);
+        c->conn = NULL;
+    }
+    if (!(c->flags & CLIENT_F_REQ_DONE))
+        c->flags |= CLIENT_F_CLOSE_AFTER;
+}
+
+/* Feed response bytes from `uin` into `out`. */
+static void pump_response(struct client *c)
+{
+    while (c->conn && !(c->flags & CLIENT_F_RESP_DONE) && buffer_len(&c->uin) > 0) {
+        bool head = c->resp.phase == HTTP1_PH_HEAD;
+        size_t need = head ? c->uin.cap + HTTP1_SLACK : HTTP1_SLACK + 1;
+        if (buffer_space(&c->out) < need)
+            out_compact(c);
+        if (buffer_space(&c->out) < need)
+            return; /* the client is slow: stop here, uin fills, reading stops */
+        size_t n = buffer_len(&c->uin);
+        if (!head && n > buffer_space(&c->out) - HTTP1_SLACK)
+            n = buffer_space(&c->out) - HTTP1_SLACK;
+        size_t used = 0;
+        enum http1_result r = http1_execute(&c->resp, buffer_head(&c->uin), n, &used);
+        c->uin.rpos += used;
+        if (r == HTTP1_ERROR) {
+            c->flags |= CLIENT_F_UP_DIRTY;
+            client_error(c, 502, c->resp.error_reason);
+            return;
+        }
+        if (r == HTTP1_DONE) {
+            if (c->status != 101 && buffer_len(&c->uin) > 0)
+                c->flags |= CLIENT_F_UP_DIRTY; /* bytes after a complete response */
+            response_done(c);
+            return;
+        }
+    }
+    if (!c->resp.in_head)
+        buffer_reset_if_empty(&c->uin);
+    else if (c->conn && buffer_space(&c->uin) == 0)
+        client_error(c, 502, "upstream response head too large"); /* cannot grow: uin is full */
+}
+
+/* The upstream closed (or failed): finish or fail the exchange. */
+static void upstream_eof(struct client *c)
+{
+    if (c->flags & CLIENT_F_RESP_DONE)
+        return;
+    bool nothing = c->resp.phase == HTTP1_PH_HEAD && !c->resp.in_head &&
+                   !(c->flags & CLIENT_F_RESP_STARTED) && c->status == 0;
+    if (nothing && c->conn && c->conn->exchanges > 0 && (c->flags & CLIENT_F_REPLAYABLE)) {
+        /* a pooled connection the upstream had closed: replay the request elsewhere */
+        upstream_close(c->conn);
+        c->conn = NULL;
+        c->uout.rpos = 0;
+        c->uout_pending = false;
+        attempt_failed(c, "keepalive_closed");
+        return;
+    }
+    enum http1_result r = http1_finish(&c->resp);
+    if (r == HTTP1_DONE) {
+        c->flags |= CLIENT_F_UP_DIRTY;
+        response_done(c);
+        return;
+    }
+    c->flags |= CLIENT_F_UP_DIRTY;
+    client_error(c, 502, nothing ? "upstream closed before responding" : "upstream closed early");
+}
+
+/* ---------------------------------------------------------------- errors */
+
+static void client_error(struct client *c, int code, const char *why)
+{
+    (void)why;
+    if (c->flags & CLIENT_F_RESP_SENT) {
+        client_abort_exchange(c);
+        return;
+    }
+    if (c->flags & CLIENT_F_RESP_STARTED) {
+        c->out.wpos = c->resp_mark; /* the head never left: replace it */
+        c->flags &= ~(CLIENT_F_RESP_STARTED | CLIENT_F_RESP_DONE);
+    }
+    peer_done(c);
+    drop_upstream(c);
+    if (exchange_buffers_alloc(c) == -1) {
+        client_close(c);
+        return;
+    }
+    if (!c->request_id) {
+        c->request_id = malloc(33);
+        if (!c->request_id) {
+            client_close(c);
+            return;
+        }
+        util_request_id(&c->w->rng, c->request_id);
+    }
+    if (!(c->flags & CLIENT_F_IN_REQUEST)) {
+        c->flags |= CLIENT_F_IN_REQUEST;
+        c->start_wall = wall_now();
+        c->start_mono = mono_now();
+    }
+    bool close = http1_error_closes(code) || !(c->flags & CLIENT_F_REQ_DONE) ||
+                 !(c->flags & CLIENT_F_KEEPALIVE) || (c->flags & CLIENT_F_CLOSE_AFTER) ||
+                 c->w->draining || (c->flags & CLIENT_F_EOF);
+    out_compact(c);
+    size_t n =
+        http1_build_error(code, c->request_id, close, buffer_tail(&c->out), buffer_space(&c->out));
+    if (n > buffer_space(&c->out)) {
+        client_close(c);
+        return;
+    }
+    c->out.wpos += n;
+    c->status = code;
+    c->flags |= CLIENT_F_RESP_STARTED | CLIENT_F_RESP_DONE;
+    c->flags &= ~CLIENT_F_EXPECT;
+    if (close) {
+        c->flags |= CLIENT_F_CLOSE_AFTER;
+        c->state = CLIENT_ST_DRAIN;
+    } else {
+        c->state = CLIENT_ST_FORWARD;
+    }
+}
+
+/* ---------------------------------------------------------------- io */
+
+static void client_read(struct client *c)
+{
+    if (c->fd == -1 || (c->flags & CLIENT_F_EOF))
+        return;
+    bool head_pinned = c->state == CLIENT_ST_HEAD && c->req.in_head;
+    if (!head_pinned && buffer_space(&c->in) < c->in.cap / 4)
+        buffer_compact(&c->in);
+    if (buffer_space(&c->in) == 0)
+        return;
+    ssize_t n = recv(c->fd, buffer_tail(&c->in), buffer_space(&c->in), 0);
+    if (n > 0) {
+        c->in.wpos += (size_t)n;
+        if (c->state == CLIENT_ST_IDLE)
+            c->state = CLIENT_ST_HEAD, c->head_start = now_of(c);
+        c->idle_since = now_of(c);
+        if (c->state == CLIENT_ST_DRAIN)
+            c->in.rpos = c->in.wpos = 0; /* lingering: discard */
+        return;
+    }
+    if (n == 0) {
+        c->flags |= CLIENT_F_EOF;
+        return;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return;
+    c->flags |= CLIENT_F_EOF; /* reset: nothing more to read, writes will fail too */
+}
+
+static void client_flush(struct client *c)
+{
+    if (c->fd == -1)
+        return;
+    ev_tstamp now = now_of(c);
+    bool had = buffer_len(&c->out) > 0;
+    if (had && !c->out_pending) {
+        c->out_pending = true;
+        c->out_last = now;
+    }
+    while (buffer_len(&c->out) > 0) {
+        /* the response ends when its last byte is handed to the kernel: time it there */
+        double t = (c->flags & CLIENT_F_RESP_DONE) ? mono_now() : 0;
+        ssize_t n = send(c->fd, buffer_head(&c->out), buffer_len(&c->out), MSG_NOSIGNAL);
+        if (n > 0) {
+            if (t && (size_t)n == buffer_len(&c->out))
+                c->end_mono = t;
+            buffer_consume(&c->out, (size_t)n);
+            c->bytes_out += (size_t)n;
+            c->out_last = now;
+            if (c->flags & CLIENT_F_RESP_STARTED)
+                c->flags |= CLIENT_F_RESP_SENT;
+            continue;
+        }
+        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            break;
+        /* the client is gone */
+        client_close(c);
+        return;
+    }
+    if (buffer_len(&c->out) == 0) {
+        c->out_pending = false;
+        buffer_reset_if_empty(&c->out);
+        c->resp_mark = 0;
+    }
+}
+
+static void upstream_read(struct client *c)
+{
+    struct upstream_conn *conn = c->conn;
+    if (!conn || conn->state != UPC_BUSY || (c->flags & CLIENT_F_UP_EOF))
+        return;
+    if (!c->resp.in_head && buffer_space(&c->uin) < c->uin.cap / 4)
+        buffer_compact(&c->uin);
+    if (buffer_space(&c->uin) == 0)
+        return;
+    ssize_t n = recv(conn->fd, buffer_tail(&c->uin), buffer_space(&c->uin), 0);
+    if (n > 0) {
+        c->uin.wpos += (size_t)n;
+        c->up_last = now_of(c);
+        if (c->state == CLIENT_ST_TUNNEL)
+            c->idle_since = c->up_last;
+        return;
+    }
+    if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    c->flags |= CLIENT_F_UP_EOF;
+}
+
+static void upstream_flush(struct client *c)
+{
+    struct upstream_conn *conn = c->conn;
+    if (!conn || conn->state != UPC_BUSY)
+        return;
+    ev_tstamp now = now_of(c);
+    if (buffer_len(&c->uout) > 0 && !c->uout_pending) {
+        c->uout_pending = true;
+        c->uout_last = now;
+    }
+    while (buffer_len(&c->uout) > 0 && !(c->flags & (CLIENT_F_UP_WFAIL | CLIENT_F_UP_EOF))) {
+        ssize_t n = send(conn->fd, buffer_head(&c->uout), buffer_len(&c->uout), MSG_NOSIGNAL);
+        if (n > 0) {
+            buffer_consume(&c->uout, (size_t)n);
+            c->uout_last = c->up_last = now;
+            if (c->state == CLIENT_ST_TUNNEL)
+                c->idle_since = now;
+            continue;
+        }
+        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            break;
+        /* the upstream stopped reading (reset/closed): keep reading what it says */
+        c->flags |= CLIENT_F_UP_WFAIL | CLIENT_F_UP_DIRTY;
+        break;
+    }
+    if (buffer_len(&c->uout) == 0) {
+        c->uout_pending = false;
+        if (!(c->flags & CLIENT_F_REPLAYABLE))
+            buffer_reset_if_empty(&c->uout);
+    }
+}
+
+/* Tunnel: raw bytes in -> uout and uin -> out. */
+static void pump_tunnel(struct client *c)
+{
+    if (buffer_len(&c->in) > 0) {
+        if (buffer_space(&c->uout) < buffer_len(&c->in))
+            buffer_compact(&c->uout);
+        size_t n = buffer_put_some(&c->uout, buffer_head(&c->in), buffer_len(&c->in));
+        buffer_consume(&c->in, n);
+        c->bytes_in += n;
+        buffer_reset_if_empty(&c->in);
+    }
+    if (buffer_len(&c->uin) > 0) {
+        if (buffer_space(&c->out) < buffer_len(&c->uin))
+            out_compact(c);
+        size_t n = buffer_put_some(&c->out, buffer_head(&c->uin), buffer_len(&c->uin));
+        buffer_consume(&c->uin, n);
+        buffer_reset_if_empty(&c->uin);
+    }
+}
+
+/* The response is out and the request is in: log, then keep-alive or close. */
+static void finish_request(struct client *c)
+{
+    log_request(c);
+    bool close = (c->flags & (CLIENT_F_CLOSE_AFTER | CLIENT_F_EOF)) || c->w->draining;
+    request_reset(c);
+    if (close) {
+        c->state = CLIENT_ST_DRAIN;
+        c->flags |= CLIENT_F_CLOSE_AFTER | CLIENT_F_LOGGED;
+        return;
+    }
+    exchange_buffers_free(c);
+    http1_parser_next(&c->req);
+    c->idle_since = now_of(c);
+    buffer_compact(&c->in);
+    if (buffer_len(&c->in) > 0) {
+        c->state = CLIENT_ST_HEAD;
+        c->head_start = now_of(c);
+    } else {
+        c->state = CLIENT_ST_IDLE;
+    }
+}
+
+static void begin_linger(struct client *c)
+{
+    if (c->flags & CLIENT_F_LINGER)
+        return;
+    log_request(c);
+    c->flags |= CLIENT_F_LINGER;
+    shutdown(c->fd, SHUT_WR);
+    c->linger_until = now_of(c) + LINGER_SECONDS;
+    c->in.rpos = c->in.wpos = 0;
+    exchange_buffers_free(c);
+}
+
+static void update_io(struct client *c)
+{
+    struct ev_loop *loop = c->w->loop;
+    if (c->state == CLIENT_ST_CLOSED)
+        return;
+    bool head_pinned = c->state == CLIENT_ST_HEAD && c->req.in_head;
+    bool in_room = buffer_space(&c->in) > 0 || (!head_pinned && c->in.rpos > 0);
+    bool rd = !(c->flags & CLIENT_F_EOF) && in_room &&
+              (c->state != CLIENT_ST_DRAIN || (c->flags & CLIENT_F_LINGER));
+    if (rd && !ev_is_active(&c->rio))
+        ev_io_start(loop, &c->rio);
+    else if (!rd && ev_is_active(&c->rio))
+        ev_io_stop(loop, &c->rio);
+    bool wr = buffer_len(&c->out) > 0;
+    if (wr && !ev_is_active(&c->wio))
+        ev_io_start(loop, &c->wio);
+    else if (!wr && ev_is_active(&c->wio))
+        ev_io_stop(loop, &c->wio);
+    if (c->conn && c->conn->state == UPC_BUSY) {
+        bool uin_room = buffer_space(&c->uin) > 0 || (!c->resp.in_head && c->uin.rpos > 0);
+        bool urd = !(c->flags & CLIENT_F_UP_EOF) && uin_room &&
+                   (c->state == CLIENT_ST_TUNNEL ||
+                    (c->state == CLIENT_ST_FORWARD && !(c->flags & CLIENT_F_RESP_DONE)));
+        bool uwr = buffer_len(&c->uout) > 0 && !(c->flags & (CLIENT_F_UP_EOF | CLIENT_F_UP_WFAIL));
+        upstream_conn_want(c->conn, urd, uwr);
+    }
+}
+
+/* Signature of everything a pass can change, to stop when a pass did nothing. */
+static uint64_t progress_sig(const struct client *c)
+{
+    return (uint64_t)c->state * 1000003u ^ (uint64_t)c->flags * 7919u ^ c->in.rpos ^
+           (c->in.wpos << 8) ^ (c->out.wpos << 16) ^ (c->out.rpos << 24) ^ (c->uin.rpos << 32) ^
+           (c->uout.wpos << 40) ^ (c->uout.rpos << 48) ^ (uint64_t)(uintptr_t)c->conn;
+}
+
+static void client_run(struct client *c)
+{
+    for (int pass = 0; pass < RUN_GUARD; pass++) {
+        uint64_t before = progress_sig(c);
+        switch (c->state) {
+        case CLIENT_ST_IDLE:
+            if (c->flags & CLIENT_F_EOF) {
+                client_close(c);
+                return;
+            }
+            if (buffer_len(&c->in) > 0) {
+                c->state = CLIENT_ST_HEAD;
+                c->head_start = now_of(c);
+            }
+            break;
+        case CLIENT_ST_HEAD:
+            pump_head(c);
+            if (c->state == CLIENT_ST_HEAD && (c->flags & CLIENT_F_EOF)) {
+                client_close(c); /* gave up mid-head (or never sent one) */
+                return;
+            }
+            if (c->state == CLIENT_ST_UPSTREAM) {
+                /* parse the body bytes already here before anything goes upstream: an
+                 * invalid chunk in them rejects the request with nothing forwarded */
+                pump_body(c);
+                if (c->state == CLIENT_ST_UPSTREAM && !c->conn && !(c->flags & CLIENT_F_QUEUED))
+                    client_route(c);
+            }
+            break;
+        case CLIENT_ST_UPSTREAM:
+        case CLIENT_ST_FORWARD:
+            if (!(c->flags & CLIENT_F_RESP_DONE) || c->conn)
+                pump_body(c);
+            if (c->state == CLIENT_ST_FORWARD && c->conn) {
+                pump_response(c);
+                if (c->conn && (c->flags & CLIENT_F_UP_EOF) && buffer_len(&c->uin) == 0 &&
+                    c->state == CLIENT_ST_FORWARD)
+                    upstream_eof(c);
+            }
+            if ((c->flags & CLIENT_F_EOF) && !(c->flags & CLIENT_F_REQ_DONE) &&
+                (c->state == CLIENT_ST_FORWARD || c->state == CLIENT_ST_UPSTREAM) &&
+                buffer_len(&c->in) == 0) {
+                /* the client went away mid-request */
+                client_close(c);
+                return;
+            }
+            break;
+        case CLIENT_ST_TUNNEL:
+            pump_tunnel(c);
+            break;
+        case CLIENT_ST_DRAIN:
+            break;
+        case CLIENT_ST_CLOSED:
+            return;
+        }
+        if (c->state == CLIENT_ST_CLOSED)
+            return;
+        client_flush(c);
+        if (c->state == CLIENT_ST_CLOSED)
+            return;
+        upstream_flush(c);
+
+        /* completions */
+        if (c->state == CLIENT_ST_FORWARD && (c->flags & CLIENT_F_RESP_DONE) &&
+            buffer_len(&c->out) == 0 && (c->flags & (CLIENT_F_REQ_DONE | CLIENT_F_CLOSE_AFTER)))
+            finish_request(c);
+        if (c->state == CLIENT_ST_TUNNEL) {
+            bool up_gone = (c->flags & CLIENT_F_UP_EOF) && buffer_len(&c->uin) == 0 &&
+                           buffer_len(&c->out) == 0;
+            bool cl_gone =
+                (c->flags & CLIENT_F_EOF) && buffer_len(&c->in) == 0 && buffer_len(&c->uout) == 0;
+            if (up_gone || cl_gone) {
+                client_close(c);
+                return;
+            }
+        }
+        if (c->state == CLIENT_ST_DRAIN) {
+            if (!(c->flags & CLIENT_F_LINGER) && buffer_len(&c->out) == 0) {
+                if (c->conn)
+                    drop_upstream(c);
+                begin_linger(c);
+            }
+            if ((c->flags & CLIENT_F_LINGER) && (c->flags & CLIENT_F_EOF)) {
+                client_close(c);
+                return;
+            }
+        }
+        if (progress_sig(c) == before)
+            break;
+    }
+    update_io(c);
+    refresh_timer(c);
+}
+
+/* ---------------------------------------------------------------- callbacks */
+
+static void client_on_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct client *c = container_of(w, struct client, rio);
+    client_read(c);
+    client_run(c);
+}
+
+static void client_on_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct client *c = container_of(w, struct client, wio);
+    client_run(c);
+}
+
+static void absorb_granted(struct client *c)
+{
+    if (c->granted) {
+        struct upstream_conn *conn = c->granted;
+        c->granted = NULL;
+        c->up_start = now_of(c);
+        if (conn->state == UPC_BUSY)
+            client_attach(c, conn);
+        else
+            c->conn = conn;
+    } else if (c->granted_err) {
+        const char *why = c->granted_err;
+        c->granted_err = NULL;
+        attempt_failed(c, why);
+    }
+}
+
+static void client_on_defer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct client *c = container_of(w, struct client, defer);
+    absorb_granted(c);
+    client_run(c);
+}
+
+void client_on_upstream_slot(struct client *c)
+{
+    ev_timer_stop(c->w->loop, &c->defer);
+    ev_timer_set(&c->defer, 0, 0);
+    ev_timer_start(c->w->loop, &c->defer);
+}
+
+void client_on_upstream_io(struct client *c, int revents)
+{
+    absorb_granted(c);
+    struct upstream_conn *conn = c->conn;
+    if (conn && conn->state == UPC_CONNECTING) {
+        if (!(revents & EV_WRITE))
+            return;
+        const char *reason = NULL;
+        if (upstream_connect_done(conn, &reason) == -1) {
+            c->conn = NULL;
+            attempt_failed(c, reason);
+        } else {
+            client_attach(c, conn);
+        }
+    } else if (conn && (revents & EV_READ)) {
+        upstream_read(c);
+    }
+    client_run(c);
+}
+
+static void client_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct client *c = container_of(w, struct client, timer);
+    enum client_timeout which;
+    ev_tstamp d = client_deadline(c, cur_cfg(c), &which);
+    ev_tstamp now = ev_now(loop);
+    if (which == CLIENT_TO_NONE)
+        return;
+    if (d > now + 0.0005) {
+        /* fired early: activity moved the deadline; re-arm for the remainder */
+        ev_timer_set(&c->timer, d - now, 0);
+        ev_timer_start(loop, &c->timer);
+        c->timer_at = d;
+        return;
+    }
+    switch (which) {
+    case CLIENT_TO_NONE:
+        return;
+    case CLIENT_TO_IDLE:
+    case CLIENT_TO_WRITE:
+    case CLIENT_TO_LINGER:
+        client_close(c);
+        return;
+    case CLIENT_TO_HEADER:
+        client_error(c, 408, "header timeout");
+        break;
+    case CLIENT_TO_QUEUE:
+        if (c->up)
+            upstream_cancel_wait(c->up, c);
+        client_error(c, 503, "queue timeout");
+        break;
+    case CLIENT_TO_CONNECT:
+        if (c->conn) {
+            upstream_close(c->conn);
+            c->conn = NULL;
+        }
+        attempt_failed(c, "connect_timeout");
+        break;
+    case CLIENT_TO_READ:
+    case CLIENT_TO_TOTAL:
+        client_error(c, 504, which == CLIENT_TO_READ ? "read timeout" : "total timeout");
+        break;
+    }
+    if (c->state != CLIENT_ST_CLOSED)
+        client_run(c);
+}

@@ -1,0 +1,336 @@
+#include "upstream.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "listener.h"
+#include "log.h"
+
+/* ---------------------------------------------------------------- sets */
+
+struct upstream_set *upstream_set_new(struct worker *w, struct cfgref *cfg)
+{
+    const struct config *c = cfg->cfg;
+    struct upstream_set *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->w = w;
+    s->n = c->n_upstreams;
+    s->ups = calloc(s->n ? s->n : 1, sizeof *s->ups);
+    s->peers = calloc(s->n ? s->n : 1, sizeof *s->peers);
+    if (!s->ups || !s->peers)
+        goto error;
+    for (size_t i = 0; i < s->n; i++) {
+        s->ups[i].set = s;
+        s->ups[i].cfg = &c->upstreams[i];
+        s->ups[i].index = i;
+        s->peers[i].weight = c->upstreams[i].weight ? c->upstreams[i].weight : 1;
+    }
+    bool fallback;
+    const struct balancer_ops *ops = balancer_ops_for(c->balancer, &fallback);
+    if (balancer_init(&s->bal, ops, s->peers, s->n) == -1)
+        goto error;
+    if (fallback && w && w->id == 0)
+        log_event(CONFIG_LOG_WARN, "balancer_fallback", json_pack("{s:s}", "balancer", ops->name));
+    s->cfg = cfgref_acquire(cfg);
+    s->refs = 1;
+    return s;
+error:
+    free(s->ups);
+    free(s->peers);
+    free(s);
+    return NULL;
+}
+
+struct upstream_set *upstream_set_acquire(struct upstream_set *s)
+{
+    s->refs++;
+    return s;
+}
+
+void upstream_set_release(struct upstream_set *s)
+{
+    if (!s || --s->refs > 0)
+        return;
+    balancer_deinit(&s->bal);
+    cfgref_release(s->cfg);
+    free(s->ups);
+    free(s->peers);
+    free(s);
+}
+
+void upstream_set_retire(struct upstream_set *s)
+{
+    s->retired = true;
+    for (size_t i = 0; i < s->n; i++)
+        while (s->ups[i].idle)
+            upstream_close(s->ups[i].idle);
+}
+
+/* ---------------------------------------------------------------- conns */
+
+static void idle_unlink(struct upstream_conn *conn)
+{
+    struct upstream *u = conn->up;
+    if (conn->prev)
+        conn->prev->next = conn->next;
+    else
+        u->idle = conn->next;
+    if (conn->next)
+        conn->next->prev = conn->prev;
+    conn->next = conn->prev = NULL;
+    u->n_idle--;
+}
+
+static void conn_on_read(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_on_write(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_on_idle_timeout(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* A slot of u became free: give it to the first waiter, if any. */
+static void wake_waiter(struct upstream *u, struct upstream_conn *reusable)
+{
+    struct client *c = u->wait_head;
+    if (!c)
+        return;
+    upstream_cancel_wait(u, c);
+    c->granted = NULL;
+    c->granted_err = NULL;
+    if (reusable) {
+        idle_unlink(reusable);
+        ev_io_stop(u->set->w->loop, &reusable->rio);
+        ev_timer_stop(u->set->w->loop, &reusable->idle_timer);
+        reusable->state = UPC_BUSY;
+        reusable->client = c;
+        u->n_open++;
+        c->granted = reusable;
+    } else {
+        struct upstream_conn *conn = NULL;
+        const char *reason = NULL;
+        enum upstream_acquire_result r = upstream_acquire(u, c, &conn, &reason);
+        if (r == UPSTREAM_QUEUED)
+            return; /* back in the queue (cannot happen: a slot was just freed) */
+        if (r == UPSTREAM_FAILED)
+            c->granted_err = reason;
+        else
+            c->granted = conn; /* CONNECTING (or READY if the pool had one) */
+    }
+    client_on_upstream_slot(c);
+}
+
+static enum upstream_acquire_result conn_connect(struct upstream *u, struct client *c,
+                                                 struct upstream_conn **out, const char **reason)
+{
+    struct worker *w = u->set->w;
+    const struct config_addr *a = &u->cfg->addr;
+    int fd = socket(a->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        *reason = "socket";
+        return UPSTREAM_FAILED;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (const struct sockaddr *)&a->addr, a->addrlen) == -1 && errno != EINPROGRESS) {
+        *reason = errno == ECONNREFUSED ? "connect_refused" : "connect_error";
+        close(fd);
+        return UPSTREAM_FAILED;
+    }
+    struct upstream_conn *conn = calloc(1, sizeof *conn);
+    if (!conn) {
+        close(fd);
+        *reason = "out_of_memory";
+        return UPSTREAM_FAILED;
+    }
+    conn->up = u;
+    conn->fd = fd;
+    conn->state = UPC_CONNECTING;
+    conn->client = c;
+    ev_io_init(&conn->rio, conn_on_read, fd, EV_READ);
+    ev_io_init(&conn->wio, conn_on_write, fd, EV_WRITE);
+    ev_timer_init(&conn->idle_timer, conn_on_idle_timeout, 0, 0);
+    ev_io_start(w->loop, &conn->wio);
+    upstream_set_acquire(u->set);
+    u->n_open++;
+    *out = conn;
+    return UPSTREAM_CONNECTING;
+}
+
+enum upstream_acquire_result upstream_acquire(struct upstream *u, struct client *c,
+                                              struct upstream_conn **conn, const char **reason)
+{
+    const struct config *cfg = u->set->cfg->cfg;
+    *conn = NULL;
+    if (u->idle) {
+        struct upstream_conn *x = u->idle;
+        idle_unlink(x);
+        ev_io_stop(u->set->w->loop, &x->rio);
+        ev_timer_stop(u->set->w->loop, &x->idle_timer);
+        x->state = UPC_BUSY;
+        x->client = c;
+        u->n_open++;
+        *conn = x;
+        return UPSTREAM_READY;
+    }
+    uint64_t max = cfg->limits.upstream_max_connections;
+    if (max && (uint64_t)u->n_open + u->n_idle >= max) {
+        c->qnext = NULL;
+        c->qprev = u->wait_tail;
+        if (u->wait_tail)
+            u->wait_tail->qnext = c;
+        else
+            u->wait_head = c;
+        u->wait_tail = c;
+        u->n_waiting++;
+        c->flags |= CLIENT_F_QUEUED;
+        return UPSTREAM_QUEUED;
+    }
+    return conn_connect(u, c, conn, reason);
+}
+
+int upstream_connect_done(struct upstream_conn *conn, const char **reason)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+        err = errno;
+    if (err != 0) {
+        *reason = err == ECONNREFUSED ? "connect_refused" : "connect_error";
+        upstream_close(conn);
+        return -1;
+    }
+    ev_io_stop(conn->up->set->w->loop, &conn->wio);
+    conn->state = UPC_BUSY;
+    return 0;
+}
+
+void upstream_conn_want(struct upstream_conn *conn, bool rd, bool wr)
+{
+    struct ev_loop *loop = conn->up->set->w->loop;
+    if (conn->state != UPC_BUSY)
+        return;
+    if (rd && !ev_is_active(&conn->rio))
+        ev_io_start(loop, &conn->rio);
+    else if (!rd && ev_is_active(&conn->rio))
+        ev_io_stop(loop, &conn->rio);
+    if (wr && !ev_is_active(&conn->wio))
+        ev_io_start(loop, &conn->wio);
+    else if (!wr && ev_is_active(&conn->wio))
+        ev_io_stop(loop, &conn->wio);
+}
+
+void upstream_release(struct upstream_conn *conn, bool reusable)
+{
+    struct upstream *u = conn->up;
+    struct upstream_set *s = u->set;
+    const struct config *cfg = s->cfg->cfg;
+    if (conn->state != UPC_BUSY || !reusable || s->retired || s->w->draining ||
+        (u->n_idle >= cfg->limits.upstream_idle_connections && !u->wait_head)) {
+        upstream_close(conn);
+        return;
+    }
+    struct ev_loop *loop = s->w->loop;
+    ev_io_stop(loop, &conn->wio);
+    conn->exchanges++;
+    conn->client = NULL;
+    conn->state = UPC_IDLE;
+    u->n_open--;
+    conn->prev = NULL;
+    conn->next = u->idle;
+    if (u->idle)
+        u->idle->prev = conn;
+    u->idle = conn;
+    u->n_idle++;
+    ev_io_start(loop, &conn->rio);
+    ev_timer_set(&conn->idle_timer, (double)cfg->timeouts.idle_ms / 1000.0, 0);
+    ev_timer_start(loop, &conn->idle_timer);
+    if (u->wait_head)
+        wake_waiter(u, conn);
+}
+
+void upstream_close(struct upstream_conn *conn)
+{
+    if (conn->state == UPC_CLOSED)
+        return;
+    struct upstream *u = conn->up;
+    struct worker *w = u->set->w;
+    ev_io_stop(w->loop, &conn->rio);
+    ev_io_stop(w->loop, &conn->wio);
+    ev_timer_stop(w->loop, &conn->idle_timer);
+    if (conn->state == UPC_IDLE)
+        idle_unlink(conn);
+    else
+        u->n_open--;
+    conn->state = UPC_CLOSED;
+    conn->client = NULL;
+    if (conn->fd != -1)
+        close(conn->fd);
+    conn->fd = -1;
+    conn->next = w->dead_conns;
+    w->dead_conns = conn;
+    if (u->wait_head)
+        wake_waiter(u, NULL);
+}
+
+void upstream_cancel_wait(struct upstream *u, struct client *c)
+{
+    if (!(c->flags & CLIENT_F_QUEUED))
+        return;
+    if (c->qprev)
+        c->qprev->qnext = c->qnext;
+    else
+        u->wait_head = c->qnext;
+    if (c->qnext)
+        c->qnext->qprev = c->qprev;
+    else
+        u->wait_tail = c->qprev;
+    c->qnext = c->qprev = NULL;
+    u->n_waiting--;
+    c->flags &= ~CLIENT_F_QUEUED;
+}
+
+void upstream_reap(struct worker *w)
+{
+    while (w->dead_conns) {
+        struct upstream_conn *conn = w->dead_conns;
+        w->dead_conns = conn->next;
+        upstream_set_release(conn->up->set);
+        free(conn);
+    }
+}
+
+/* ---------------------------------------------------------------- callbacks */
+
+static void conn_on_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct upstream_conn *conn = container_of(w, struct upstream_conn, rio);
+    if (conn->state == UPC_IDLE) {
+        /* the upstream closed it, or sent bytes nobody asked for: never reuse */
+        upstream_close(conn);
+        return;
+    }
+    if (conn->client)
+        client_on_upstream_io(conn->client, EV_READ);
+}
+
+static void conn_on_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct upstream_conn *conn = container_of(w, struct upstream_conn, wio);
+    if (conn->client)
+        client_on_upstream_io(conn->client, EV_WRITE);
+}
+
+static void conn_on_idle_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    upstream_close(container_of(w, struct upstream_conn, idle_timer));
+}
