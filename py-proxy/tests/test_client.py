@@ -1,0 +1,714 @@
+"""client: the connection state machine on a fake loop and fake transports (no sockets, no
+sleeping; timers fire when the fake clock is advanced). Twin: c-proxy/tests/test_client.c."""
+
+from __future__ import annotations
+
+import re
+
+from fakes import FakeTransport, Harness, make_config
+
+from pyproxy.client import (
+    F_CW_PAUSED,
+    F_QUEUED,
+    F_RESP_DONE,
+    F_UW_PAUSED,
+    LINGER_SECONDS,
+    ClientState,
+    ClientTimeout,
+)
+
+GET = b"GET /x HTTP/1.1\r\nHost: example\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def closes(h: Harness, t: FakeTransport) -> bool:
+    """The client connection ends: write side shut at once (lingering close), closed at the
+    latest when the linger time is over."""
+    if t.closing:
+        return True
+    if not t.eof_sent:
+        return False
+    h.loop.advance(LINGER_SECONDS + 0.01)
+    return t.closing
+
+
+def upstream_head(raw: bytes) -> bytes:
+    return raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+
+
+def test_get_is_forwarded_and_answered() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(GET)
+    up, ut = h.connect()
+    sent = ut.take()
+    rid = re.search(rb"X-Request-ID: ([0-9a-f]{32})\r\n", sent)
+    assert rid is not None
+    assert sent == (
+        b"GET /x HTTP/1.1\r\nHost: example\r\nX-Forwarded-For: 127.0.0.1\r\n"
+        b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: example\r\n"
+        b"X-Request-ID: " + rid.group(1) + b"\r\nVia: 1.1 twinproxy\r\n\r\n"
+    )
+    up.data_received(OK)
+    assert t.take() == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    assert c.state == ClientState.IDLE
+    line = h.log.lines[-1]
+    assert line["status"] == 200 and line["upstream"] == "u1" and line["attempts"] == 1
+    assert line["bytes_in"] == len(GET) and line["bytes_out"] == len(OK)
+    assert line["method"] == "GET" and line["path"] == "/x"
+
+
+def test_keepalive_reuses_the_upstream_connection() -> None:
+    h = Harness(make_config(upstreams="upstreams:\n  - address: 127.0.0.1:9001\n"))
+    c, _t = h.client()
+    c.data_received(GET)
+    up, ut = h.connect()
+    up.data_received(OK)
+    c.data_received(GET)
+    assert not h.loop.connects  # no new connect: the pooled one was reused
+    assert ut.take().count(b"GET /x") == 2
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    h = Harness(make_config(upstreams="upstreams:\n  - address: 127.0.0.1:9001\n"))
+    c, t = h.client()
+    c.data_received(GET + b"GET /y HTTP/1.1\r\nHost: e\r\n\r\n")
+    assert not t.reading  # the second request waits unparsed, reading paused
+    up, ut = h.connect()
+    assert ut.take().count(b"GET ") == 1
+    up.data_received(OK)
+    assert b"GET /y" in ut.take()
+    up.data_received(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+    out = t.take()
+    assert out.index(b"200 OK") < out.index(b"201 Created")
+    assert t.reading
+
+
+def test_header_timeout_sends_408_and_closes() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n")
+    h.loop.advance(9.9)
+    assert t.written == b""
+    h.loop.advance(0.2)
+    out = t.take()
+    assert out.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"Connection: close\r\n" in out
+    assert closes(h, t)
+
+
+def test_idle_keepalive_connection_closes_silently() -> None:
+    h = Harness(make_config("timeouts:\n  idle: 5s\n"))
+    c, t = h.client()
+    c.data_received(GET)
+    up, _ = h.connect()
+    up.data_received(OK)
+    t.take()
+    h.loop.advance(4.9)
+    assert not t.closing
+    h.loop.advance(0.2)
+    assert t.closing and t.written == b""
+
+
+def test_connect_failure_moves_to_next_upstream_then_502() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(GET)
+    h.loop.connects.pop().fail()
+    assert len(h.loop.connects) == 1  # second upstream tried
+    h.loop.connects.pop().fail()
+    out = t.take()
+    assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    assert b"Connection: close" not in out  # request fully read: keep-alive
+    assert h.log.lines[-1]["attempts"] == 2
+    # one retry event: the second failure leaves no attempt to announce
+    assert h.log.events == [
+        ("retry", {"upstream": "u1", "reason": "connect_refused", "attempt": 2})
+    ]
+
+
+def test_connect_timeout_counts_as_failed_connect() -> None:
+    h = Harness(make_config("timeouts:\n  connect: 100ms\n"))
+    c, t = h.client()
+    c.data_received(GET)
+    h.loop.advance(0.1)
+    h.loop.advance(0.1)
+    assert t.take().startswith(b"HTTP/1.1 502 ")
+
+
+def test_read_timeout_before_response_is_504() -> None:
+    h = Harness(make_config("timeouts:\n  read: 2s\n"))
+    c, t = h.client()
+    c.data_received(GET)
+    h.connect()
+    h.loop.advance(1.9)
+    assert t.written == b""
+    h.loop.advance(0.2)
+    assert t.take().startswith(b"HTTP/1.1 504 Gateway Timeout\r\n")
+
+
+def test_read_timeout_after_response_head_closes() -> None:
+    h = Harness(make_config("timeouts:\n  read: 2s\n"))
+    c, t = h.client()
+    c.data_received(GET)
+    up, _ = h.connect()
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    t.take()
+    h.loop.advance(1.5)
+    up.data_received(b"def")  # a byte within `read` pushes the deadline
+    h.loop.advance(1.5)
+    assert not t.closing
+    h.loop.advance(1.0)
+    assert t.closing
+    assert t.take() == b"def"  # no error appended to a truncated response
+
+
+def test_queue_timeout_is_503() -> None:
+    cfg = make_config(
+        "limits:\n  upstream_max_connections: 1\ntimeouts:\n  queue: 1s\n  connect: 5s\n",
+        upstreams="upstreams:\n  - address: 127.0.0.1:9001\n",
+    )
+    h = Harness(cfg)
+    c1, _t1 = h.client()
+    c1.data_received(GET)
+    c2, t2 = h.client(40001)
+    c2.data_received(GET)
+    assert len(h.loop.connects) == 1  # second request queued, not connecting
+    h.loop.advance(1.1)
+    assert t2.take().startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+
+
+def test_queued_request_gets_the_released_connection() -> None:
+    cfg = make_config(
+        "limits:\n  upstream_max_connections: 1\n",
+        upstreams="upstreams:\n  - address: 127.0.0.1:9001\n",
+    )
+    h = Harness(cfg)
+    c1, _t1 = h.client()
+    c1.data_received(GET)
+    c2, t2 = h.client(40001)
+    c2.data_received(b"GET /second HTTP/1.1\r\nHost: e\r\n\r\n")
+    up, ut = h.connect()
+    ut.take()
+    up.data_received(OK)
+    h.loop.run_soon()  # the freed slot is handed over from the loop
+    assert b"GET /second" in ut.take()
+    up.data_received(OK)
+    assert t2.take().endswith(b"ok")
+
+
+def test_chunked_request_is_reframed() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    _up, ut = h.connect()
+    c.data_received(b"3;ext=1\r\nabc\r\n0\r\nX-T: 1\r\nContent-Length: 9\r\n\r\n")
+    sent = ut.take()
+    assert b"Transfer-Encoding: chunked\r\n" in sent
+    # llhttp rejects Content-Length in trailers: the request is refused
+    assert t.take().startswith(b"HTTP/1.1 400 ")
+
+
+def test_chunked_request_with_trailer() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    up, ut = h.connect()
+    for b in b"3;ext=1\r\nabc\r\n1\r\nd\r\n0\r\nX-T: 1\r\n\r\n":
+        c.data_received(bytes([b]))
+    body = upstream_body(ut.take())
+    assert dechunk(body) == b"abcd"
+    assert body.endswith(b"0\r\nX-T: 1\r\n\r\n")
+    up.data_received(OK)
+    assert t.take().endswith(b"ok")
+
+
+def upstream_body(raw: bytes) -> bytes:
+    return raw.split(b"\r\n\r\n", 1)[1]
+
+
+def dechunk(body: bytes) -> bytes:
+    out = b""
+    while True:
+        line, body = body.split(b"\r\n", 1)
+        n = int(line, 16)
+        if n == 0:
+            return out
+        out += body[:n]
+        body = body[n + 2 :]
+
+
+def test_body_over_max_is_413() -> None:
+    h = Harness(make_config("limits:\n  max_body_bytes: 10\n"))
+    c, t = h.client()
+    c.data_received(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n")
+    out = t.take()
+    assert out.startswith(b"HTTP/1.1 413 Payload Too Large\r\n") and closes(h, t)
+    assert not h.loop.connects
+
+
+def test_chunked_body_over_max_is_413() -> None:
+    h = Harness(make_config("limits:\n  max_body_bytes: 4\n"))
+    c, t = h.client()
+    c.data_received(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    h.connect()
+    c.data_received(b"5\r\nabcde\r\n")
+    assert t.take().startswith(b"HTTP/1.1 413 ")
+
+
+def test_head_over_max_is_431() -> None:
+    h = Harness(make_config("limits:\n  max_header_bytes: 100\n"))
+    c, t = h.client()
+    c.data_received(b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 100)
+    assert t.take().startswith(b"HTTP/1.1 431 ")
+
+
+def test_smuggling_forms_get_400_and_nothing_goes_upstream() -> None:
+    bad = [
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        b"GET / HTTP/1.1\r\n: a\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\x00\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+    ]
+    for raw in bad:
+        h = Harness()
+        c, t = h.client()
+        c.data_received(raw)
+        out = t.take()
+        assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n"), raw
+        assert closes(h, t) and not h.loop.connects, raw
+
+
+def test_bad_chunk_sizes_get_400() -> None:
+    for chunk in (b"0x3\r\nabc\r\n", b"-3\r\nabc\r\n", b"1_0\r\n", b"fffffffffffffffff\r\n"):
+        h = Harness()
+        c, t = h.client()
+        c.data_received(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        h.connect()
+        c.data_received(chunk)
+        assert t.take().startswith(b"HTTP/1.1 400 "), chunk
+
+
+def test_unsupported_version_is_505() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n")
+    assert t.take().startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n")
+
+
+def test_http10_client_gets_dechunked_close_delimited_body() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(b"GET / HTTP/1.0\r\n\r\n")
+    up, _ut = h.connect()
+    up.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert t.take() == b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc"
+    assert closes(h, t)
+
+
+def test_http10_keepalive() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    up, _ = h.connect()
+    up.data_received(OK)
+    assert t.take() == (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
+    assert not t.closing
+
+
+def test_close_delimited_response_is_chunked_for_http11() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(GET)
+    up, ut = h.connect()
+    up.data_received(b"HTTP/1.1 200 OK\r\n\r\nabc")
+    ut.peer_close()
+    assert t.take() == b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    assert not t.closing
+
+
+def test_invalid_upstream_response_is_502() -> None:
+    for resp in (
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n",
+        b"HTTP/1.1 99x OK\r\n\r\n",
+    ):
+        h = Harness()
+        c, t = h.client()
+        c.data_received(GET)
+        up, ut = h.connect()
+        up.data_received(resp)
+        assert t.take().startswith(b"HTTP/1.1 502 "), resp
+        assert ut.closing
+
+
+def test_truncated_response_closes_without_error() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(GET)
+    up, ut = h.connect()
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    ut.peer_close()
+    assert t.take() == b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
+    assert t.closing
+
+
+def test_upstream_connection_not_pooled_after_connection_close() -> None:
+    h = Harness(make_config(upstreams="upstreams:\n  - address: 127.0.0.1:9001\n"))
+    c, _t = h.client()
+    c.data_received(GET)
+    up, ut = h.connect()
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    assert ut.closing
+    c.data_received(GET)
+    assert len(h.loop.connects) == 1
+
+
+def test_backpressure_pauses_the_other_side() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n")
+    up, ut = h.connect()
+    up.pause_writing()
+    assert not t.reading
+    up.resume_writing()
+    assert t.reading
+    c.data_received(b"a" * 100)
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+    c.pause_writing()
+    assert not ut.reading
+    c.resume_writing()
+    assert ut.reading
+
+
+def test_write_stall_closes_both() -> None:
+    h = Harness(make_config("timeouts:\n  write: 1s\n"))
+    c, t = h.client()
+    c.data_received(GET)
+    up, ut = h.connect()
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+    c.pause_writing()
+    h.loop.advance(1.1)
+    assert t.closing and ut.closing
+
+
+def test_expect_100_continue_answered_once_connected() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(
+        b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"
+    )
+    assert t.written == b""
+    _up, ut = h.connect()
+    assert t.take() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert b"Expect" not in ut.take()
+
+
+def test_upgrade_tunnels_after_101() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nhi"
+    )
+    up, ut = h.connect()
+    head = ut.take()
+    assert head.endswith(b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+    up.data_received(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nyo")
+    assert t.take() == (
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nyo"
+    )
+    assert ut.take() == b"hi"
+    c.data_received(b"more")
+    assert ut.take() == b"more"
+    ut.peer_close()
+    h.loop.run_soon()
+    assert t.closing
+
+
+def test_hop_by_hop_removed_from_response() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(GET)
+    up, _ = h.connect()
+    up.data_received(
+        b"HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: 1\r\nKeep-Alive: t=5\r\n"
+        b"X-Kept: 1\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert t.take() == b"HTTP/1.1 200 OK\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_shutdown_closes_idle_and_finishes_busy() -> None:
+    h = Harness()
+    c1, t1 = h.client()
+    _c2, t2 = h.client(40001)
+    c1.data_received(GET)
+    up, _ = h.connect()
+    h.rt.begin_drain()
+    assert t2.closing and not t1.closing
+    up.data_received(OK)
+    assert b"Connection: close\r\n" in t1.take()
+    assert closes(h, t1)
+
+
+def test_reused_connection_closed_by_upstream_is_retried() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(GET)
+    up, ut = h.connect()
+    up.data_received(OK)
+    t.take()
+    c.data_received(GET)  # u2: new connect
+    up2, ut2 = h.connect()
+    up2.data_received(OK)
+    t.take()
+    c.data_received(GET)  # u1 again: the pooled connection
+    assert not h.loop.connects
+    ut.take()
+    ut.peer_close()  # it was closed by the upstream before any response byte
+    assert b"GET /x" in ut2.take()  # retried on u2's pooled connection
+    up2.data_received(OK)
+    assert t.take().endswith(b"ok")
+    assert h.log.lines[-1]["attempts"] == 2
+
+
+def test_error_closes_with_a_lingering_close() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(b"BAD\r\n\r\n")
+    assert t.take().startswith(b"HTTP/1.1 400 ")
+    assert c.state == ClientState.DRAIN and t.eof_sent and not t.closing
+    c.data_received(b"more garbage is discarded")
+    assert t.written == b""
+    c.eof_received()  # the client closes: done at once
+    assert not c.eof_received()
+
+
+def test_linger_ends_after_its_time() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(b"BAD\r\n\r\n")
+    h.loop.advance(LINGER_SECONDS - 0.1)
+    assert not t.closing
+    h.loop.advance(0.2)
+    assert t.closing
+
+
+def test_invalid_body_behind_its_head_reaches_no_upstream() -> None:
+    # the same read: the body is checked before an upstream is chosen
+    h = Harness()
+    c, t = h.client()
+    c.data_received(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;=x\r\nhello\r\n0\r\n\r\n"
+    )
+    assert t.take().startswith(b"HTTP/1.1 400 ")
+    assert not h.loop.connects
+
+
+def test_small_body_is_read_before_the_connect_and_502_keeps_alive() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+    h.loop.connects.pop().fail()
+    h.loop.connects.pop().fail()
+    out = t.take()
+    assert out.startswith(b"HTTP/1.1 502 ") and b"Connection: close" not in out
+    assert c.state == ClientState.IDLE
+
+
+def test_reused_connection_closed_replays_a_small_body() -> None:
+    h = Harness(
+        make_config(
+            upstreams="upstreams:\n  - address: 127.0.0.1:9001\n  - address: 127.0.0.1:9002\n"
+        )
+    )
+    c, t = h.client()
+    c.data_received(GET)
+    up1, ut1 = h.connect()
+    up1.data_received(OK)
+    c.data_received(GET)
+    up2, ut2 = h.connect()
+    up2.data_received(OK)
+    t.take()
+    ut1.take()
+    ut2.take()
+    c.data_received(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+    assert ut1.take().endswith(b"\r\n\r\nabc")  # on the pooled u1 connection
+    ut1.peer_close()
+    assert ut2.take().endswith(b"\r\n\r\nabc")  # replayed on u2's pooled connection
+    assert h.log.events[-1] == (
+        "retry",
+        {"upstream": "127.0.0.1:9001", "reason": "keepalive_closed", "attempt": 2},
+    )
+
+
+def test_bad_chunk_with_the_head_replaces_the_head_with_502() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(GET)
+    up, _ = h.connect()
+    up.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    assert t.take().startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+
+
+def test_bad_chunk_after_the_head_went_out_closes() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(GET)
+    up, _ = h.connect()
+    up.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    up.data_received(b"zz\r\n")
+    assert t.take() == b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert t.closing
+
+
+def test_interim_responses() -> None:
+    for version, forwarded in ((b"1.1", True), (b"1.0", False)):
+        h = Harness()
+        c, t = h.client()
+        c.data_received(b"GET / HTTP/" + version + b"\r\nHost: a\r\n\r\n")
+        up, _ = h.connect()
+        up.data_received(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK)
+        out = t.take()
+        assert out.startswith(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n") == forwarded
+        assert b"200 OK" in out
+
+
+def test_101_without_upgrade_request_is_502() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(GET)
+    up, _ = h.connect()
+    up.data_received(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n")
+    assert t.take().startswith(b"HTTP/1.1 502 ")
+
+
+def test_timer_is_rearmed_lazily() -> None:
+    h = Harness(make_config("timeouts:\n  idle: 5s\n  header: 1s\n"))
+    c, t = h.client()
+    c.data_received(GET)
+    up, _ = h.connect()
+    up.data_received(OK)
+    # the header timer (1 s) is still armed; it fires early and re-arms for the idle rest
+    armed = [x for x in h.loop.timers if not x[2].cancelled]
+    assert len(armed) == 2  # this client's, and the pooled connection's idle expiry
+    h.loop.advance(1.0)
+    assert not t.closing and c.state == ClientState.IDLE
+    h.loop.advance(4.1)
+    assert t.closing
+
+
+def test_pipelined_request_in_a_later_read_waits_its_turn() -> None:
+    h = Harness(make_config(upstreams="upstreams:\n  - address: 127.0.0.1:9001\n"))
+    c, t = h.client()
+    c.data_received(GET)
+    up, ut = h.connect()
+    c.data_received(b"GET /y HTTP/1.1\r\nHost: e\r\n\r\n")  # while /x is in flight
+    assert not t.reading and ut.take().count(b"GET ") == 1
+    up.data_received(OK)
+    assert b"GET /y" in ut.take() and t.reading
+    up.data_received(OK)
+    assert t.take().count(b"200 OK") == 2
+
+
+def test_body_split_over_reads_before_and_after_the_connect() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+    c.data_received(b"defg")  # still connecting: kept in uout
+    up, ut = h.connect()
+    c.data_received(b"hij")
+    assert ut.take().endswith(b"\r\n\r\nabcdefghij")
+    up.data_received(OK)
+    assert t.take().endswith(b"ok") and c.state == ClientState.IDLE
+
+
+# deadline(): the one place that picks the timeout from the state (client_deadline in C)
+
+T = make_config(
+    "timeouts:\n  idle: 60s\n  header: 10s\n  queue: 1s\n  connect: 2s\n  read: 30s\n"
+    "  write: 20s\n  total: 40s\n"
+)
+
+
+def test_deadline_idle_and_head() -> None:
+    h = Harness(T)
+    c, _ = h.client()
+    assert c.deadline() == (h.loop.now + 10.0, ClientTimeout.HEADER)
+    c.state, c.idle_since = ClientState.IDLE, 500.0
+    assert c.deadline() == (560.0, ClientTimeout.IDLE)
+
+
+def test_deadline_upstream_queue_connect_total() -> None:
+    h = Harness(T)
+    c, _ = h.client()
+    c.state, c.req_start, c.up_start = ClientState.UPSTREAM, 100.0, 139.5
+    assert c.deadline() == (140.0, ClientTimeout.TOTAL)  # neither queued nor connecting
+    c.flags |= F_QUEUED
+    assert c.deadline() == (140.0, ClientTimeout.TOTAL)  # total is earlier than the queue
+    c.up_start = 120.0
+    assert c.deadline() == (121.0, ClientTimeout.QUEUE)
+    c.flags &= ~F_QUEUED
+    c.conn = object()  # type: ignore[assignment]
+    assert c.deadline() == (122.0, ClientTimeout.CONNECT)
+    c.conn = None
+
+
+def test_deadline_forward_read_write_total() -> None:
+    h = Harness(T)
+    c, _ = h.client()
+    c.state, c.req_start = ClientState.FORWARD, 100.0
+    c.conn = object()  # type: ignore[assignment]
+    c.up_last, c.out_last = 101.0, 105.0
+    assert c.deadline() == (135.0, ClientTimeout.READ)  # client progress counts too
+    c.flags |= F_CW_PAUSED
+    c.out_last = 102.0
+    assert c.deadline() == (122.0, ClientTimeout.WRITE)
+    c.flags |= F_RESP_DONE
+    c.flags &= ~F_CW_PAUSED
+    assert c.deadline() == (140.0, ClientTimeout.TOTAL)
+    c.conn = None
+
+
+def test_deadline_tunnel_drain_closed() -> None:
+    h = Harness(T)
+    c, _ = h.client()
+    c.state, c.idle_since = ClientState.TUNNEL, 200.0
+    assert c.deadline() == (260.0, ClientTimeout.IDLE)
+    c.flags |= F_UW_PAUSED
+    c.uout_last = 210.0
+    assert c.deadline() == (230.0, ClientTimeout.WRITE)
+    c.flags = 0
+    c.state, c.linger_until = ClientState.DRAIN, 300.0
+    assert c.deadline() == (300.0, ClientTimeout.LINGER)
+    c.state = ClientState.CLOSED
+    assert c.deadline() == (0.0, ClientTimeout.NONE)
+
+
+def test_connection_close_trailer_does_not_poison_the_next_request() -> None:
+    h = Harness(make_config(upstreams="upstreams:\n  - address: 127.0.0.1:9001\n"))
+    c, t = h.client()
+    c.data_received(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nConnection: close\r\n\r\n" + GET
+    )
+    up, ut = h.connect()
+    assert ut.take().endswith(b"0\r\n\r\n")  # the trailer is dropped
+    up.data_received(OK)
+    assert b"GET /x" in ut.take()
+    up.data_received(OK)
+    assert t.take().count(b"200 OK") == 2
