@@ -1,0 +1,1 @@
+"""twinproxy lab: bench runner (loadtest.bench), load generators, contender configs, report."""

@@ -1,0 +1,1071 @@
+"""The scenarios S0-S10: one function per scenario runs one contender's block of one rep.
+
+Each block starts the contender on the scenario's twinproxy YAML, warms it up, measures
+every parameter of the scenario, and stops it. Every measurement becomes one runs.jsonl
+record (loadtest/SCHEMA.md), valid or not; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import http.client
+import json
+import os
+import re
+import select
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from . import (
+    contenders,
+    fairness,
+    httpclient,
+    idleconns,
+    locustdrv,
+    olgen,
+    processes,
+    stats_util,
+    tpconfig,
+    wrk,
+)
+from .contenders import Running, StartError
+from .plan import Progress
+from .processes import ProcManager
+
+ROOT = Path(__file__).resolve().parents[2]
+UPSTREAM = ROOT / "upstreams" / "build" / "upstream"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def short(text: str, head: int = 110, tail: int = 90) -> str:
+    """One line for the progress display: whitespace collapsed, head ... tail."""
+    one = " ".join(text.split())
+    return one if len(one) <= head + tail + 5 else f"{one[:head]} ... {one[-tail:]}"
+
+
+def upstream_cmd() -> list[str]:
+    """The upstream server command (TWINPROXY_UPSTREAM overrides it, for lab development)."""
+    override = os.environ.get("TWINPROXY_UPSTREAM")
+    return shlex.split(override) if override else [str(UPSTREAM)]
+
+
+def upstream_available() -> tuple[bool, str | None]:
+    if os.environ.get("TWINPROXY_UPSTREAM"):
+        return True, None
+    return (
+        (True, None)
+        if UPSTREAM.exists()
+        else (
+            False,
+            f"upstream binary missing: {UPSTREAM.relative_to(ROOT)} (make build)",
+        )
+    )
+
+
+class HarnessError(RuntimeError):
+    """The runner itself is broken (not a measurement that came out invalid)."""
+
+
+@dataclass
+class Ctx:
+    pm: ProcManager
+    out: Path
+    work: Path
+    prof: dict[str, Any]
+    pin: dict[str, Any]
+    progress: Progress | None = None
+    avail: dict[str, tuple[bool, str | None]] = field(default_factory=dict)
+    upstreams: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # shared (address, name)
+    upstream_proc: processes.Proc | None = None
+    s8: dict[str, Any] = field(default_factory=dict)  # S8's own upstream processes
+    capacity: dict[tuple[str, int], list[float]] = field(
+        default_factory=dict
+    )  # (contender, conns) -> rps
+    harness_errors: list[str] = field(default_factory=list)
+    generator_missing: set[str] = field(default_factory=set)
+    records: int = 0
+    invalid: int = 0
+
+    @property
+    def raw(self) -> Path:
+        return self.out / "raw"
+
+    @property
+    def proxy_cpu(self) -> int:
+        return int(self.pin["proxy_cpu"])
+
+    @property
+    def load_cpu(self) -> int:
+        return int(self.pin["load_cpu"])
+
+    def note(self, what: str) -> None:
+        if self.progress is not None:
+            self.progress.note(what)
+
+    def record(
+        self,
+        scenario: str,
+        contender: str,
+        rep: int,
+        params: dict[str, Any],
+        metrics: dict[str, Any],
+        reason: str | None,
+        files: dict[str, str] | None = None,
+        started: str | None = None,
+        duration_s: float = 0.0,
+    ) -> dict[str, Any]:
+        rec = {
+            "scenario": scenario,
+            "contender": contender,
+            "rep": rep,
+            "params": params,
+            "metrics": metrics,
+            "valid": reason is None,
+            "invalid_reason": reason,
+            "files": files or {},
+            "started": started or now_iso(),
+            "duration_s": round(duration_s, 3),
+        }
+        with open(self.out / "runs.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, sort_keys=False) + "\n")
+        self.records += 1
+        if reason is not None:
+            self.invalid += 1
+            self.note(f"INVALID: {short(reason)}")
+        return rec
+
+
+# ---------------------------------------------------------------- upstreams
+
+
+def start_upstream(
+    ctx: Ctx, name: str, listeners: list[tuple[int, str]], timeout: float = 10.0
+) -> processes.Proc:
+    """Start one upstream process with the given (port, name) listeners; waits for 'ready'."""
+    cmd = upstream_cmd()
+    for port, n in listeners:
+        cmd += ["--listen", f"127.0.0.1:{port}", "--name", n]
+    cmd.append("--quiet")
+    proc = ctx.pm.start(name, cmd, cpu=ctx.load_cpu, stdout=subprocess.PIPE)
+    assert proc.popen.stdout is not None
+    deadline = time.monotonic() + timeout
+    buf = b""
+    fd = proc.popen.stdout.fileno()
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+            if b"ready" in buf:
+                # keep draining stdout in the background is unnecessary: --quiet
+                return proc
+        if not proc.alive():
+            break
+    tail = proc.log_tail()
+    ctx.pm.stop(proc, grace=1)
+    raise HarnessError(
+        f"upstream {name} not ready within {timeout:.0f}s: {buf!r} {tail}"
+    )
+
+
+def ensure_shared_upstreams(ctx: Ctx) -> None:
+    if ctx.upstream_proc is not None and ctx.upstream_proc.alive():
+        return
+    if not ctx.upstreams:
+        ctx.upstreams = [
+            (f"127.0.0.1:{processes.free_port()}", f"u{i + 1}") for i in range(2)
+        ]
+    listeners = [(tpconfig.split_hostport(a)[1], n) for a, n in ctx.upstreams]
+    ctx.upstream_proc = start_upstream(ctx, "upstream", listeners)
+
+
+def base_doc(ctx: Ctx, **kw: Any) -> dict[str, Any]:
+    ensure_shared_upstreams(ctx)
+    listen = f"127.0.0.1:{processes.free_port()}"
+    ups = kw.pop("upstreams", ctx.upstreams)
+    return tpconfig.bench_config(listen, list(ups), **kw)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def warmup(ctx: Ctx, run: Running, path: str = "/bytes/0") -> None:
+    """Warm the contender (and its upstream pool): wrk for warmup_s, or 200 requests."""
+    w = float(ctx.prof.get("warmup_s", 0))
+    if w >= 1:
+        ctx.note(f"warm-up {int(w)}s")
+        try:
+            wrk.run(run.url + path, 64, int(w))
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError):
+            pass
+        return
+    try:
+        c = http.client.HTTPConnection(run.host, run.port, timeout=2)
+        for _ in range(200):
+            c.request("GET", path)
+            c.getresponse().read()
+        c.close()
+    except (OSError, http.client.HTTPException):
+        pass
+
+
+def crash_reason(run: Running) -> str | None:
+    if run.alive():
+        return None
+    return f"contender crashed ({run.exit_info()[:300]})"
+
+
+def join(*reasons: str | None) -> str | None:
+    rs = [r for r in reasons if r]
+    return "; ".join(rs) if rs else None
+
+
+def raw_name(*parts: Any) -> str:
+    return "-".join(str(p) for p in parts)
+
+
+class Block:
+    """One contender's block: records every param exactly once, even on failure."""
+
+    def __init__(
+        self,
+        ctx: Ctx,
+        scenario: str,
+        contender: str,
+        rep: int,
+        params: list[dict[str, Any]],
+    ):
+        self.ctx, self.sc, self.c, self.rep = ctx, scenario, contender, rep
+        self.params = params
+        self.done: set[int] = set()
+
+    def measure(
+        self,
+        i: int,
+        fn: Callable[[], tuple[dict[str, Any], str | None, dict[str, str]]],
+        run: Running | None,
+    ) -> dict[str, Any]:
+        p = self.params[i]
+        self.ctx.note(
+            " ".join(f"{k}={v}" for k, v in p.items() if k not in ("path",))[:34]
+        )
+        started, t0 = now_iso(), time.monotonic()
+        try:
+            metrics, reason, files = fn()
+        except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as e:
+            metrics, reason, files = {}, f"measurement failed: {e}"[:500], {}
+        if run is not None:
+            reason = join(reason, crash_reason(run))
+        self.done.add(i)
+        return self.ctx.record(
+            self.sc,
+            self.c,
+            self.rep,
+            p,
+            metrics,
+            reason,
+            files,
+            started,
+            time.monotonic() - t0,
+        )
+
+    def fail_rest(self, reason: str) -> None:
+        for i, p in enumerate(self.params):
+            if i not in self.done:
+                self.done.add(i)
+                self.ctx.record(self.sc, self.c, self.rep, p, {}, reason)
+
+
+def start_contender(
+    ctx: Ctx, name: str, doc: dict[str, Any], tag: str, **kw: Any
+) -> Running:
+    ctx.note("start")
+    return contenders.start(ctx.pm, name, doc, ctx.work / tag, ctx.proxy_cpu, **kw)
+
+
+def ensure_running(ctx: Ctx, run: Running, doc: dict[str, Any], tag: str) -> Running:
+    """After a crash, restart the contender so the block's next params still get measured."""
+    if run.alive():
+        return run
+    contenders.stop(ctx.pm, run)
+    return start_contender(ctx, run.name, doc, tag + "-restart")
+
+
+# ---------------------------------------------------------------- S0 / S1 / S5 / S6 (wrk)
+
+
+def _wrk_measure(
+    ctx: Ctx,
+    run: Running,
+    sc: str,
+    rep: int,
+    path: str,
+    conns: int,
+    dur: int,
+    headers: tuple[str, ...] = (),
+    tagparts: tuple[Any, ...] = (),
+) -> tuple[dict[str, Any], str | None, dict[str, str]]:
+    res, text = wrk.run(run.url + path, conns, dur, headers)
+    fname = f"raw/{raw_name(sc, run.name, *tagparts, 'r' + str(rep))}.wrk.txt"
+    (ctx.out / fname).write_text(text, encoding="utf-8")
+    metrics = {
+        k: res[k]
+        for k in ("rps", "transfer_bytes_per_s", "errors", "non2xx", "requests")
+        if k in res
+    }
+    metrics["socket_errors"] = {k[7:]: res[k] for k in res if k.startswith("socket_")}
+    reason = None
+    if res["errors"] or res["non2xx"]:
+        reason = f"{res['errors']} socket errors, {res['non2xx']} non-2xx responses"
+    if res.get("requests", 1) == 0:
+        reason = join(reason, "no request completed")
+    return metrics, reason, {"wrk": fname}
+
+
+def _wrk_block(
+    ctx: Ctx,
+    sc: str,
+    name: str,
+    rep: int,
+    blk: Block,
+    doc: dict[str, Any],
+    each: Callable[[dict[str, Any]], tuple[str, int, tuple[str, ...], tuple[Any, ...]]],
+) -> None:
+    tag = raw_name(sc, name, rep)
+    run = start_contender(ctx, name, doc, tag)
+    try:
+        warmup(ctx, run)
+        dur = int(max(1, ctx.prof[sc]["duration_s"]))
+        for i, p in enumerate(blk.params):
+            run = ensure_running(ctx, run, doc, tag)
+            path, conns, headers, tagparts = each(p)
+            r = run
+            rec = blk.measure(
+                i,
+                partial(
+                    _wrk_measure, ctx, r, sc, rep, path, conns, dur, headers, tagparts
+                ),
+                run,
+            )
+            if sc in ("S0", "S1") and rec["valid"]:
+                # S2 steps its offered rates up to this contender's own capacity
+                ctx.capacity.setdefault((name, conns), []).append(
+                    float(rec["metrics"]["rps"])
+                )
+    finally:
+        contenders.stop(ctx.pm, run)
+
+
+def params_S01(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
+    p = ctx.prof[sc]
+    return [{"connections": c, "path": p["path"]} for c in p["connections"]]
+
+
+def block_S01(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
+    _wrk_block(
+        ctx,
+        sc,
+        name,
+        rep,
+        blk,
+        base_doc(ctx),
+        lambda p: (p["path"], p["connections"], (), (p["connections"],)),
+    )
+
+
+def params_S5(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
+    p = ctx.prof["S5"]
+    return [
+        {"size": s, "connections": p["connections"], "path": f"/bytes/{s}"}
+        for s in p["sizes"]
+    ]
+
+
+def block_S5(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
+    _wrk_block(
+        ctx,
+        sc,
+        name,
+        rep,
+        blk,
+        base_doc(ctx),
+        lambda p: (p["path"], p["connections"], (), (p["size"],)),
+    )
+
+
+def params_S6(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
+    p = ctx.prof["S6"]
+    return [
+        {"connections": c, "path": p["path"], "connection_close": True}
+        for c in p["connections"]
+    ]
+
+
+def block_S6(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
+    _wrk_block(
+        ctx,
+        sc,
+        name,
+        rep,
+        blk,
+        base_doc(ctx),
+        lambda p: (
+            p["path"],
+            p["connections"],
+            ("Connection: close",),
+            (p["connections"],),
+        ),
+    )
+
+
+# ---------------------------------------------------------------- S2 / S3 / S4 (olgen)
+
+
+def _need_olgen(ctx: Ctx) -> None:
+    if not olgen.available():
+        ctx.generator_missing.add("olgen")
+        raise StartError(
+            f"olgen missing: {olgen.BINARY.relative_to(ROOT)} (make build)"
+        )
+
+
+def _olgen_measure(
+    ctx: Ctx,
+    run: Running,
+    sc: str,
+    rep: int,
+    p: dict[str, Any],
+    warm: float,
+    samples: bool = True,
+) -> tuple[dict[str, Any], str | None, dict[str, str]]:
+    rate = float(p["rate"])
+    files: dict[str, str] = {}
+    kw: dict[str, Any] = {
+        "connections": int(p.get("connections", 16)),
+        "warmup_s": warm,
+    }
+    if samples:
+        fname = f"raw/{raw_name(sc, run.name, int(rate), 'r' + str(rep))}.csv"
+        kw["samples"] = ctx.out / fname
+        files["samples"] = fname
+    res = olgen.run(
+        run.url + p.get("path", "/bytes/0"),
+        rate,
+        float(ctx.prof[sc]["duration_s"]),
+        **kw,
+    )
+    return res, olgen.gate(res, rate), files
+
+
+def params_S2(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
+    p = ctx.prof["S2"]
+    conns_cap = int(p["capacity_connections"])
+    caps = ctx.capacity.get((name, conns_cap))
+    out = []
+    if caps:
+        cap = statistics.median(caps)
+        for f in p["fractions"]:
+            out.append(
+                {
+                    "rate": max(100, int(round(cap * f, -2))),
+                    "connections": p["connections"],
+                    "path": p["path"],
+                    "fraction_of_capacity": f,
+                    "capacity_rps": round(cap),
+                }
+            )
+    else:
+        for r in p["fixed_rates"]:
+            out.append(
+                {
+                    "rate": int(r),
+                    "connections": p["connections"],
+                    "path": p["path"],
+                    "fraction_of_capacity": None,
+                    "capacity_rps": None,
+                }
+            )
+    return out
+
+
+def params_S3(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
+    p = ctx.prof["S3"]
+    return [{"rate": p["rate"], "connections": p["connections"], "path": p["path"]}]
+
+
+def block_S23(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
+    _need_olgen(ctx)
+    doc = base_doc(ctx)
+    tag = raw_name(sc, name, rep)
+    run = start_contender(ctx, name, doc, tag)
+    try:
+        warmup(ctx, run)
+        warm = float(ctx.prof[sc].get("warmup_s", 0))
+        for i, p in enumerate(blk.params):
+            run = ensure_running(ctx, run, doc, tag)
+            r = run
+            blk.measure(i, partial(_olgen_measure, ctx, r, sc, rep, p, warm), run)
+    finally:
+        contenders.stop(ctx.pm, run)
+
+
+_STRACE_ROW = re.compile(
+    r"^\s*([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)?\s*(\w+)\s*$"
+)
+
+
+def parse_strace_c(text: str) -> dict[str, int]:
+    """``strace -c`` summary table -> {syscall: calls} (the 'total' row excluded).
+
+    Rows: % time, seconds, usecs/call, calls, [errors], syscall.
+    """
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 5 or not parts[0].replace(".", "", 1).isdigit():
+            continue
+        name = parts[-1]
+        if name == "total":
+            continue
+        try:
+            calls = int(parts[3])
+        except ValueError:
+            continue
+        out[name] = out.get(name, 0) + calls
+    return out
+
+
+def params_S4(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
+    p = ctx.prof["S4"]
+    return [
+        {"rate": r, "connections": p["connections"], "path": p["path"]}
+        for r in p["rates"]
+    ]
+
+
+def _s4_measure(
+    ctx: Ctx, run: Running, rep: int, p: dict[str, Any]
+) -> tuple[dict[str, Any], str | None, dict[str, str]]:
+    assert run.pid is not None
+    rate = float(p["rate"])
+    dur = float(ctx.prof["S4"]["duration_s"])
+    before = processes.tree_stats(run.pid)
+    res = olgen.run(run.url + p["path"], rate, dur, connections=int(p["connections"]))
+    after = processes.tree_stats(run.pid)
+    user_s, sys_s = processes.cpu_delta(before, after)
+    completed = int(res.get("completed") or 0)
+    metrics: dict[str, Any] = {
+        "cpu_us_per_req": (user_s + sys_s) * 1e6 / completed if completed else None,
+        "user_s": user_s,
+        "sys_s": sys_s,
+        "requests": completed,
+        "processes": len(after),
+        "achieved_rate": res.get("achieved_rate"),
+        "offered_rate_achieved": res.get("offered_rate_achieved"),
+        "errors": res.get("errors"),
+        "syscalls_per_req": None,
+        "syscalls": {},
+    }
+    reason = olgen.gate(res, rate)
+    files: dict[str, str] = {}
+    # syscalls: a separate short run under strace (it slows the proxy; only counts are used)
+    strace_s = float(ctx.prof["S4"].get("strace_s", 1))
+    if strace_s > 0 and run.alive():
+        fname = f"raw/{raw_name('S4', run.name, int(rate), 'r' + str(rep))}.strace.txt"
+        pids = processes.tree(run.pid)
+        cmd = ["strace", "-c", "-f", "-q", "-o", str(ctx.out / fname)]
+        for pid in pids:
+            cmd += ["-p", str(pid)]
+        st = ctx.pm.start(f"strace-{run.name}", cmd, cpu=ctx.load_cpu)
+        try:
+            time.sleep(0.3)  # attach
+            sres = olgen.run(
+                run.url + p["path"], rate, strace_s, connections=int(p["connections"])
+            )
+        finally:
+            try:
+                os.kill(st.pid, signal.SIGINT)
+                st.popen.wait(timeout=5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+            ctx.pm.stop(st, grace=1)
+        try:
+            table = parse_strace_c(
+                (ctx.out / fname).read_text(encoding="utf-8", errors="replace")
+            )
+        except OSError:
+            table = {}
+        scompleted = int(sres.get("completed") or 0)
+        if table and scompleted:
+            metrics["syscalls_per_req"] = sum(table.values()) / scompleted
+            metrics["syscalls"] = {
+                k: v / scompleted
+                for k, v in sorted(table.items(), key=lambda kv: -kv[1])
+            }
+            metrics["strace_requests"] = scompleted
+        files["strace"] = fname
+    return metrics, reason, files
+
+
+def block_S4(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
+    _need_olgen(ctx)
+    doc = base_doc(ctx)
+    tag = raw_name(sc, name, rep)
+    run = start_contender(ctx, name, doc, tag)
+    try:
+        warmup(ctx, run)
+        for i, p in enumerate(blk.params):
+            run = ensure_running(ctx, run, doc, tag)
+            r = run
+            blk.measure(i, partial(_s4_measure, ctx, r, rep, p), run)
+    finally:
+        contenders.stop(ctx.pm, run)
+
+
+# ---------------------------------------------------------------- S7 idle connections
+
+
+def params_S7(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
+    return [{"connections": n} for n in ctx.prof["S7"]["connections"]]
+
+
+def _s7_measure(
+    ctx: Ctx, run: Running, n: int
+) -> tuple[dict[str, Any], str | None, dict[str, str]]:
+    assert run.pid is not None
+    time.sleep(0.1)
+    before = processes.rss_kb(run.pid)
+    ic = idleconns.IdleConnections()
+    try:
+        opened = ic.open(run.host, run.port, n, timeout_s=10 + n / 500)
+        time.sleep(float(ctx.prof["S7"]["hold_s"]))
+        after = processes.rss_kb(run.pid)
+        still = ic.alive()
+    finally:
+        ic.close()
+    metrics = {
+        "rss_kb_before": before,
+        "rss_kb_after": after,
+        "rss_bytes_per_conn": (after - before) * 1024 / opened if opened else None,
+        "opened": opened,
+        "still_open": still,
+    }
+    reason = None
+    if opened < n:
+        reason = f"only {opened} of {n} idle connections could be opened"
+    elif still < opened:
+        reason = f"the proxy closed {opened - still} of {opened} idle connections during the hold"
+    return metrics, reason, {}
+
+
+def block_S7(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
+    n_max = max(int(p["connections"]) for p in blk.params)
+    doc = base_doc(ctx, max_client_connections=n_max + 1000)
+    tag = raw_name(sc, name, rep)
+    run = start_contender(ctx, name, doc, tag)
+    try:
+        warmup(ctx, run)
+        for i, p in enumerate(blk.params):
+            run = ensure_running(ctx, run, doc, tag)
+            r = run
+            blk.measure(i, partial(_s7_measure, ctx, r, int(p["connections"])), run)
+    finally:
+        contenders.stop(ctx.pm, run)
+
+
+# ---------------------------------------------------------------- S8 round-robin fairness
+
+S8_PHASES = ("equal", "slow", "dead", "killed")
+
+
+def params_S8(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
+    p = ctx.prof["S8"]
+    out = []
+    for ph in S8_PHASES:
+        d = p["killed_duration_s"] if ph == "killed" else p["duration_s"]
+        q: dict[str, Any] = {
+            "phase": ph,
+            "rate": p["rate"],
+            "connections": p["connections"],
+            "duration_s": d,
+            "retries": p["retries"],
+            "max_fails": p["max_fails"],
+            "fail_timeout": p["fail_timeout"],
+        }
+        if ph == "slow":
+            q["slow_delay_ms"] = p["slow_delay_ms"]
+        out.append(q)
+    return out
+
+
+def ensure_s8_upstreams(ctx: Ctx) -> dict[str, Any]:
+    s = ctx.s8
+    if not s:
+        s["ports"] = [processes.free_port() for _ in range(3)]
+        s["u4"] = processes.free_port()
+        s["slow"] = processes.free_port()
+        s["dead"] = processes.free_port()  # never listened on
+    if s.get("a") is None or not s["a"].alive():
+        s["a"] = start_upstream(
+            ctx, "s8-upstreams", [(p, f"u{i + 1}") for i, p in enumerate(s["ports"])]
+        )
+    if s.get("b") is None or not s["b"].alive():
+        s["b"] = start_upstream(ctx, "s8-u4", [(s["u4"], "u4")])
+    if s.get("delay") is None or not s["delay"].alive():
+        cmd = [
+            sys.executable,
+            "-m",
+            "loadtest.runner.delayproxy",
+            "--listen",
+            f"127.0.0.1:{s['slow']}",
+            "--to",
+            f"127.0.0.1:{s['u4']}",
+            "--delay-ms",
+            str(ctx.prof["S8"]["slow_delay_ms"]),
+        ]
+        s["delay"] = ctx.pm.start("s8-delayproxy", cmd, cpu=ctx.load_cpu, cwd=ROOT)
+        if not processes.wait_port("127.0.0.1", s["slow"], 10, s["delay"].popen):
+            raise HarnessError(f"S8 delay proxy did not start: {s['delay'].log_tail()}")
+    return s
+
+
+def stop_s8_upstreams(ctx: Ctx) -> None:
+    for k in ("delay", "b", "a"):
+        p = ctx.s8.get(k)
+        if p is not None:
+            ctx.pm.stop(p, grace=1)
+            ctx.s8[k] = None
+
+
+def _s8_measure(
+    ctx: Ctx, run: Running, rep: int, p: dict[str, Any]
+) -> tuple[dict[str, Any], str | None, dict[str, str]]:
+    s = ctx.s8
+    dur = float(p["duration_s"])
+    phase = p["phase"]
+    events: list[tuple[float, str, bool]] = []
+    actions: list[str] = []
+
+    def on_tick(t: float) -> None:
+        if phase != "killed":
+            return
+        if t >= dur / 3 and "killed" not in actions:
+            ctx.pm.kill(s["b"])
+            actions.append("killed")
+        elif t >= 2 * dur / 3 and "killed" in actions and "restarted" not in actions:
+            cmd = upstream_cmd() + [
+                "--listen",
+                f"127.0.0.1:{s['u4']}",
+                "--name",
+                "u4",
+                "--quiet",
+            ]
+            s["b"] = ctx.pm.start("s8-u4", cmd, cpu=ctx.load_cpu)
+            actions.append("restarted")
+
+    results = asyncio.run(
+        httpclient.paced(
+            run.host,
+            run.port,
+            "/bytes/0",
+            float(p["rate"]),
+            dur,
+            int(p["connections"]),
+            timeout=5.0,
+            on_tick=on_tick,
+        )
+    )
+    t0 = min((r.t_start for r in results), default=0.0)
+    for r in results:
+        events.append((r.t_start - t0, r.upstream, r.status == 200))
+    names = ["u1", "u2", "u3", "u4"]
+    counts = {n: 0 for n in names}
+    errors = 0
+    for _, up, ok in events:
+        if ok:
+            counts[up] = counts.get(up, 0) + 1
+        else:
+            errors += 1
+    serving = names[:3] if phase == "dead" else names
+    sub = {n: counts.get(n, 0) for n in serving}
+    chi, dof = fairness.chi_square(sub)
+    seconds = max(1, int(dur + 0.999))
+    rows = fairness.per_second(events, seconds)
+    fname = f"raw/{raw_name('S8', run.name, phase, 'r' + str(rep))}.csv"
+    with open(ctx.out / fname, "w", newline="", encoding="ascii") as f:
+        w = csv.writer(f)
+        w.writerow(["second", "upstream", "count", "errors"])
+        w.writerows(rows)
+    lat = sorted(r.latency_s * 1e6 for r in results)
+    metrics = {
+        "counts": counts,
+        "serving": serving,
+        "max_min_ratio": fairness.max_min_ratio(sub),
+        "chi_square": chi,
+        "dof": dof,
+        "errors": errors,
+        "requests": len(results),
+        "achieved_rate": len(results) / dur if dur else None,
+        "percentiles_us": stats_util.percentiles_us(lat),
+        "events": actions,
+    }
+    reason = None
+    if not results:
+        reason = "no request completed"
+    elif len(results) < 0.9 * float(p["rate"]) * dur:
+        reason = (
+            f"offered rate not achieved ({len(results) / dur:.0f}/s of {p['rate']}/s)"
+        )
+    if phase in ("equal", "slow") and errors:
+        reason = join(reason, f"{errors} errors")
+    return metrics, reason, {"series": fname}
+
+
+def block_S8(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
+    s = ensure_s8_upstreams(ctx)
+    for i, p in enumerate(blk.params):
+        s = ensure_s8_upstreams(ctx)
+        fourth = {
+            "equal": s["u4"],
+            "slow": s["slow"],
+            "dead": s["dead"],
+            "killed": s["u4"],
+        }[p["phase"]]
+        ups = [(f"127.0.0.1:{port}", f"u{j + 1}") for j, port in enumerate(s["ports"])]
+        ups.append((f"127.0.0.1:{fourth}", "u4"))
+        doc = base_doc(
+            ctx,
+            upstreams=ups,
+            retries=int(p["retries"]),
+            max_fails=int(p["max_fails"]),
+            fail_timeout=str(p["fail_timeout"]),
+        )
+        tag = raw_name(sc, name, p["phase"], rep)
+        run = start_contender(ctx, name, doc, tag)
+        try:
+            r = run
+            blk.measure(i, partial(_s8_measure, ctx, r, rep, p), run)
+        finally:
+            contenders.stop(ctx.pm, run)
+
+
+# ---------------------------------------------------------------- S9 timeouts
+
+
+def params_S9(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
+    p = ctx.prof["S9"]
+    return [
+        {
+            "read_timeout_ms": p["read_timeout_ms"],
+            "requests": p["requests"],
+            "concurrency": p["concurrency"],
+            "delay_ms": 3 * int(p["read_timeout_ms"]),
+        }
+    ]
+
+
+def _s9_measure(
+    ctx: Ctx, run: Running, rep: int, p: dict[str, Any]
+) -> tuple[dict[str, Any], str | None, dict[str, str]]:
+    assert run.pid is not None
+    time.sleep(0.1)
+    fds_before = processes.fd_count(run.pid)
+    tmo = int(p["read_timeout_ms"])
+    results = asyncio.run(
+        httpclient.burst(
+            run.host,
+            run.port,
+            f"/delay/{p['delay_ms']}",
+            int(p["requests"]),
+            int(p["concurrency"]),
+            timeout=p["delay_ms"] / 1000 + 3,
+        )
+    )
+    t_done = time.monotonic()
+    fds_after = processes.fd_count(run.pid)
+    while fds_after > fds_before and time.monotonic() - t_done < 3:
+        time.sleep(0.05)
+        fds_after = processes.fd_count(run.pid)
+    settle = time.monotonic() - t_done
+    lat = sorted(r.latency_s * 1000 for r in results if r.status == 504)
+    c504 = sum(1 for r in results if r.status == 504)
+    other: dict[str, int] = {}
+    for r in results:
+        if r.status != 504:
+            other[str(r.status)] = other.get(str(r.status), 0) + 1
+    fname = f"raw/{raw_name('S9', run.name, 'r' + str(rep))}.csv"
+    with open(ctx.out / fname, "w", newline="", encoding="ascii") as f:
+        w = csv.writer(f)
+        w.writerow(["latency_ms", "status"])
+        for r in results:
+            w.writerow([f"{r.latency_s * 1000:.3f}", r.status])
+    metrics = {
+        "count_504": c504,
+        "other": sum(other.values()),
+        "other_status": other,
+        "latency_ms": {
+            "min": lat[0],
+            "50": stats_util.pct(lat, 50),
+            "99": stats_util.pct(lat, 99),
+            "max": lat[-1],
+        }
+        if lat
+        else None,
+        "read_timeout_ms": tmo,
+        "fds_before": fds_before,
+        "fds_after": fds_after,
+        "fds_settle_s": round(settle, 3),
+    }
+    reason = None
+    if other:
+        reason = (
+            f"{sum(other.values())} of {len(results)} responses were not 504: {other}"
+        )
+    return metrics, reason, {"samples": fname}
+
+
+def block_S9(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
+    p0 = blk.params[0]
+    ensure_shared_upstreams(ctx)
+    doc = base_doc(
+        ctx,
+        upstreams=ctx.upstreams[:1],
+        retries=0,
+        timeouts={"read": f"{int(p0['read_timeout_ms'])}ms", "total": "60s"},
+    )
+    tag = raw_name(sc, name, rep)
+    run = start_contender(ctx, name, doc, tag)
+    try:
+        warmup(ctx, run)
+        for i, p in enumerate(blk.params):
+            run = ensure_running(ctx, run, doc, tag)
+            r = run
+            blk.measure(i, partial(_s9_measure, ctx, r, rep, p), run)
+    finally:
+        contenders.stop(ctx.pm, run)
+
+
+# ---------------------------------------------------------------- S10 locust mix
+
+
+def params_S10(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
+    p = ctx.prof["S10"]
+    return [
+        {"users": p["users"], "workers": p["workers"], "duration_s": p["duration_s"]}
+    ]
+
+
+def _s10_measure(
+    ctx: Ctx, run: Running, rep: int, p: dict[str, Any]
+) -> tuple[dict[str, Any], str | None, dict[str, str]]:
+    if not locustdrv.available():
+        ctx.generator_missing.add("locust")
+        raise RuntimeError("locust missing (make deps)")
+    dur = max(1, round(float(p["duration_s"])))  # locust -t takes whole seconds
+    prefix = ctx.work / f"locust-{run.name}-r{rep}"
+    info = locustdrv.run(
+        ctx.pm,
+        run.url,
+        int(p["users"]),
+        dur,
+        int(p["workers"]),
+        prefix,
+        processes.free_port(),
+        ctx.load_cpu,
+    )
+    fname = f"raw/{raw_name('S10', run.name, 'r' + str(rep))}.csv"
+    rows = locustdrv.merge(prefix, ctx.out / fname)
+    metrics = locustdrv.metrics(rows, dur)
+    reason = None
+    if not rows:
+        reason = f"locust recorded no request (exit {info['returncode']}: {info['log_tail'][-200:]})"
+    elif metrics["failures"]:
+        reason = f"{metrics['failures']} failed requests"
+    return metrics, reason, {"samples": fname}
+
+
+def block_S10(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
+    doc = base_doc(ctx)
+    tag = raw_name(sc, name, rep)
+    run = start_contender(ctx, name, doc, tag)
+    try:
+        for i, p in enumerate(blk.params):
+            run = ensure_running(ctx, run, doc, tag)
+            r = run
+            blk.measure(i, partial(_s10_measure, ctx, r, rep, p), run)
+    finally:
+        contenders.stop(ctx.pm, run)
+
+
+# ---------------------------------------------------------------- dispatch
+
+PARAMS: dict[str, Callable[[Ctx, str, str], list[dict[str, Any]]]] = {
+    "S0": params_S01,
+    "S1": params_S01,
+    "S2": params_S2,
+    "S3": params_S3,
+    "S4": params_S4,
+    "S5": params_S5,
+    "S6": params_S6,
+    "S7": params_S7,
+    "S8": params_S8,
+    "S9": params_S9,
+    "S10": params_S10,
+}
+BLOCKS: dict[str, Callable[[Ctx, str, str, int, Block], None]] = {
+    "S0": block_S01,
+    "S1": block_S01,
+    "S2": block_S23,
+    "S3": block_S23,
+    "S4": block_S4,
+    "S5": block_S5,
+    "S6": block_S6,
+    "S7": block_S7,
+    "S8": block_S8,
+    "S9": block_S9,
+    "S10": block_S10,
+}
+
+
+def run_block(ctx: Ctx, sc: str, name: str, rep: int) -> None:
+    """Run (or record as invalid) one contender's block; only harness bugs propagate as
+    entries in ctx.harness_errors, never as a missing record."""
+    params = PARAMS[sc](ctx, sc, name)
+    blk = Block(ctx, sc, name, rep, params)
+    ok, why = ctx.avail.get(name, (True, None))
+    if not ok:
+        blk.fail_rest(f"contender unavailable: {why}")
+        return
+    try:
+        BLOCKS[sc](ctx, sc, name, rep, blk)
+    except StartError as e:
+        blk.fail_rest(str(e)[:600])
+    except HarnessError as e:
+        ctx.harness_errors.append(f"{sc} {name} rep {rep}: {e}")
+        blk.fail_rest(f"harness error: {e}"[:600])
+    except Exception as e:  # noqa: BLE001 -- a runner bug: keep going, exit non-zero at the end
+        tb = traceback.format_exc()
+        ctx.harness_errors.append(f"{sc} {name} rep {rep}: {tb}")
+        print(tb, file=sys.stderr)
+        blk.fail_rest(f"harness error: {type(e).__name__}: {e}"[:600])
+    finally:
+        blk.fail_rest("not measured (block aborted)")

@@ -1,0 +1,85 @@
+"""Run order (interleaved repetitions), participants, profiles, progress."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from loadtest.runner import contenders, pinning, plan
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def test_interleaved_order() -> None:
+    o = plan.order(["S1"], ["A", "B", "C"], 2)
+    assert [c for _, _, c in o] == ["A", "B", "C", "A", "B", "C"]
+    assert [r for _, r, _ in o] == [0, 0, 0, 1, 1, 1]
+
+
+def test_participants() -> None:
+    cs = list(contenders.ALL)
+    assert plan.participants("S0", cs) == ["direct"]
+    assert "direct" not in plan.participants("S1", cs)
+    assert "direct" in plan.participants("S2", cs) and "direct" in plan.participants(
+        "S3", cs
+    )
+    for sc in ("S4", "S7", "S8", "S9"):
+        assert "direct" not in plan.participants(sc, cs)
+    o = plan.order(plan.SCENARIOS, cs, 3)
+    for sc in plan.SCENARIOS:  # every scenario has at least one block per rep
+        assert {r for s, r, _ in o if s == sc} == {0, 1, 2}
+
+
+def test_profiles_cover_every_scenario() -> None:
+    for name in ("full", "quick", "smoke"):
+        prof = plan.load_profile(name)
+        for sc in plan.SCENARIOS:
+            assert sc in prof, (name, sc)
+        assert prof["reps"] >= (3 if name != "smoke" else 1)
+
+
+def test_profile_budgets() -> None:
+    """Estimated run times (6 contenders) stay inside each profile's budget."""
+    budgets = {"full": 40 * 60, "quick": 8 * 60, "smoke": 3 * 60}
+    for name, budget in budgets.items():
+        prof = plan.load_profile(name)
+        units = plan.order(plan.SCENARIOS, contenders.ALL, prof["reps"])
+        est = sum(plan.estimate(sc, prof) for sc, _, _ in units)
+        assert est < budget * 0.95, (name, est)  # the estimate runs ~20 % high
+
+
+def test_unknown_profile() -> None:
+    with pytest.raises(ValueError):
+        plan.load_profile("huge")
+
+
+def test_select_contenders() -> None:
+    assert contenders.select(None) == list(contenders.ALL)
+    assert contenders.select("nginx,c-proxy") == ["c-proxy", "nginx"]
+    assert contenders.select("py-proxy") == ["py-asyncio", "py-uvloop"]
+    with pytest.raises(ValueError):
+        contenders.select("envoy")
+
+
+def test_pinning_two_cores() -> None:
+    p = pinning.plan(2)
+    assert (p["proxy_cpu"], p["load_cpu"], p["two_cores"]) == (1, 0, True)
+    assert "only 2 cores" in p["notes"][0]
+    assert pinning.plan(8)["notes"] == []
+
+
+def test_progress_line() -> None:
+    units = [plan.Unit("S1", 0, "nginx", 10.0), plan.Unit("S1", 0, "haproxy", 10.0)]
+    out = io.StringIO()
+    pr = plan.Progress(units, out)
+    pr.begin(units[0])
+    pr.note("connections=64")
+    pr.end(units[0])
+    line = out.getvalue()
+    assert (
+        "[  1/2] S1  nginx" in line
+        and "rep 1/1" in line
+        and "ETA" in line
+        and "elapsed" in line
+    )
