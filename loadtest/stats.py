@@ -1,6 +1,6 @@
 """Statistics for the bench report: pure functions, no I/O, no numpy needed.
 
-Conventions (docs/benchmarking-report.md says the same for readers):
+Conventions (docs/benchmarking.md (part 2) says the same for readers):
 - percentile: nearest-rank. The p-th percentile of N sorted samples is the sample at
   1-based rank ceil(p/100 * N) (rank 1 for p == 0). It is always a measured value,
   never an interpolation, so "p99 = 812 us" means some request really took 812 us.
