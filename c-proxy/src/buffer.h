@@ -37,6 +37,56 @@ static inline void buffer_release(struct buffer *b)
     b->cap = b->rpos = b->wpos = 0;
 }
 
+/* A worker's stock of freed blocks of one capacity. A connection gives its
+ * exchange buffers back when it goes idle; the next exchange on any connection
+ * of the worker takes them again instead of a malloc/free pair per request
+ * (which, at these sizes, also made glibc consolidate its heap). Bounded: a
+ * release beyond BUFFER_POOL_MAX blocks, or of another capacity (a reload
+ * changed max_header_bytes), frees. Single-threaded: one pool per worker.
+ * Ownership: the pool owns the blocks in `free`; buffer_pool_drain() frees them. */
+#define BUFFER_POOL_MAX 16
+
+struct buffer_pool {
+    size_t cap;                  /* capacity of every pooled block (0: none yet) */
+    unsigned n;                  /* blocks in free[] */
+    char *free[BUFFER_POOL_MAX]; /* owned, unused blocks of cap bytes */
+};
+
+/* buffer_alloc(), taking a pooled block when one of cap bytes is there. */
+static inline int buffer_alloc_from(struct buffer_pool *pool, struct buffer *b, size_t cap)
+{
+    if (pool->n > 0 && pool->cap == cap) {
+        b->data = pool->free[--pool->n];
+        b->cap = cap;
+        b->rpos = b->wpos = 0;
+        return 0;
+    }
+    return buffer_alloc(b, cap);
+}
+
+/* buffer_release(), keeping the block in the pool when there is room. */
+static inline void buffer_release_to(struct buffer_pool *pool, struct buffer *b)
+{
+    if (!b->data)
+        return;
+    if (pool->n == 0)
+        pool->cap = b->cap;
+    if (pool->cap == b->cap && pool->n < BUFFER_POOL_MAX) {
+        pool->free[pool->n++] = b->data;
+        b->data = NULL;
+        b->cap = b->rpos = b->wpos = 0;
+        return;
+    }
+    buffer_release(b);
+}
+
+/* Free every pooled block. */
+static inline void buffer_pool_drain(struct buffer_pool *pool)
+{
+    while (pool->n > 0)
+        free(pool->free[--pool->n]);
+}
+
 static inline size_t buffer_len(const struct buffer *b)
 {
     return b->wpos - b->rpos;

@@ -51,14 +51,31 @@ static double wall_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static char *dup_span(const char *p, size_t n)
+/* A NUL-terminated copy of n bytes: in `small` (small_cap bytes) when it fits,
+ * else a new allocation (NULL when that fails). Release with drop_kept(). */
+static char *keep_span(char *small, size_t small_cap, const char *p, size_t n)
 {
-    char *s = malloc(n + 1);
+    char *s = n < small_cap ? small : malloc(n + 1);
     if (s) {
         memcpy(s, p, n);
         s[n] = '\0';
     }
     return s;
+}
+
+static void drop_kept(char **s, char *small)
+{
+    if (*s != small)
+        free(*s);
+    *s = NULL;
+}
+
+/* A generated request id, in rid_buf. */
+static void new_request_id(struct client *c)
+{
+    _Static_assert(CLIENT_INLINE_RID >= 33, "rid_buf holds a generated id");
+    util_request_id(&c->w->rng, c->rid_buf);
+    c->request_id = c->rid_buf;
 }
 
 static size_t in_cap_for(const struct config *cfg)
@@ -70,20 +87,24 @@ static size_t in_cap_for(const struct config *cfg)
 /* Exchange buffers: out, uin, uout (in lives as long as the connection). */
 static int exchange_buffers_alloc(struct client *c)
 {
-    if (!c->out.data && buffer_alloc(&c->out, UIN_SIZE + 2 * HTTP1_SLACK + 1024) == -1)
+    struct worker *w = c->w;
+    if (!c->out.data &&
+        buffer_alloc_from(&w->pool_out, &c->out, UIN_SIZE + 2 * HTTP1_SLACK + 1024) == -1)
         return -1;
-    if (!c->uin.data && buffer_alloc(&c->uin, UIN_SIZE) == -1)
+    if (!c->uin.data && buffer_alloc_from(&w->pool_uin, &c->uin, UIN_SIZE) == -1)
         return -1;
-    if (!c->uout.data && buffer_alloc(&c->uout, 2 * c->in.cap + 2048) == -1)
+    if (!c->uout.data && buffer_alloc_from(&w->pool_uout, &c->uout, 2 * c->in.cap + 2048) == -1)
         return -1;
     return 0;
 }
 
+/* Back to the worker's pools (freed there when they are full). */
 static void exchange_buffers_free(struct client *c)
 {
-    buffer_release(&c->out);
-    buffer_release(&c->uin);
-    buffer_release(&c->uout);
+    struct worker *w = c->w;
+    buffer_release_to(&w->pool_out, &c->out);
+    buffer_release_to(&w->pool_uin, &c->uin);
+    buffer_release_to(&w->pool_uout, &c->uout);
 }
 
 /* Compact `out`, keeping resp_mark pointing at the same byte. */
@@ -207,10 +228,9 @@ static void log_request(struct client *c)
 /* Forget the request: log fields, exchange, flags. */
 static void request_reset(struct client *c)
 {
-    free(c->method);
-    free(c->path);
-    free(c->request_id);
-    c->method = c->path = c->request_id = NULL;
+    c->method = NULL;
+    drop_kept(&c->path, c->path_buf);
+    drop_kept(&c->request_id, c->rid_buf);
     c->status = 0;
     c->end_mono = 0;
     c->bytes_in = c->bytes_out = 0;
@@ -390,14 +410,13 @@ static int client_on_request_head(struct http1_parser *p)
     struct client *c = p->owner;
     struct http1_msg *m = &p->msg;
     const struct config *cfg = cur_cfg(c);
-    c->method = strdup(llhttp_method_name((llhttp_method_t)m->method));
-    c->path = dup_span(m->url.p ? m->url.p : "", m->url.len);
+    c->method = llhttp_method_name((llhttp_method_t)m->method);
+    c->path = keep_span(c->path_buf, sizeof c->path_buf, m->url.p ? m->url.p : "", m->url.len);
     if (m->request_id >= 0) {
-        c->request_id = dup_span(m->hdrs[m->request_id].value.p, m->hdrs[m->request_id].value.len);
+        const struct http1_span *v = &m->hdrs[m->request_id].value;
+        c->request_id = keep_span(c->rid_buf, sizeof c->rid_buf, v->p, v->len);
     } else {
-        c->request_id = malloc(33);
-        if (c->request_id)
-            util_request_id(&c->w->rng, c->request_id);
+        new_request_id(c);
     }
     if (!c->method || !c->path || !c->request_id) {
         p->error_status = 400;
@@ -466,19 +485,8 @@ static void pump_head(struct client *c)
         }
         request_begin(c);
         const char *p = buffer_head(&c->in);
-        size_t avail = buffer_len(&c->in), n = 0;
-        bool found = false;
-        while (n < avail) {
-            char ch = p[n++];
-            if (ch == "\r\n\r\n"[c->crlf]) {
-                if (++c->crlf == 4) {
-                    found = true;
-                    break;
-                }
-            } else {
-                c->crlf = ch == '\r' ? 1 : 0;
-            }
-        }
+        bool found;
+        size_t n = http1_head_scan(&c->crlf, p, buffer_len(&c->in), &found);
         size_t used = 0;
         enum http1_result r = http1_execute(&c->req, p, n, &used);
         c->in.rpos += used; /* no compaction: the head's spans point here */
@@ -824,14 +832,8 @@ static void client_error(struct client *c, int code, const char *why)
         client_close(c);
         return;
     }
-    if (!c->request_id) {
-        c->request_id = malloc(33);
-        if (!c->request_id) {
-            client_close(c);
-            return;
-        }
-        util_request_id(&c->w->rng, c->request_id);
-    }
+    if (!c->request_id)
+        new_request_id(c);
     if (!(c->flags & CLIENT_F_IN_REQUEST)) {
         c->flags |= CLIENT_F_IN_REQUEST;
         c->start_wall = wall_now();

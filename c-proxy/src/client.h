@@ -82,6 +82,9 @@ enum client_state {
 #define CLIENT_F_IN_REQUEST 0x20000  /* a request started (bytes seen): its clocks run */
 #define CLIENT_F_UP_WFAIL 0x40000 /* writing to the upstream failed: stop sending, keep reading */
 
+#define CLIENT_INLINE_PATH 128 /* targets shorter than this are kept in the struct */
+#define CLIENT_INLINE_RID 64   /* request ids shorter than this are kept in the struct */
+
 /* Which timeout client_deadline() picked. */
 enum client_timeout {
     CLIENT_TO_NONE = 0, /* no deadline */
@@ -145,12 +148,14 @@ struct client {
     double start_wall;  /* wall clock at the request's first byte */
     double start_mono;  /* monotonic seconds at the same moment */
     double end_mono;    /* when the response's last byte was sent, 0 until then */
-    char *method;       /* owned copy, NULL if the head never parsed */
-    char *path;         /* owned copy of the target */
-    char *request_id;   /* owned: the client's X-Request-ID or a generated one */
-    int status;         /* status sent (0: none) */
-    uint64_t bytes_in;  /* bytes of this request read from the client */
-    uint64_t bytes_out; /* bytes of this request written to the client */
+    const char *method; /* llhttp's static method name, NULL if the head never parsed */
+    char *path;         /* the target: path_buf, or an owned copy when longer */
+    char *request_id;   /* the client's X-Request-ID or a generated one: rid_buf or owned */
+    char path_buf[CLIENT_INLINE_PATH]; /* most targets: no malloc per request */
+    char rid_buf[CLIENT_INLINE_RID];   /* generated ids (32 hex) and short client ones */
+    int status;                        /* status sent (0: none) */
+    uint64_t bytes_in;                 /* bytes of this request read from the client */
+    uint64_t bytes_out;                /* bytes of this request written to the client */
 };
 
 /* Take over an accepted socket. Returns the client or NULL (the fd is closed). */

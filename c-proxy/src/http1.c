@@ -9,15 +9,46 @@
 
 /* ---------------------------------------------------------------- spans */
 
+/* ASCII-only case folding: field names and the tokens compared here are ASCII, and
+ * strncasecmp() would cost a locale lookup per call on the hot path. */
+static inline unsigned char ascii_lower(unsigned char ch)
+{
+    return ch >= 'A' && ch <= 'Z' ? (unsigned char)(ch + ('a' - 'A')) : ch;
+}
+
+/* s equals the n-byte lowercase literal lit, ignoring ASCII case. */
+static inline bool span_eq_lower(struct http1_span s, const char *lit, size_t n)
+{
+    if (s.len != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (ascii_lower((unsigned char)s.p[i]) != (unsigned char)lit[i])
+            return false;
+    return true;
+}
+
+/* The length of a literal is known at compile time: no strlen per comparison. */
+#define SPAN_EQ_LIT(s, lit) span_eq_lower((s), lit, sizeof lit - 1)
+
 bool http1_span_eq(struct http1_span s, const char *lit)
 {
     size_t n = strlen(lit);
-    return s.len == n && strncasecmp(s.p, lit, n) == 0;
+    if (s.len != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (ascii_lower((unsigned char)s.p[i]) != ascii_lower((unsigned char)lit[i]))
+            return false;
+    return true;
 }
 
 static bool span_eq_span(struct http1_span a, struct http1_span b)
 {
-    return a.len == b.len && strncasecmp(a.p, b.p, a.len) == 0;
+    if (a.len != b.len)
+        return false;
+    for (size_t i = 0; i < a.len; i++)
+        if (ascii_lower((unsigned char)a.p[i]) != ascii_lower((unsigned char)b.p[i]))
+            return false;
+    return true;
 }
 
 static bool is_ows(char c)
@@ -36,32 +67,66 @@ static struct http1_span span_trim(struct http1_span s)
     return s;
 }
 
-static const struct {
-    const char *name;
-    enum http1_hdr_id id;
-} known_headers[] = {
-    {"host", HTTP1_H_HOST},
-    {"content-length", HTTP1_H_CONTENT_LENGTH},
-    {"transfer-encoding", HTTP1_H_TRANSFER_ENCODING},
-    {"connection", HTTP1_H_CONNECTION},
-    {"keep-alive", HTTP1_H_KEEP_ALIVE},
-    {"proxy-connection", HTTP1_H_PROXY_CONNECTION},
-    {"te", HTTP1_H_TE},
-    {"trailer", HTTP1_H_TRAILER},
-    {"upgrade", HTTP1_H_UPGRADE},
-    {"expect", HTTP1_H_EXPECT},
-    {"x-forwarded-for", HTTP1_H_X_FORWARDED_FOR},
-    {"x-forwarded-proto", HTTP1_H_X_FORWARDED_PROTO},
-    {"x-forwarded-host", HTTP1_H_X_FORWARDED_HOST},
-    {"x-request-id", HTTP1_H_X_REQUEST_ID},
-    {"via", HTTP1_H_VIA},
-};
-
-static enum http1_hdr_id header_id(struct http1_span name)
+/* The fields the proxy acts on, dispatched on length first so an ordinary
+ * field (User-Agent, Accept ...) costs one switch and at most two compares. */
+static enum http1_hdr_id header_id(struct http1_span n)
 {
-    for (size_t i = 0; i < sizeof known_headers / sizeof known_headers[0]; i++)
-        if (http1_span_eq(name, known_headers[i].name))
-            return known_headers[i].id;
+    switch (n.len) {
+    case 2:
+        if (SPAN_EQ_LIT(n, "te"))
+            return HTTP1_H_TE;
+        break;
+    case 3:
+        if (SPAN_EQ_LIT(n, "via"))
+            return HTTP1_H_VIA;
+        break;
+    case 4:
+        if (SPAN_EQ_LIT(n, "host"))
+            return HTTP1_H_HOST;
+        break;
+    case 6:
+        if (SPAN_EQ_LIT(n, "expect"))
+            return HTTP1_H_EXPECT;
+        break;
+    case 7:
+        if (SPAN_EQ_LIT(n, "trailer"))
+            return HTTP1_H_TRAILER;
+        if (SPAN_EQ_LIT(n, "upgrade"))
+            return HTTP1_H_UPGRADE;
+        break;
+    case 10:
+        if (SPAN_EQ_LIT(n, "connection"))
+            return HTTP1_H_CONNECTION;
+        if (SPAN_EQ_LIT(n, "keep-alive"))
+            return HTTP1_H_KEEP_ALIVE;
+        break;
+    case 12:
+        if (SPAN_EQ_LIT(n, "x-request-id"))
+            return HTTP1_H_X_REQUEST_ID;
+        break;
+    case 14:
+        if (SPAN_EQ_LIT(n, "content-length"))
+            return HTTP1_H_CONTENT_LENGTH;
+        break;
+    case 15:
+        if (SPAN_EQ_LIT(n, "x-forwarded-for"))
+            return HTTP1_H_X_FORWARDED_FOR;
+        break;
+    case 16:
+        if (SPAN_EQ_LIT(n, "proxy-connection"))
+            return HTTP1_H_PROXY_CONNECTION;
+        if (SPAN_EQ_LIT(n, "x-forwarded-host"))
+            return HTTP1_H_X_FORWARDED_HOST;
+        break;
+    case 17:
+        if (SPAN_EQ_LIT(n, "transfer-encoding"))
+            return HTTP1_H_TRANSFER_ENCODING;
+        if (SPAN_EQ_LIT(n, "x-forwarded-proto"))
+            return HTTP1_H_X_FORWARDED_PROTO;
+        break;
+    default:
+        break;
+    }
     return HTTP1_H_OTHER;
 }
 
@@ -81,6 +146,48 @@ static bool id_is_hop(unsigned id)
     default:
         return false;
     }
+}
+
+/* ---------------------------------------------------------------- head end */
+
+/* One byte of the "\r\n\r\n" matcher; returns the new state (4: matched). A
+ * mismatching '\r' may start a new terminator. */
+static unsigned crlf_step(unsigned state, char ch)
+{
+    if (ch == "\r\n\r\n"[state])
+        return state + 1;
+    return ch == '\r' ? 1 : 0;
+}
+
+size_t http1_head_scan(unsigned *state, const char *p, size_t n, bool *found)
+{
+    *found = false;
+    /* the first 3 bytes may complete a terminator begun in an earlier call */
+    size_t i = 0;
+    for (; i < n && i < 3; i++) {
+        *state = crlf_step(*state, p[i]);
+        if (*state == 4) {
+            *found = true;
+            return i + 1;
+        }
+    }
+    /* from here a terminator lies wholly in p: test each line feed's 3 predecessors */
+    const char *q = p + i, *end = p + n;
+    while (q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL) {
+        if (q[-1] == '\r' && q[-2] == '\n' && q[-3] == '\r') {
+            *state = 4;
+            *found = true;
+            return (size_t)(q - p) + 1;
+        }
+        q++;
+    }
+    if (n >= 3) {
+        /* the matcher's state depends only on the last 3 bytes (no match in them) */
+        *state = 0;
+        for (size_t k = n - 3; k < n; k++)
+            *state = crlf_step(*state, p[k]);
+    }
+    return n;
 }
 
 /* ---------------------------------------------------------------- analysis */
@@ -104,7 +211,7 @@ void http1_msg_analyze(struct http1_msg *m)
             break;
         case HTTP1_H_TRANSFER_ENCODING:
             m->n_te++;
-            m->te_chunked = m->n_te == 1 && http1_span_eq(h->value, "chunked");
+            m->te_chunked = m->n_te == 1 && SPAN_EQ_LIT(h->value, "chunked");
             break;
         case HTTP1_H_UPGRADE:
             if (m->upgrade < 0)
@@ -115,7 +222,7 @@ void http1_msg_analyze(struct http1_msg *m)
                 m->request_id = (int)i;
             break;
         case HTTP1_H_EXPECT:
-            if (http1_span_eq(h->value, "100-continue"))
+            if (SPAN_EQ_LIT(h->value, "100-continue"))
                 m->expect_continue = true;
             break;
         default:
@@ -135,11 +242,11 @@ void http1_msg_analyze(struct http1_msg *m)
             start = k + 1;
             if (tok.len == 0)
                 continue;
-            if (http1_span_eq(tok, "close"))
+            if (SPAN_EQ_LIT(tok, "close"))
                 m->conn |= HTTP1_CONN_CLOSE;
-            else if (http1_span_eq(tok, "keep-alive"))
+            else if (SPAN_EQ_LIT(tok, "keep-alive"))
                 m->conn |= HTTP1_CONN_KEEPALIVE;
-            else if (http1_span_eq(tok, "upgrade"))
+            else if (SPAN_EQ_LIT(tok, "upgrade"))
                 m->conn |= HTTP1_CONN_UPGRADE;
             for (size_t j = 0; j < m->n_hdrs; j++)
                 if (span_eq_span(m->hdrs[j].name, tok))
@@ -212,20 +319,37 @@ static void puts_(struct sbuf *b, const char *s)
     put(b, s, strlen(s));
 }
 
+/* A literal: its length is a compile-time constant. */
+#define PUT_LIT(b, lit) put((b), lit, sizeof lit - 1)
+
 static void put_span(struct sbuf *b, struct http1_span s)
 {
     put(b, s.p, s.len);
 }
 
+/* Decimal without snprintf: it runs for every status line. */
 static void put_u64(struct sbuf *b, uint64_t v)
 {
-    char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)v);
-    put(b, tmp, (size_t)n);
+    char tmp[20]; /* UINT64_MAX has 20 digits */
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    put(b, tmp + i, sizeof tmp - i);
 }
 
 static void put_header(struct sbuf *b, const struct http1_header *h)
 {
+    /* The received line is often already "name: value\r\n" byte for byte (one
+     * SP, nothing trimmed): copy it in one piece. The bytes after the value were
+     * parsed as part of the head, so they are in the buffer. */
+    const char *n = h->name.p, *v = h->value.p;
+    if (v == n + h->name.len + 2 && n[h->name.len] == ':' && n[h->name.len + 1] == ' ' &&
+        v[h->value.len] == '\r' && v[h->value.len + 1] == '\n') {
+        put(b, n, h->name.len + 2 + h->value.len + 2);
+        return;
+    }
     put_span(b, h->name);
     put(b, ": ", 2);
     put_span(b, h->value);
@@ -255,7 +379,7 @@ size_t http1_build_request_head(const struct http1_msg *m, const struct http1_fw
     puts_(&b, llhttp_method_name((llhttp_method_t)m->method));
     put(&b, " ", 1);
     put_span(&b, m->url);
-    puts_(&b, " HTTP/1.1\r\n");
+    PUT_LIT(&b, " HTTP/1.1\r\n");
     for (size_t i = 0; i < m->n_hdrs; i++) {
         const struct http1_header *h = &m->hdrs[i];
         if (h->hop || id_is_hop(h->id))
@@ -273,30 +397,30 @@ size_t http1_build_request_head(const struct http1_msg *m, const struct http1_fw
         }
     }
     if (f->has_cl) {
-        puts_(&b, "Content-Length: ");
+        PUT_LIT(&b, "Content-Length: ");
         put_u64(&b, f->cl);
         put(&b, "\r\n", 2);
     } else if (f->chunked) {
-        puts_(&b, "Transfer-Encoding: chunked\r\n");
+        PUT_LIT(&b, "Transfer-Encoding: chunked\r\n");
     }
-    puts_(&b, "X-Forwarded-For: ");
+    PUT_LIT(&b, "X-Forwarded-For: ");
     if (put_joined(&b, m, HTTP1_H_X_FORWARDED_FOR))
         put(&b, ", ", 2);
     puts_(&b, f->client_ip);
-    puts_(&b, "\r\nX-Forwarded-Proto: http\r\n");
+    PUT_LIT(&b, "\r\nX-Forwarded-Proto: http\r\n");
     if (m->host >= 0) {
-        puts_(&b, "X-Forwarded-Host: ");
+        PUT_LIT(&b, "X-Forwarded-Host: ");
         put_span(&b, m->hdrs[m->host].value);
         put(&b, "\r\n", 2);
     }
-    puts_(&b, "X-Request-ID: ");
+    PUT_LIT(&b, "X-Request-ID: ");
     puts_(&b, f->request_id);
-    puts_(&b, "\r\nVia: ");
+    PUT_LIT(&b, "\r\nVia: ");
     if (put_joined(&b, m, HTTP1_H_VIA))
         put(&b, ", ", 2);
-    puts_(&b, "1.1 twinproxy\r\n");
+    PUT_LIT(&b, "1.1 twinproxy\r\n");
     if (f->upgrade && m->upgrade >= 0) {
-        puts_(&b, "Connection: upgrade\r\nUpgrade: ");
+        PUT_LIT(&b, "Connection: upgrade\r\nUpgrade: ");
         put_span(&b, m->hdrs[m->upgrade].value);
         put(&b, "\r\n", 2);
     }
@@ -308,7 +432,7 @@ size_t http1_build_response_head(const struct http1_msg *m, const struct http1_r
                                  char *out, size_t cap)
 {
     struct sbuf b = {out, cap, 0};
-    puts_(&b, "HTTP/1.1 ");
+    PUT_LIT(&b, "HTTP/1.1 ");
     put_u64(&b, m->status);
     put(&b, " ", 1);
     put_span(&b, m->reason);
@@ -325,18 +449,18 @@ size_t http1_build_response_head(const struct http1_msg *m, const struct http1_r
         put_header(&b, h);
     }
     if (o->framing == HTTP1_FRAME_CHUNKED)
-        puts_(&b, "Transfer-Encoding: chunked\r\n");
+        PUT_LIT(&b, "Transfer-Encoding: chunked\r\n");
     if (o->upgrade) {
-        puts_(&b, "Connection: upgrade\r\n");
+        PUT_LIT(&b, "Connection: upgrade\r\n");
         if (m->upgrade >= 0) {
-            puts_(&b, "Upgrade: ");
+            PUT_LIT(&b, "Upgrade: ");
             put_span(&b, m->hdrs[m->upgrade].value);
             put(&b, "\r\n", 2);
         }
     } else if (o->close) {
-        puts_(&b, "Connection: close\r\n");
+        PUT_LIT(&b, "Connection: close\r\n");
     } else if (o->keepalive) {
-        puts_(&b, "Connection: keep-alive\r\n");
+        PUT_LIT(&b, "Connection: keep-alive\r\n");
     }
     put(&b, "\r\n", 2);
     return b.len;
@@ -381,17 +505,17 @@ size_t http1_build_error(int code, const char *request_id, bool close, char *out
     const char *reason = http1_reason(code);
     int blen = snprintf(body, sizeof body, "{\"code\":%d,\"message\":\"%s\"}", code, reason);
     struct sbuf b = {out, cap, 0};
-    puts_(&b, "HTTP/1.1 ");
+    PUT_LIT(&b, "HTTP/1.1 ");
     put_u64(&b, (uint64_t)code);
     put(&b, " ", 1);
     puts_(&b, reason);
-    puts_(&b, "\r\nContent-Type: application/json\r\nContent-Length: ");
+    PUT_LIT(&b, "\r\nContent-Type: application/json\r\nContent-Length: ");
     put_u64(&b, (uint64_t)blen);
-    puts_(&b, "\r\nX-Request-ID: ");
+    PUT_LIT(&b, "\r\nX-Request-ID: ");
     puts_(&b, request_id);
     put(&b, "\r\n", 2);
     if (close)
-        puts_(&b, "Connection: close\r\n");
+        PUT_LIT(&b, "Connection: close\r\n");
     put(&b, "\r\n", 2);
     put(&b, body, (size_t)blen);
     return b.len;
@@ -574,9 +698,17 @@ static int cb_body(llhttp_t *llp, const char *at, size_t len)
         buffer_put(p->out, at, len);
         break;
     case HTTP1_OUT_CHUNKED: {
-        char hdr[24];
-        int n = snprintf(hdr, sizeof hdr, "%zx\r\n", len);
-        buffer_put(p->out, hdr, (size_t)n);
+        /* "%zx\r\n" by hand: snprintf per body piece showed in profiles */
+        char hdr[sizeof(size_t) * 2 + 2];
+        size_t i = sizeof hdr - 2;
+        hdr[sizeof hdr - 2] = '\r';
+        hdr[sizeof hdr - 1] = '\n';
+        size_t v = len;
+        do {
+            hdr[--i] = "0123456789abcdef"[v & 0xf];
+            v >>= 4;
+        } while (v);
+        buffer_put(p->out, hdr + i, sizeof hdr - i);
         buffer_put(p->out, at, len);
         buffer_put(p->out, "\r\n", 2);
         break;

@@ -195,6 +195,13 @@ const char *http1_reason(int code);
 /* Whether the proxy closes the client connection after sending this error. */
 bool http1_error_closes(int code);
 
+/* Find the end of a head: advance the "\r\n\r\n" matcher (*state: 0..3
+ * terminator bytes already seen, carried across calls) over p[0, n). Returns the
+ * bytes up to and including the terminator and sets *found, or returns n with
+ * *state updated. Same result as feeding the bytes one at a time, but uses
+ * memchr between line ends. */
+size_t http1_head_scan(unsigned *state, const char *p, size_t n, bool *found);
+
 /* Case-insensitive compare of a span with a NUL-terminated literal. */
 bool http1_span_eq(struct http1_span s, const char *lit);
 

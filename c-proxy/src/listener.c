@@ -314,6 +314,9 @@ void worker_join_and_deinit(struct worker *w)
         log_flush(w->alog);
     free(w->alog);
     w->alog = NULL;
+    buffer_pool_drain(&w->pool_out);
+    buffer_pool_drain(&w->pool_uin);
+    buffer_pool_drain(&w->pool_uout);
     if (!ev_is_default_loop(w->loop))
         ev_loop_destroy(w->loop);
 }

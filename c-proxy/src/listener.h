@@ -24,6 +24,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "buffer.h"
 #include "log.h"
 #include "util.h"
 
@@ -53,6 +54,9 @@ struct worker {
     ev_prepare reaper;                    /* each iteration: free graveyard, flush log */
     struct log_buf *alog;                 /* access-log buffer */
     struct util_rng rng;                  /* request ids */
+    struct buffer_pool pool_out;          /* freed client `out` buffers, for reuse */
+    struct buffer_pool pool_uin;          /* freed `uin` buffers */
+    struct buffer_pool pool_uout;         /* freed `uout` buffers */
 };
 
 /* Bind cfg->listen for `workers` sockets (SO_REUSEPORT). On failure returns -1

@@ -166,10 +166,11 @@ enum upstream_acquire_result upstream_acquire(struct upstream *u, struct client 
     const struct config *cfg = u->set->cfg->cfg;
     *conn = NULL;
     if (u->idle) {
+        /* rio stays on (a BUSY conn is read for its client, which turns it off when
+         * it must) and the idle timer stays armed, ignored while BUSY: no watcher
+         * stop/start pair per request (libev "be smart about timeouts") */
         struct upstream_conn *x = u->idle;
         idle_unlink(x);
-        ev_io_stop(u->set->w->loop, &x->rio);
-        ev_timer_stop(u->set->w->loop, &x->idle_timer);
         x->state = UPC_BUSY;
         x->client = c;
         u->n_open++;
@@ -246,8 +247,11 @@ void upstream_release(struct upstream_conn *conn, bool reusable)
     u->idle = conn;
     u->n_idle++;
     ev_io_start(loop, &conn->rio);
-    ev_timer_set(&conn->idle_timer, (double)cfg->timeouts.idle_ms / 1000.0, 0);
-    ev_timer_start(loop, &conn->idle_timer);
+    conn->idle_since = ev_now(loop);
+    if (!ev_is_active(&conn->idle_timer)) {
+        ev_timer_set(&conn->idle_timer, (double)cfg->timeouts.idle_ms / 1000.0, 0);
+        ev_timer_start(loop, &conn->idle_timer);
+    } /* else it fires early and conn_on_idle_timeout() re-arms for the remainder */
     if (u->wait_head)
         wake_waiter(u, conn);
 }
@@ -330,7 +334,17 @@ static void conn_on_write(struct ev_loop *loop, ev_io *w, int revents)
 
 static void conn_on_idle_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)loop;
     (void)revents;
-    upstream_close(container_of(w, struct upstream_conn, idle_timer));
+    struct upstream_conn *conn = container_of(w, struct upstream_conn, idle_timer);
+    if (conn->state != UPC_IDLE)
+        return; /* armed during an earlier idle spell; upstream_release() re-arms */
+    ev_tstamp left = conn->idle_since + (double)conn->up->set->cfg->cfg->timeouts.idle_ms / 1000.0 -
+                     ev_now(loop);
+    if (left > 0.0005) {
+        /* armed during an earlier idle spell: wait for the rest of this one */
+        ev_timer_set(w, left, 0);
+        ev_timer_start(loop, w);
+        return;
+    }
+    upstream_close(conn);
 }

@@ -54,7 +54,8 @@ struct upstream_conn {
     int fd;                            /* socket, -1 once closed */
     ev_io rio;                         /* readable (client-driven while BUSY) */
     ev_io wio;                         /* writable: connect done / room to write */
-    ev_timer idle_timer;               /* IDLE: pool expiry (timeouts.idle) */
+    ev_timer idle_timer;               /* IDLE: pool expiry (timeouts.idle); may be early */
+    ev_tstamp idle_since;              /* IDLE: when it was pooled (loop time) */
     enum upstream_conn_state state;    /* see the diagram above */
     struct client *client;             /* CONNECTING/BUSY: the exchange using it */
     struct upstream_conn *next, *prev; /* IDLE: pool list; CLOSED: graveyard */

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -52,12 +53,31 @@ uint64_t util_rng_next(struct util_rng *r)
     return result;
 }
 
+/* Two hex digits per byte, low nibble first (the digit order util_request_id has
+ * always used), built at compile time: a table lookup per byte instead of a
+ * shift, mask and lookup per digit. */
+#define HEXD(n) ((n) < 10 ? '0' + (n) : 'a' + (n)-10)
+#define HEX2(b)                                                                                    \
+    {                                                                                              \
+        HEXD((b)&0xf), HEXD((b) >> 4)                                                              \
+    }
+#define HEX2_4(b) HEX2(b), HEX2((b) + 1), HEX2((b) + 2), HEX2((b) + 3)
+#define HEX2_16(b) HEX2_4(b), HEX2_4((b) + 4), HEX2_4((b) + 8), HEX2_4((b) + 12)
+#define HEX2_64(b) HEX2_16(b), HEX2_16((b) + 16), HEX2_16((b) + 32), HEX2_16((b) + 48)
+static const char hex_pairs[256][2] = {HEX2_64(0), HEX2_64(64), HEX2_64(128), HEX2_64(192)};
+#undef HEX2_64
+#undef HEX2_16
+#undef HEX2_4
+#undef HEX2
+#undef HEXD
+
 void util_request_id(struct util_rng *r, char out[33])
 {
-    static const char hex[] = "0123456789abcdef";
-    uint64_t v[2] = {util_rng_next(r), util_rng_next(r)};
-    for (int i = 0; i < 32; i++)
-        out[i] = hex[(v[i / 16] >> ((i % 16) * 4)) & 0xf];
+    for (int k = 0; k < 2; k++) {
+        uint64_t v = util_rng_next(r);
+        for (int i = 0; i < 8; i++, v >>= 8)
+            memcpy(out + k * 16 + i * 2, hex_pairs[v & 0xff], 2);
+    }
     out[32] = '\0';
 }
 

@@ -529,6 +529,55 @@ static void test_error_bytes(void **state)
     assert_true(http1_build_error(400, "x", true, out, 10) > 10);
 }
 
+/* http1_head_scan() agrees with the byte-at-a-time matcher it replaces, whatever
+ * the split of the input into feeds. */
+static void test_head_scan(void **state)
+{
+    (void)state;
+    static const char alphabet[] = "\r\n\r\nab";
+    unsigned seed = 12345;
+    for (int round = 0; round < 20000; round++) {
+        char buf[64];
+        size_t len = (size_t)(seed % sizeof buf);
+        for (size_t i = 0; i < len; i++) {
+            seed = seed * 1103515245u + 12345u;
+            buf[i] = alphabet[(seed >> 16) % (sizeof alphabet - 1)];
+        }
+        seed = seed * 1103515245u + 12345u;
+        /* reference: the loop client.c used before */
+        unsigned ref = 0;
+        size_t ref_end = len;
+        bool ref_found = false;
+        for (size_t i = 0; i < len; i++) {
+            char ch = buf[i];
+            ref = ch == "\r\n\r\n"[ref] ? ref + 1 : ch == '\r' ? 1 : 0;
+            if (ref == 4) {
+                ref_end = i + 1;
+                ref_found = true;
+                break;
+            }
+        }
+        /* the same bytes in feeds of random sizes */
+        unsigned st = 0;
+        size_t pos = 0;
+        bool found = false;
+        while (pos < len && !found) {
+            seed = seed * 1103515245u + 12345u;
+            size_t piece = 1 + (seed >> 16) % 9;
+            if (piece > len - pos)
+                piece = len - pos;
+            size_t used = http1_head_scan(&st, buf + pos, piece, &found);
+            assert_true(used <= piece);
+            if (!found)
+                assert_int_equal(used, piece);
+            pos += used;
+        }
+        assert_int_equal(found, ref_found);
+        assert_int_equal(pos, ref_end);
+        assert_int_equal(st, ref);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -544,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_response_head),
         cmocka_unit_test(test_response_rejects),
         cmocka_unit_test(test_error_bytes),
+        cmocka_unit_test(test_head_scan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -93,6 +93,18 @@ static void test_request_id(void **state)
     assert_int_equal(strlen(a), 32);
     assert_int_equal(strspn(a, "0123456789abcdef"), 32);
     assert_string_not_equal(a, b);
+
+    /* digits: each 64-bit draw, low nibble first (the order ids have always had) */
+    struct util_rng r1 = {{1, 2, 3, 4}}, r2 = r1;
+    util_request_id(&r1, a);
+    static const char hex[] = "0123456789abcdef";
+    for (int k = 0; k < 2; k++) {
+        uint64_t v = util_rng_next(&r2);
+        for (int i = 0; i < 16; i++)
+            b[k * 16 + i] = hex[(v >> (i * 4)) & 0xf];
+    }
+    b[32] = '\0';
+    assert_string_equal(a, b);
 }
 
 int main(void)

@@ -1,0 +1,1064 @@
+"""Conformance harness: processes (upstream server, proxies) and a raw HTTP/1.1 client.
+
+The proxies are black boxes here: we start them with a config file, talk to them over
+sockets, read their logs and send them signals. Nothing in this module knows how either
+twin is built inside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Self
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+UPSTREAM_BIN = REPO / "upstreams" / "build" / "upstream"
+PY_PROXY_BIN = REPO / ".venv" / "bin" / "py-proxy"
+C_PROXY_BIN = REPO / "c-proxy" / "build" / "c-proxy"
+
+KNOWN_IMPLS = ("c", "py")
+SANITIZER_MARKERS = (
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "runtime error:",
+)
+
+# Socket operations never wait longer than this unless a test says otherwise.
+IO_TIMEOUT = 5.0
+
+REASONS = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+}
+
+GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
+
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def selected_impls() -> list[str]:
+    raw = os.environ.get("TWINPROXY_IMPLS", "c,py")
+    impls = [s.strip() for s in raw.split(",") if s.strip()]
+    bad = [i for i in impls if i not in KNOWN_IMPLS]
+    if bad or not impls:
+        raise pytest.UsageError(
+            f"TWINPROXY_IMPLS={raw!r}: use a comma list of {KNOWN_IMPLS}"
+        )
+    return impls
+
+
+def impl_binary(impl: str) -> Path:
+    if impl == "c":
+        return Path(os.environ.get("TWINPROXY_C_PROXY") or C_PROXY_BIN)
+    if impl == "py":
+        return PY_PROXY_BIN
+    raise ValueError(impl)
+
+
+def impl_argv(impl: str) -> list[str]:
+    """The command for one twin; a missing binary fails the test (never a skip)."""
+    path = impl_binary(impl)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(
+            f"{impl}-proxy binary missing or not executable: {path}", pytrace=False
+        )
+    return [str(path)]
+
+
+def run_impl(
+    impl: str, args: list[str], cwd: Path | None = None, timeout: float = 5.0
+) -> subprocess.CompletedProcess:
+    """Run a twin to completion (--check, --version, bad configs)."""
+    proc = subprocess.run(
+        impl_argv(impl) + args,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or tempfile.gettempdir(),
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    check_sanitizers(proc.stderr, f"{impl}-proxy {' '.join(args)}")
+    return proc
+
+
+def check_sanitizers(stderr: str, what: str) -> None:
+    for marker in SANITIZER_MARKERS:
+        if marker in stderr:
+            pytest.fail(
+                f"{what}: sanitizer report on stderr:\n{stderr[-6000:]}", pytrace=False
+            )
+
+
+# --------------------------------------------------------------------------- ports
+
+
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A free loopback port below the ephemeral range (so outgoing connections of the
+    proxies and upstreams cannot take it between our check and their bind)."""
+    for _ in range(2000):
+        port = random.randrange(20000, 32000)
+        if port in _handed_out:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port")
+
+
+def is_listening(port: int) -> bool:
+    """True when some socket LISTENs on port (read from /proc/net, so checking does not
+    open a client connection the proxy would see)."""
+    want = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[1].endswith(want) and fields[3] == "0A":
+                        return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def process_tree(pid: int) -> list[int]:
+    kids = _children_map()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def rss_kb_of(pid: int) -> int:
+    """VmRSS of pid and all its descendants (py-proxy workers are processes)."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+# --------------------------------------------------------------------------- HTTP client
+
+
+class Response:
+    """A response as read off the wire: status line, ordered headers, body."""
+
+    def __init__(self) -> None:
+        self.version = ""
+        self.status = 0
+        self.reason = ""
+        self.headers: list[tuple[str, str]] = []
+        self.trailers: list[tuple[str, str]] = []
+        self.interim: list[Response] = []  # 1xx responses read before this one
+        self.body = b""
+        self.body_length = 0  # bytes of body (also when streamed into a sink)
+        self.raw_head = b""  # status line + headers + empty line, exact bytes
+        self.framing = ""  # "length" | "chunked" | "close" | "none"
+        self.raw_size = 0  # bytes of this response on the wire (head + framed body)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        for n, v in self.headers:
+            if n.lower() == name.lower():
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+    def has(self, name: str) -> bool:
+        return any(n.lower() == name.lower() for n, _ in self.headers)
+
+    def names(self) -> list[str]:
+        return [n for n, _ in self.headers]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.headers!r} body={self.body[:200]!r}>"
+
+
+class ProtocolError(AssertionError):
+    pass
+
+
+_STATUS_LINE = re.compile(rb"^(HTTP/\d\.\d) (\d{3})(?: (.*))?$")
+
+
+class Conn:
+    """One client TCP connection with a hand-rolled HTTP/1.1 response reader, so tests
+    control every byte they send and see every byte they get."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = IO_TIMEOUT):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.buf = bytearray()
+        self.eof = False
+        self.reset = False
+        self.received = 0  # total bytes read from the socket
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def settimeout(self, t: float) -> None:
+        self.sock.settimeout(t)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def shutdown_write(self) -> None:
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def _fill(self, n: int = 65536) -> bool:
+        if self.eof:
+            return False
+        try:
+            d = self.sock.recv(n)
+        except ConnectionResetError:
+            self.reset = True
+            d = b""
+        if not d:
+            self.eof = True
+            return False
+        self.received += len(d)
+        self.buf += d
+        return True
+
+    def _take(self, n: int) -> bytes:
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def _line(self, what: str) -> bytes:
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line = self._take(i + 2)[:-2]
+                return line
+            if len(self.buf) > 1 << 20:
+                raise ProtocolError(f"{what}: line too long")
+            if not self._fill():
+                raise EOFError(
+                    f"connection closed while reading {what}; got {bytes(self.buf)!r}"
+                )
+
+    def read_head(self) -> bytes:
+        while True:
+            i = self.buf.find(b"\r\n\r\n")
+            if i >= 0:
+                return self._take(i + 4)
+            if not self._fill():
+                raise EOFError(
+                    f"connection closed before a complete response head; got {bytes(self.buf)!r}"
+                )
+
+    def read_response(
+        self,
+        method: str = "GET",
+        sink: Callable[[memoryview], None] | None = None,
+        interim: bool = False,
+    ) -> Response:
+        """Read one response. 1xx (except 101) are collected in .interim and skipped,
+        unless interim=True (then the 1xx itself is returned). With sink, the body is
+        passed to sink piece by piece instead of being kept."""
+        collected: list[Response] = []
+        while True:
+            r = self._read_one(method, sink)
+            if 100 <= r.status < 200 and r.status != 101 and not interim:
+                collected.append(r)
+                continue
+            r.interim = collected
+            return r
+
+    def _read_one(
+        self, method: str, sink: Callable[[memoryview], None] | None
+    ) -> Response:
+        r = Response()
+        head = self.read_head()
+        r.raw_head = head
+        lines = head[:-4].split(b"\r\n")
+        m = _STATUS_LINE.match(lines[0])
+        if not m:
+            raise ProtocolError(f"bad status line {lines[0]!r}")
+        r.version = m.group(1).decode()
+        r.status = int(m.group(2))
+        r.reason = (m.group(3) or b"").decode("latin-1")
+        for line in lines[1:]:
+            if b":" not in line or line[:1] in (b" ", b"\t"):
+                raise ProtocolError(f"bad header line {line!r} in {head!r}")
+            name, value = line.split(b":", 1)
+            if name != name.strip():
+                raise ProtocolError(f"whitespace in header name {line!r}")
+            r.headers.append(
+                (name.decode("latin-1"), value.strip(b" \t").decode("latin-1"))
+            )
+        r.raw_size = len(head)
+        body = bytearray()
+
+        def put(piece: memoryview | bytes) -> None:
+            r.body_length += len(piece)
+            if sink is not None:
+                sink(memoryview(piece))
+            else:
+                body.extend(piece)
+
+        te = [
+            t.strip().lower()
+            for v in r.get_all("Transfer-Encoding")
+            for t in v.split(",")
+        ]
+        cls = r.get_all("Content-Length")
+        if method == "HEAD" or 100 <= r.status < 200 or r.status in (204, 304):
+            r.framing = "none"
+        elif te:
+            if te[-1] != "chunked":
+                r.framing = "close"
+                self._read_to_eof(put)
+            else:
+                r.framing = "chunked"
+                self._read_chunked(r, put)
+        elif cls:
+            if len(set(cls)) != 1 or not cls[0].isdigit():
+                raise ProtocolError(f"bad Content-Length {cls!r}")
+            r.framing = "length"
+            self._read_length(int(cls[0]), put)
+            r.raw_size += int(cls[0])
+        else:
+            r.framing = "close"
+            self._read_to_eof(put)
+        r.body = bytes(body)
+        return r
+
+    def _read_length(self, n: int, put: Callable[[bytes | memoryview], None]) -> None:
+        if self.buf:
+            take = min(n, len(self.buf))
+            put(self._take(take))
+            n -= take
+        if n == 0:
+            return
+        chunk = bytearray(1 << 20)
+        view = memoryview(chunk)
+        while n > 0:
+            try:
+                got = self.sock.recv_into(view, min(n, len(chunk)))
+            except ConnectionResetError:
+                self.reset = True
+                got = 0
+            if got == 0:
+                self.eof = True
+                raise EOFError(f"connection closed with {n} body bytes missing")
+            self.received += got
+            put(view[:got])
+            n -= got
+
+    def _read_to_eof(self, put: Callable[[bytes | memoryview], None]) -> None:
+        while True:
+            if self.buf:
+                put(self._take(len(self.buf)))
+            if not self._fill():
+                return
+
+    def _read_chunked(
+        self, r: Response, put: Callable[[bytes | memoryview], None]
+    ) -> None:
+        while True:
+            line = self._line("chunk size")
+            r.raw_size += len(line) + 2
+            size_txt = line.split(b";", 1)[0].strip()
+            if not re.fullmatch(rb"[0-9a-fA-F]+", size_txt):
+                raise ProtocolError(f"bad chunk size line {line!r}")
+            size = int(size_txt, 16)
+            if size == 0:
+                break
+            self._read_length(size, put)
+            r.raw_size += size + 2
+            if self._line("chunk end") != b"":
+                raise ProtocolError("chunk data not followed by CRLF")
+        while True:
+            line = self._line("trailer")
+            r.raw_size += len(line) + 2
+            if line == b"":
+                return
+            name, value = line.split(b":", 1)
+            r.trailers.append((name.decode("latin-1"), value.strip().decode("latin-1")))
+
+    def read_exactly(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if not self._fill():
+                raise EOFError(
+                    f"closed after {len(self.buf)} of {n} bytes: {bytes(self.buf)!r}"
+                )
+        return self._take(n)
+
+    def read_available(self, wait: float) -> bytes:
+        """Whatever arrives within `wait` seconds (stops early on EOF)."""
+        deadline = time.monotonic() + wait
+        old = self.sock.gettimeout()
+        try:
+            while not self.eof:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.sock.settimeout(left)
+                try:
+                    if not self._fill():
+                        break
+                except TimeoutError:
+                    break
+        finally:
+            self.sock.settimeout(old)
+        return self._take(len(self.buf))
+
+    def read_to_close(self, timeout: float = IO_TIMEOUT) -> bytes:
+        """Read until the peer closes; fails if it does not close within timeout."""
+        old = self.sock.gettimeout()
+        self.sock.settimeout(timeout)
+        try:
+            while self._fill():
+                pass
+        except TimeoutError:
+            raise AssertionError(
+                f"connection not closed within {timeout}s; pending {bytes(self.buf)[:300]!r}"
+            ) from None
+        finally:
+            self.sock.settimeout(old)
+        return self._take(len(self.buf))
+
+    def assert_closed(self, timeout: float = IO_TIMEOUT) -> None:
+        """The peer closes the connection without sending anything more."""
+        extra = self.read_to_close(timeout)
+        assert extra == b"", f"unexpected bytes before close: {extra[:300]!r}"
+
+    def is_open(self, wait: float = 0.2) -> bool:
+        """True when the peer has neither closed nor sent anything within `wait`."""
+        data = self.read_available(wait)
+        if data:
+            self.buf[:0] = data
+        return not self.eof
+
+    def request(self, *args: Any, method: str = "GET", **kw: Any) -> Response:
+        self.send(build_request(method, *args, **kw))
+        return self.read_response(method)
+
+
+def build_request(
+    method: str = "GET",
+    target: str = "/",
+    headers: Iterable[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+    version: str = "HTTP/1.1",
+    host: str | None = "test.local",
+) -> bytes:
+    """Request bytes: Host first (unless host=None or given in headers), then headers,
+    then Content-Length when a body is given without explicit framing."""
+    hs = list(headers or [])
+    names = {n.lower() for n, _ in hs}
+    if host is not None and "host" not in names:
+        hs.insert(0, ("Host", host))
+    if (
+        body is not None
+        and "content-length" not in names
+        and "transfer-encoding" not in names
+    ):
+        hs.append(("Content-Length", str(len(body))))
+    out = f"{method} {target} {version}\r\n".encode()
+    out += b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in hs)
+    out += b"\r\n"
+    if body is not None:
+        out += body
+    return out
+
+
+def chunked(*parts: bytes, trailers: Iterable[tuple[str, str]] = ()) -> bytes:
+    out = b""
+    for p in parts:
+        if p:
+            out += f"{len(p):x}\r\n".encode() + p + b"\r\n"
+    out += b"0\r\n"
+    out += b"".join(f"{n}: {v}\r\n".encode() for n, v in trailers)
+    return out + b"\r\n"
+
+
+# --------------------------------------------------------------------------- body pattern
+
+_PAT_UNIT = b"0123456789abcdef"
+_PAT_BLOCK = _PAT_UNIT * ((1 << 20) // 16 + 1)  # 1 MiB + 16
+
+
+def pattern(offset: int, n: int) -> bytes:
+    """Bytes offset..offset+n of the upstream's body pattern."""
+    out = bytearray()
+    while n > 0:
+        k = min(n, 1 << 20)
+        s = offset % 16
+        out += _PAT_BLOCK[s : s + k]
+        offset += k
+        n -= k
+    return bytes(out)
+
+
+def pattern_crc32(n: int) -> int:
+    crc = 0
+    block = _PAT_BLOCK[: 1 << 20]
+    full, rest = divmod(n, 1 << 20)
+    for _ in range(full):
+        crc = zlib.crc32(block, crc)
+    return zlib.crc32(block[:rest], crc)
+
+
+class PatternChecker:
+    """A response body sink checking the pattern without keeping the body."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.bad_at: int | None = None
+
+    def __call__(self, piece: memoryview) -> None:
+        n = len(piece)
+        if self.bad_at is None:
+            pos = 0
+            while pos < n:
+                k = min(n - pos, 1 << 20)
+                s = (self.offset + pos) % 16
+                if piece[pos : pos + k] != _PAT_BLOCK[s : s + k]:
+                    self.bad_at = self.offset + pos
+                    break
+                pos += k
+        self.offset += n
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _tail(path: Path, n: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except FileNotFoundError:
+        return ""
+
+
+class Upstream:
+    """upstreams/build/upstream with one listener per name."""
+
+    def __init__(
+        self,
+        names: list[str],
+        flags: dict[str, Any],
+        workdir: Path,
+        ports: dict[str, int] | None = None,
+    ) -> None:
+        if not (UPSTREAM_BIN.is_file() and os.access(UPSTREAM_BIN, os.X_OK)):
+            pytest.fail(f"upstream server missing: {UPSTREAM_BIN}", pytrace=False)
+        self.names = list(names)
+        self.flags = dict(flags)
+        self.workdir = workdir
+        self.ports = dict(ports) if ports else {n: free_port() for n in names}
+        self.proc: subprocess.Popen | None = None
+        self._start()
+
+    def _start(self) -> None:
+        argv = [str(UPSTREAM_BIN)]
+        for n in self.names:
+            argv += ["--listen", f"127.0.0.1:{self.ports[n]}", "--name", n]
+        for k, v in self.flags.items():
+            if v is True:
+                argv.append("--" + k.replace("_", "-"))
+            elif v not in (False, None):
+                argv += ["--" + k.replace("_", "-"), str(v)]
+        tag = "-".join(self.names)
+        self.stdout_path = self.workdir / f"upstream-{tag}-{time.monotonic_ns()}.out"
+        self.stderr_path = self.stdout_path.with_suffix(".err")
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+            )
+        ok = wait_until(
+            lambda: (
+                b"ready" in self.stdout_path.read_bytes()
+                or self.proc.poll() is not None
+            ),
+            10,
+        )
+        if not ok or self.proc.poll() is not None:
+            self.stop()
+            pytest.fail(
+                f"upstream did not become ready: {argv}\n{_tail(self.stderr_path)}",
+                pytrace=False,
+            )
+
+    def address(self, name: str | None = None) -> str:
+        return f"127.0.0.1:{self.ports[name or self.names[0]]}"
+
+    def port(self, name: str | None = None) -> int:
+        return self.ports[name or self.names[0]]
+
+    def entries(self, weights: dict[str, int] | None = None) -> list[dict[str, Any]]:
+        """Upstream list for a proxy config."""
+        out = []
+        for n in self.names:
+            e: dict[str, Any] = {"address": self.address(n), "name": n}
+            if weights and n in weights:
+                e["weight"] = weights[n]
+            out.append(e)
+        return out
+
+    def request(self, path: str, name: str | None = None, **kw: Any) -> Response:
+        """A request straight to the upstream (not through a proxy)."""
+        headers = list(kw.pop("headers", [])) + [("Connection", "close")]
+        with Conn(self.port(name)) as c:
+            return c.request(path, headers=headers, **kw)
+
+    def stats(self, name: str | None = None) -> dict[str, Any]:
+        r = self.request("/stats", name)
+        assert r.status == 200, r
+        return r.json()
+
+    def counting(self, name: str | None = None) -> StatsDelta:
+        return StatsDelta(self, name)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def restart(self) -> None:
+        """Stop (closing every connection) and start again on the same ports."""
+        self.stop()
+        self._start()
+
+
+class StatsDelta:
+    """What reached one upstream listener between two points, not counting our own /stats
+    queries (each opens one connection and is one request):
+
+        d = up.counting("u1")          # or: with up.counting("u1") as d: ...
+        ...; d.update()                # d.connections, d.requests since the last update,
+                                       # d.active: connections open now
+        d.wait(lambda d: d.requests >= 1)   # poll until true (fails after timeout)
+    """
+
+    def __init__(self, up: Upstream, name: str | None) -> None:
+        self.up, self.name = up, name
+        self.connections = self.requests = self.active = 0
+        self.before = self.up.stats(self.name)
+        self._after = self.before
+        self._queries = 0  # our /stats queries since `before`
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.update()
+
+    def peek(self) -> StatsDelta:
+        """Refresh the figures without starting a new interval."""
+        after = self._after = self.up.stats(self.name)
+        self._queries += 1
+        self.active = after["connections_active"] - 1  # minus our /stats connection
+        self.connections = (
+            after["connections_total"]
+            - self.before["connections_total"]
+            - self._queries
+        )
+        self.requests = (
+            after["requests_total"] - self.before["requests_total"] - self._queries
+        )
+        return self
+
+    def update(self) -> StatsDelta:
+        self.peek()
+        self.before, self._queries = self._after, 0
+        return self
+
+    def wait(
+        self, pred: Callable[[StatsDelta], bool], timeout: float = 5.0
+    ) -> StatsDelta:
+        ok = wait_until(lambda: pred(self.peek()), timeout, interval=0.02)
+        assert ok, (
+            f"upstream {self.name or self.up.names[0]}: condition not met within {timeout}s "
+            f"(connections={self.connections} requests={self.requests} active={self.active})"
+        )
+        return self
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Merge over into a copy of base; dicts merge, a None value deletes the key."""
+    out = dict(base)
+    for k, v in over.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_ms(v: Any) -> float:
+    if isinstance(v, int):
+        return float(v)
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)?", str(v))
+    assert m, v
+    return (
+        int(m.group(1))
+        * {"ms": 1, None: 1, "s": 1000, "m": 60000, "h": 3600000}[m.group(2)]
+    )
+
+
+class Proxy:
+    """One running twin. Started from a config dict; stopped (SIGTERM, exit 0 asserted)
+    by the fixture at teardown."""
+
+    def __init__(
+        self, impl: str, config: dict[str, Any], workdir: Path, seq: int
+    ) -> None:
+        self.impl = impl
+        self.workdir = workdir
+        self.config = config
+        self.port = int(str(config["listen"]).rsplit(":", 1)[1])
+        self.config_path = workdir / f"proxy-{impl}-{seq}.yaml"
+        self.stdout_path = workdir / f"proxy-{impl}-{seq}.stdout"
+        self.stderr_path = workdir / f"proxy-{impl}-{seq}.stderr"
+        access = str(config.get("log", {}).get("access", "stdout"))
+        self.access_path: Path | None = {
+            "stdout": self.stdout_path,
+            "stderr": self.stderr_path,
+            "off": None,
+        }.get(access, Path(access))
+        self.write_config(config)
+        argv = impl_argv(impl) + ["--config", str(self.config_path)]
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=workdir
+            )
+        self.stopped = False
+        up = wait_until(
+            lambda: is_listening(self.port) or self.proc.poll() is not None, 15
+        )
+        if self.proc.poll() is not None or not up:
+            rc = self.proc.poll()
+            self.kill()
+            pytest.fail(
+                f"{impl}-proxy did not start listening on {self.port} (exit {rc}):\n"
+                f"{self.stderr_text()[-4000:]}\nconfig:\n{self.config_path.read_text()}",
+                pytrace=False,
+            )
+
+    # --- config -----------------------------------------------------------------
+    def write_config(self, config: dict[str, Any] | str) -> None:
+        text = (
+            config
+            if isinstance(config, str)
+            else yaml.safe_dump(config, sort_keys=False)
+        )
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.config_path)
+
+    def shutdown_s(self) -> float:
+        return parse_ms(self.config.get("timeouts", {}).get("shutdown", "30s")) / 1000
+
+    # --- observation ------------------------------------------------------------
+    def stderr_text(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def access_log_lines(self) -> list[str]:
+        if self.access_path is None:
+            return []
+        try:
+            text = self.access_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.split("\n") if line.strip()]
+
+    def wait_access_log(self, n: int, timeout: float = 5.0) -> list[str]:
+        """At least n access log lines (logged after each response), or fail."""
+        lines = wait_until(
+            lambda: len(self.access_log_lines()) >= n and self.access_log_lines(),
+            timeout,
+        )
+        lines = self.access_log_lines()
+        assert len(lines) >= n, (
+            f"expected {n} access log lines within {timeout}s, got {lines}"
+        )
+        return lines
+
+    def wait_stderr(self, needle: str, timeout: float = 5.0) -> str:
+        ok = wait_until(lambda: needle in self.stderr_text(), timeout)
+        assert ok, (
+            f"{needle!r} not on stderr within {timeout}s:\n{self.stderr_text()[-3000:]}"
+        )
+        return self.stderr_text()
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """Event-log records on stderr with event == name, in either log format:
+        JSON lines, or text `ts level event key=value ...`."""
+        out = []
+        for line in self.stderr_text().splitlines():
+            rec: Any = None
+            if line.startswith("{"):
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    rec = None
+            else:
+                parts = line.split(" ", 3)
+                if len(parts) >= 3 and re.match(r"\d{4}-\d\d-\d\dT", parts[0]):
+                    rec = {"ts": parts[0], "level": parts[1], "event": parts[2]}
+                    rec["text"] = parts[3] if len(parts) > 3 else ""
+            if isinstance(rec, dict) and rec.get("event") == name:
+                out.append(rec)
+        return out
+
+    def wait_event(
+        self, name: str, count: int = 1, timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        ok = wait_until(lambda: len(self.events(name)) >= count, timeout)
+        assert ok, (
+            f"no {count}x {name!r} event on stderr within {timeout}s:\n{self.stderr_text()[-3000:]}"
+        )
+        return self.events(name)
+
+    def rss_kb(self) -> int:
+        return rss_kb_of(self.proc.pid)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    # --- talking ------------------------------------------------------------------
+    def connect(self, timeout: float = IO_TIMEOUT) -> Conn:
+        return Conn(self.port, timeout=timeout)
+
+    def request(self, target: str = "/", method: str = "GET", **kw: Any) -> Response:
+        """One request on a fresh connection."""
+        with self.connect() as c:
+            return c.request(target, method=method, **kw)
+
+    # --- teardown -------------------------------------------------------------------
+    def kill(self) -> None:
+        for p in reversed(process_tree(self.proc.pid)):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def stop(self) -> int:
+        """SIGTERM and wait (bounded by timeouts.shutdown + 5 s); returns the exit code."""
+        if self.stopped:
+            return self.proc.returncode
+        self.stopped = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(self.shutdown_s() + 5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"{self.impl}-proxy still running {self.shutdown_s() + 5}s after SIGTERM; killed"
+            ) from None
+
+
+# --------------------------------------------------------------------------- factories
+
+
+class UpstreamFactory:
+    """upstream(["u1", "u2"], **flags) -> a started Upstream; all stopped by close()."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.started: list[Upstream] = []
+
+    def __call__(self, names: list[str] | None = None, **flags: Any) -> Upstream:
+        up = Upstream(names or ["u1"], flags, self.workdir)
+        self.started.append(up)
+        return up
+
+    def close(self) -> None:
+        for up in self.started:
+            up.stop()
+
+
+def base_config(workdir: Path, seq: int, impl: str) -> dict[str, Any]:
+    return {
+        "listen": f"127.0.0.1:{free_port()}",
+        "workers": 1,
+        "upstreams": [],
+        # Teardown waits at most shutdown + 5 s for exit 0.
+        "timeouts": {"shutdown": "3s"},
+        "log": {
+            "level": "info",
+            "access": str(workdir / f"access-{impl}-{seq}.log"),
+            "format": "json",
+        },
+    }
+
+
+class ProxyFactory:
+    """proxy(upstreams, **overrides) -> a started Proxy of the twin under test.
+
+    upstreams: an Upstream (all its listeners), a list of Upstreams and/or config entries.
+    overrides: config keys merged over base_config (nested dicts merge, None deletes).
+    close() stops every proxy: SIGTERM, exit 0 within timeouts.shutdown + 5 s, no
+    sanitizer report; returns what went wrong."""
+
+    def __init__(self, impl: str, workdir: Path) -> None:
+        self.impl = impl
+        self.workdir = workdir
+        self.started: list[Proxy] = []
+
+    def __call__(self, upstreams: Any = None, **overrides: Any) -> Proxy:
+        cfg = base_config(self.workdir, len(self.started), self.impl)
+        if isinstance(upstreams, Upstream):
+            cfg["upstreams"] = upstreams.entries()
+        elif isinstance(upstreams, list):
+            cfg["upstreams"] = [
+                e
+                for u in upstreams
+                for e in (u.entries() if isinstance(u, Upstream) else [u])
+            ]
+        cfg = deep_merge(cfg, overrides)
+        p = Proxy(self.impl, cfg, self.workdir, len(self.started))
+        self.started.append(p)
+        return p
+
+    def close(self) -> list[str]:
+        problems = []
+        for p in self.started:
+            try:
+                rc = p.stop()
+                if rc != 0:
+                    problems.append(
+                        f"{p.impl}-proxy exit code {rc} after SIGTERM (want 0); stderr:\n"
+                        f"{p.stderr_text()[-3000:]}"
+                    )
+            except AssertionError as e:
+                problems.append(str(e))
+            finally:
+                if p.proc.poll() is None:
+                    p.kill()
+        for p in self.started:
+            check_sanitizers(p.stderr_text(), f"{p.impl}-proxy")
+        return problems
+
+
+# --------------------------------------------------------------------------- assertions
+
+
+def assert_proxy_error(
+    r: Response, code: int, close: bool, request_id: str | None = None
+) -> None:
+    """The exact bytes of behaviour.md "Errors the proxy sends". request_id: the id the
+    client sent (must be kept); None: the proxy generates 32 lowercase hex."""
+    reason = REASONS[code]
+    body = json.dumps({"code": code, "message": reason}, separators=(",", ":")).encode()
+    rid = r.get("X-Request-ID")
+    assert rid is not None, f"no X-Request-ID on {code}: {r.raw_head!r}"
+    if request_id is None:
+        assert GENERATED_ID.match(rid), f"generated X-Request-ID not 32 hex: {rid!r}"
+    else:
+        assert rid == request_id, f"X-Request-ID {rid!r}, client sent {request_id!r}"
+    head = (
+        f"HTTP/1.1 {code} {reason}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"X-Request-ID: {rid}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
+    ).encode()
+    assert (r.raw_head, r.body) == (head, body)

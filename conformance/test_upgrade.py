@@ -1,0 +1,64 @@
+"""Upgrade (e.g. WebSocket): 101 then a byte tunnel both ways (contract 3)."""
+
+from __future__ import annotations
+
+from harness import build_request
+
+UPGRADE_HEADERS = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+
+
+def test_upgrade_tunnels_bytes_both_ways(upstream, proxy):
+    p = proxy(upstream(["u1"]))
+    with p.connect() as c:
+        c.send(build_request("GET", "/upgrade", UPGRADE_HEADERS))
+        r = c.read_response()
+        assert r.status == 101, r
+        assert r.get("Upgrade") == "websocket"
+        assert "upgrade" in r.get("Connection", "").lower()
+        for msg in [b"hello", b"\x00\x01\x02 binary \xff", b"x" * 100_000]:
+            c.send(msg)
+            assert c.read_exactly(len(msg)) == msg
+        # HTTP-looking bytes are tunnelled too, not parsed as a request.
+        req = build_request("GET", "/bytes/3")
+        c.send(req)
+        assert c.read_exactly(len(req)) == req
+
+
+def test_upgrade_bytes_sent_with_the_request(upstream, proxy):
+    # Bytes right behind the upgrade request head belong to the tunnel.
+    p = proxy(upstream(["u1"]))
+    with p.connect() as c:
+        c.send(build_request("GET", "/upgrade", UPGRADE_HEADERS) + b"early")
+        r = c.read_response()
+        assert r.status == 101
+        assert c.read_exactly(5) == b"early"
+
+
+def test_client_close_ends_tunnel(upstream, proxy):
+    up = upstream(["u1"])
+    p = proxy(up)
+    c = p.connect()
+    c.send(build_request("GET", "/upgrade", UPGRADE_HEADERS))
+    assert c.read_response().status == 101
+    c.send(b"ping")
+    assert c.read_exactly(4) == b"ping"
+    d = up.counting()
+    c.close()
+    # Both sides of the tunnel are gone: the upstream has no connection left open.
+    d.wait(lambda d: d.active == 0)
+    assert p.request("/").status == 200
+
+
+def test_no_upgrade_headers_gives_426_passed_through(upstream, proxy):
+    up = upstream(["u1"])
+    p = proxy(up)
+    r = p.request("/upgrade")
+    assert r.status == 426 and r.reason == "Upgrade Required"
+    assert r.body == b"upgrade required\n"
+    assert not r.has("Upgrade")  # hop-by-hop outside a 101
+
+
+def test_upgrade_header_without_connection_upgrade_is_not_an_upgrade(upstream, proxy):
+    p = proxy(upstream(["u1"]))
+    r = p.request("/upgrade", headers=[("Upgrade", "websocket")])
+    assert r.status == 426
