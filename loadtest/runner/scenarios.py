@@ -512,20 +512,43 @@ def params_S3(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
     return [{"rate": p["rate"], "connections": p["connections"], "path": p["path"]}]
 
 
-def block_S23(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
-    _need_olgen(ctx)
-    doc = base_doc(ctx)
+def _measure_each(
+    ctx: Ctx,
+    sc: str,
+    name: str,
+    rep: int,
+    blk: Block,
+    doc: dict[str, Any],
+    measure: Callable[[Any, dict[str, Any]], Callable[[], Any]],
+    warm: bool = True,
+) -> None:
+    """The shape every simple block shares: start the contender, warm it up, measure each
+    parameter (restarting the contender if it died), always stop it."""
     tag = raw_name(sc, name, rep)
     run = start_contender(ctx, name, doc, tag)
     try:
-        warmup(ctx, run)
-        warm = float(ctx.prof[sc].get("warmup_s", 0))
+        if warm:
+            warmup(ctx, run)
         for i, p in enumerate(blk.params):
             run = ensure_running(ctx, run, doc, tag)
-            r = run
-            blk.measure(i, partial(_olgen_measure, ctx, r, sc, rep, p, warm), run)
+            blk.measure(i, measure(run, p), run)
     finally:
         contenders.stop(ctx.pm, run)
+
+
+def block_S23(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
+    _need_olgen(ctx)
+    doc = base_doc(ctx)
+    warm = float(ctx.prof[sc].get("warmup_s", 0))
+    _measure_each(
+        ctx,
+        sc,
+        name,
+        rep,
+        blk,
+        doc,
+        lambda r, p: partial(_olgen_measure, ctx, r, sc, rep, p, warm),
+    )
 
 
 _STRACE_ROW = re.compile(
@@ -629,16 +652,9 @@ def _s4_measure(
 def block_S4(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
     _need_olgen(ctx)
     doc = base_doc(ctx)
-    tag = raw_name(sc, name, rep)
-    run = start_contender(ctx, name, doc, tag)
-    try:
-        warmup(ctx, run)
-        for i, p in enumerate(blk.params):
-            run = ensure_running(ctx, run, doc, tag)
-            r = run
-            blk.measure(i, partial(_s4_measure, ctx, r, rep, p), run)
-    finally:
-        contenders.stop(ctx.pm, run)
+    _measure_each(
+        ctx, sc, name, rep, blk, doc, lambda r, p: partial(_s4_measure, ctx, r, rep, p)
+    )
 
 
 # ---------------------------------------------------------------- S7 idle connections
@@ -680,16 +696,15 @@ def _s7_measure(
 def block_S7(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
     n_max = max(int(p["connections"]) for p in blk.params)
     doc = base_doc(ctx, max_client_connections=n_max + 1000)
-    tag = raw_name(sc, name, rep)
-    run = start_contender(ctx, name, doc, tag)
-    try:
-        warmup(ctx, run)
-        for i, p in enumerate(blk.params):
-            run = ensure_running(ctx, run, doc, tag)
-            r = run
-            blk.measure(i, partial(_s7_measure, ctx, r, int(p["connections"])), run)
-    finally:
-        contenders.stop(ctx.pm, run)
+    _measure_each(
+        ctx,
+        sc,
+        name,
+        rep,
+        blk,
+        doc,
+        lambda r, p: partial(_s7_measure, ctx, r, int(p["connections"])),
+    )
 
 
 # ---------------------------------------------------------------- S8 round-robin fairness
@@ -952,16 +967,9 @@ def block_S9(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
         retries=0,
         timeouts={"read": f"{int(p0['read_timeout_ms'])}ms", "total": "60s"},
     )
-    tag = raw_name(sc, name, rep)
-    run = start_contender(ctx, name, doc, tag)
-    try:
-        warmup(ctx, run)
-        for i, p in enumerate(blk.params):
-            run = ensure_running(ctx, run, doc, tag)
-            r = run
-            blk.measure(i, partial(_s9_measure, ctx, r, rep, p), run)
-    finally:
-        contenders.stop(ctx.pm, run)
+    _measure_each(
+        ctx, sc, name, rep, blk, doc, lambda r, p: partial(_s9_measure, ctx, r, rep, p)
+    )
 
 
 # ---------------------------------------------------------------- S10 locust mix
@@ -1005,15 +1013,16 @@ def _s10_measure(
 
 def block_S10(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
     doc = base_doc(ctx)
-    tag = raw_name(sc, name, rep)
-    run = start_contender(ctx, name, doc, tag)
-    try:
-        for i, p in enumerate(blk.params):
-            run = ensure_running(ctx, run, doc, tag)
-            r = run
-            blk.measure(i, partial(_s10_measure, ctx, r, rep, p), run)
-    finally:
-        contenders.stop(ctx.pm, run)
+    _measure_each(
+        ctx,
+        sc,
+        name,
+        rep,
+        blk,
+        doc,
+        lambda r, p: partial(_s10_measure, ctx, r, rep, p),
+        warm=False,
+    )
 
 
 # ---------------------------------------------------------------- dispatch
