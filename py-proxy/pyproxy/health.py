@@ -105,11 +105,27 @@ def _ms(now: float) -> int:
     return int(now * 1000.0)
 
 
-class HealthState:
-    """One upstream's verdict (struct health_state): a view on its slot."""
+def _slot_init(slot: Any, key: bytes, address: str) -> None:
+    """A new state: up, not drained, the default config's passive settings."""
+    slot.used = True
+    slot.key = key
+    slot.address = address.encode()[: HEALTH_ADDR_MAX - 1]
+    slot.max_fails = 3
+    slot.fail_timeout = 10000
+    slot.rise = 2
+    slot.fall = 2
 
-    def __init__(self, reg: HealthRegistry, slot: Any, name: str) -> None:
-        self._reg = reg  # lock and event log
+
+class HealthState:
+    """One upstream's verdict (struct health_state): a view on its slot. Get one from
+    health_state_get(); HealthState() alone is a private state outside the registry
+    (tests, fakes)."""
+
+    def __init__(self, reg: HealthRegistry | None = None, slot: Any = None, name: str = "") -> None:
+        if slot is None:
+            slot = _Slot()
+            _slot_init(slot, _key(name), "")
+        self._reg = reg if reg is not None else _registry  # lock and event log
         self._s = slot  # the _Slot (private or in the shared table)
         self.name = name  # upstream name
 
@@ -182,11 +198,11 @@ class HealthState:
     def attempt_end(self, outcome: HealthOutcome, reason: str | None, now: float) -> None:
         """The attempt ended with `outcome`; `reason` names a FAIL."""
         s = self._s
-        if outcome is not HealthOutcome.FAIL and not s.down & DOWN_PASSIVE:
+        if outcome != HealthOutcome.FAIL and not s.down & DOWN_PASSIVE:
             return  # the common case takes no lock
         t = _ms(now)
         with self._reg.lock:
-            if outcome is HealthOutcome.FAIL:
+            if outcome == HealthOutcome.FAIL:
                 s.last_error = (reason or "").encode()[: HEALTH_REASON_MAX - 1]
             if not s.down & DOWN_PASSIVE:
                 self._passive_fail(reason or "", t)
@@ -195,11 +211,11 @@ class HealthState:
             # before the upstream was marked: they neither extend nor end the down time.
             if t < s.down_until:
                 return
-            if outcome is HealthOutcome.OK:
+            if outcome == HealthOutcome.OK:
                 s.fails = 0
                 s.probe_claimed = False
                 self._mark_up(DOWN_PASSIVE, "probe_succeeded")
-            elif outcome is HealthOutcome.FAIL:
+            elif outcome == HealthOutcome.FAIL:
                 s.down_until = t + s.fail_timeout
                 s.probe_claimed = False
             else:
@@ -294,13 +310,7 @@ class HealthRegistry:
                     free = s
             if slot is None:
                 slot = free if free is not None else _Slot()  # full: a private slot
-                slot.used = True
-                slot.key = key
-                slot.address = address.encode()[: HEALTH_ADDR_MAX - 1]
-                slot.max_fails = 3
-                slot.fail_timeout = 10000
-                slot.rise = 2
-                slot.fall = 2
+                _slot_init(slot, key, address)
         st = HealthState(self, slot, name)
         self._states[name] = st
         return st

@@ -231,6 +231,11 @@ def test_drain_not_available() -> None:
     assert h.is_healthy()  # drained is not down
     h.set_drain(False)
     assert h.available(100)
+    # a standalone state (the C twin's NULL state): healthy, outside the registry
+    lone = HealthState()
+    assert lone.available(100)
+    assert lone.is_healthy()
+    assert health_state_get("", "") is not lone
 
 
 def test_registry_shared_by_name() -> None:
