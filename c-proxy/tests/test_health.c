@@ -332,6 +332,20 @@ static void run_until(struct ev_loop *loop, struct health_state *h, bool want)
     assert_false(expired);
 }
 
+/* A loopback port nothing listens on (bound, then closed): connect is refused. */
+static int dead_port(void)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sin;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd != -1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    close(fd);
+    return ntohs(sin.sin_port);
+}
+
 static void test_checker_probes_loopback(void **state)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -342,6 +356,7 @@ static void test_checker_probes_loopback(void **state)
     struct config *cfg;
     struct health_state *states[2];
     struct health_checker *hc;
+    int dead;
 
     (void)state;
     r.lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -349,12 +364,12 @@ static void test_checker_probes_loopback(void **state)
     assert_int_equal(bind(r.lfd, (struct sockaddr *)&sin, sizeof sin), 0);
     assert_int_equal(listen(r.lfd, 8), 0);
     assert_int_equal(getsockname(r.lfd, (struct sockaddr *)&sin, &len), 0);
-    /* u2 on port 1: nothing listens there, connect is refused */
+    dead = dead_port();
     snprintf(text, sizeof text,
              "upstreams:\n  - {address: 127.0.0.1:%d, name: u1}\n  - {address: "
-             "127.0.0.1:1, name: u2}\n"
+             "127.0.0.1:%d, name: u2}\n"
              "health: {check: {path: /hc?x=1, interval: 20ms, timeout: 2s, rise: 1, fall: 1}}\n",
-             ntohs(sin.sin_port));
+             ntohs(sin.sin_port), dead);
     cfg = load(text);
     states[0] = health_state_get("u1", cfg->upstreams[0].addr.text);
     states[1] = health_state_get("u2", cfg->upstreams[1].addr.text);
