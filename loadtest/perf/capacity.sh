@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# S1-style closed-loop capacity of one or more c-proxy builds, alternating A B A B ...
+#
+#   loadtest/perf/capacity.sh [-c CONNS] [-d SECONDS] [-r ROUNDS] [-p PATH] BINARY...
+#
+# Mirrors the lab's S1 (loadtest/runner/scenarios.py block_S01) outside the runner so that
+# any binary can be measured, e.g. a baseline build against the current one:
+#   - one upstream process with two listeners (u1, u2), round robin, on CPU 0;
+#   - the proxy on the lab's bench config (tpconfig.bench_config: one worker, logging off,
+#     retries 0) pinned alone on CPU 1 (taskset -c 1), as loadtest/runner/pinning.py does;
+#   - per round and binary: start the proxy, wait for a 200, warm up with wrk for 1 s,
+#     then `wrk -t1 -c CONNS -d SECONDS --timeout 5s http://127.0.0.1:PORT/PATH` on CPU 0,
+#     stop the proxy. Rounds alternate the binaries so drift in background load hits all.
+# Defaults: 64 connections, 10 s, 5 rounds, /bytes/0. Prints every run, then per binary
+# the median, min and max requests/s. A run with socket errors or non-2xx responses is
+# shown and left out of the summary. Needs 2 CPUs for the lab's pinning (on 1 CPU all
+# run on CPU 0). Wall-clock figures: on a shared machine compare medians of alternating
+# runs and quote the spread. Everything listens on 127.0.0.1; everything started is stopped.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+conns=64 dur=10 rounds=5 path=/bytes/0
+
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while getopts "c:d:r:p:h" opt; do
+  case $opt in
+    c) conns=$OPTARG ;;
+    d) dur=$OPTARG ;;
+    r) rounds=$OPTARG ;;
+    p) path=$OPTARG ;;
+    *) usage ;;
+  esac
+done
+shift $((OPTIND - 1))
+[ $# -ge 1 ] || usage
+[[ $conns =~ ^[1-9][0-9]*$ && $dur =~ ^[1-9][0-9]*$ && $rounds =~ ^[1-9][0-9]*$ ]] || usage
+for b in "$@"; do [ -x "$b" ] || { echo "capacity: not executable: $b" >&2; exit 2; }; done
+command -v wrk >/dev/null || { echo "capacity: wrk not installed (make deps)" >&2; exit 2; }
+upstream_bin=${UPSTREAM:-$root/upstreams/build/upstream}
+[ -x "$upstream_bin" ] || { echo "capacity: upstream missing: $upstream_bin (make build)" >&2; exit 2; }
+
+if [ "$(nproc)" -ge 2 ]; then proxy_cpu=1 load_cpu=0; else proxy_cpu=0 load_cpu=0; fi
+# this shell and everything it starts without taskset (upstream, wrk, probes) on the load CPU
+taskset -p -c "$load_cpu" $$ >/dev/null
+
+work=$(mktemp -d /tmp/twinproxy-capacity.XXXXXX)
+upstream_pid="" proxy_pid=""
+cleanup() {
+  local p
+  for p in $proxy_pid $upstream_pid; do
+    if kill -0 "$p" 2>/dev/null; then kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; fi
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+http_ok() { # one GET through the proxy answered 200?
+  python3 - "$1" "$path" <<'EOF' 2>/dev/null
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
+s.sendall(b"GET " + sys.argv[2].encode() + b" HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+sys.exit(0 if s.recv(64).startswith(b"HTTP/1.1 200") else 1)
+EOF
+}
+
+u1=$(free_port) u2=$(free_port)
+"$upstream_bin" --listen "127.0.0.1:$u1" --name u1 --listen "127.0.0.1:$u2" --name u2 --quiet >"$work/upstream.out" 2>&1 &
+upstream_pid=$!
+for _ in $(seq 100); do grep -q ready "$work/upstream.out" && break; sleep 0.1; done
+grep -q ready "$work/upstream.out" || { echo "capacity: upstream not ready: $(cat "$work/upstream.out")" >&2; exit 1; }
+
+write_yaml() { # $1 file, $2 port: tpconfig.bench_config's document
+  cat >"$1" <<EOF
+listen: 127.0.0.1:$2
+workers: 1
+upstreams:
+- {address: 127.0.0.1:$u1, name: u1, weight: 1}
+- {address: 127.0.0.1:$u2, name: u2, weight: 1}
+balancer: round_robin
+limits: {max_client_connections: 10000, max_header_bytes: 16384, max_body_bytes: 0,
+  upstream_max_connections: 256, upstream_idle_connections: 64}
+timeouts: {connect: 1s, header: 10s, idle: 60s, read: 30s, write: 30s, total: 60s, queue: 1s,
+  shutdown: 1s}
+health: {max_fails: 3, fail_timeout: 10s}
+retries: 0
+log: {level: error, access: 'off', format: json}
+EOF
+}
+
+# one_run BINARY -> prints rps, or "invalid: ..." ; raw wrk text in $work/last.wrk
+one_run() {
+  local bin=$1 port i
+  port=$(free_port)
+  write_yaml "$work/twinproxy.yaml" "$port"
+  taskset -c "$proxy_cpu" "$bin" --config "$work/twinproxy.yaml" >"$work/proxy.log" 2>&1 &
+  proxy_pid=$!
+  for i in $(seq 100); do http_ok "$port" && break; kill -0 "$proxy_pid" 2>/dev/null || break; sleep 0.1; done
+  if ! http_ok "$port"; then
+    echo "invalid: proxy not serving ($(tail -c 300 "$work/proxy.log"))"
+  else
+    wrk -t1 -c64 -d1s --timeout 5s "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
+    wrk -t1 -c"$conns" -d"${dur}s" --timeout 5s "http://127.0.0.1:$port$path" >"$work/last.wrk" 2>&1 || true
+    awk '
+      /Requests\/sec:/ {rps = $2}
+      /Socket errors:/ {err = $4 + $6 + $8 + $10}
+      /Non-2xx or 3xx responses:/ {non2xx = $NF}
+      END {
+        if (rps == "") print "invalid: no Requests/sec line"
+        else if (err + non2xx > 0) printf "invalid: %s (%d socket errors, %d non-2xx)\n", rps, err, non2xx
+        else print rps
+      }' "$work/last.wrk"
+  fi
+  kill -TERM "$proxy_pid" 2>/dev/null || true
+  wait "$proxy_pid" 2>/dev/null || true
+  proxy_pid=""
+}
+
+echo "capacity: wrk -t1 -c$conns -d${dur}s $path, proxy on CPU $proxy_cpu, upstream+wrk on CPU $load_cpu, $rounds rounds" >&2
+declare -A runs
+for r in $(seq "$rounds"); do
+  for b in "$@"; do
+    res=$(one_run "$b")
+    printf 'round %d  %-50s %s  (load %s)\n' "$r" "$b" "$res" "$(cut -d' ' -f1 /proc/loadavg)"
+    [[ $res =~ ^[0-9.]+$ ]] && runs[$b]="${runs[$b]:-} $res"
+  done
+done
+echo "summary (requests/s over valid runs):"
+for b in "$@"; do
+  printf '%s\n' ${runs[$b]:-} | sort -g | awk -v b="$b" 'NF {v[++n] = $1}
+    END {
+      if (n == 0) { printf "  %-50s no valid run\n", b; exit }
+      med = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+      printf "  %-50s median %.0f  min %.0f  max %.0f  spread %.1f%%  (n=%d)\n", b, med, v[1], v[n], 100 * (v[n] - v[1]) / med, n
+    }'
+done
