@@ -12,10 +12,13 @@
 #     then `wrk -t1 -c CONNS -d SECONDS --timeout 5s http://127.0.0.1:PORT/PATH` on CPU 0,
 #     stop the proxy. Rounds alternate the binaries so drift in background load hits all.
 # Defaults: 64 connections, 10 s, 5 rounds, /bytes/0. Prints every run, then per binary
-# the median, min and max requests/s. A run with socket errors or non-2xx responses is
-# shown and left out of the summary. Needs 2 CPUs for the lab's pinning (on 1 CPU all
-# run on CPU 0). Wall-clock figures: on a shared machine compare medians of alternating
-# runs and quote the spread. Everything listens on 127.0.0.1; everything started is stopped.
+# the median, min and max of requests/s and of the proxy's CPU time (user + system, from
+# /proc/PID/stat, 1/CLK_TCK resolution) per request during the measured run; the latter
+# depends much less on what else the machine runs. A run with socket errors or non-2xx
+# responses is shown and left out of the summary. Needs 2 CPUs for the lab's pinning
+# (on 1 CPU all run on CPU 0). Wall-clock figures: on a shared machine compare medians
+# of alternating runs and quote the spread. Everything listens on 127.0.0.1; everything
+# started is stopped.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -91,7 +94,11 @@ log: {level: error, access: 'off', format: json}
 EOF
 }
 
-# one_run BINARY -> prints rps, or "invalid: ..." ; raw wrk text in $work/last.wrk
+hz=$(getconf CLK_TCK)
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, all threads
+
+# one_run BINARY -> prints "RPS CPU_US_PER_REQUEST", or "invalid: ..."; raw wrk text in
+# $work/last.wrk. CPU is the proxy's user+system time during the measured wrk run.
 one_run() {
   local bin=$1 port i
   port=$(free_port)
@@ -103,15 +110,18 @@ one_run() {
     echo "invalid: proxy not serving ($(tail -c 300 "$work/proxy.log"))"
   else
     wrk -t1 -c64 -d1s --timeout 5s "http://127.0.0.1:$port$path" >/dev/null 2>&1 || true
+    ticks0=$(proc_ticks "$proxy_pid")
     wrk -t1 -c"$conns" -d"${dur}s" --timeout 5s "http://127.0.0.1:$port$path" >"$work/last.wrk" 2>&1 || true
-    awk '
+    ticks1=$(proc_ticks "$proxy_pid")
+    awk -v ticks=$((ticks1 - ticks0)) -v hz="$hz" '
       /Requests\/sec:/ {rps = $2}
+      / requests in / {reqs = $1}
       /Socket errors:/ {err = $4 + $6 + $8 + $10}
       /Non-2xx or 3xx responses:/ {non2xx = $NF}
       END {
-        if (rps == "") print "invalid: no Requests/sec line"
+        if (rps == "" || reqs == 0) print "invalid: no Requests/sec line"
         else if (err + non2xx > 0) printf "invalid: %s (%d socket errors, %d non-2xx)\n", rps, err, non2xx
-        else print rps
+        else printf "%s %.2f\n", rps, ticks / hz * 1e6 / reqs
       }' "$work/last.wrk"
   fi
   kill -TERM "$proxy_pid" 2>/dev/null || true
@@ -120,20 +130,29 @@ one_run() {
 }
 
 echo "capacity: wrk -t1 -c$conns -d${dur}s $path, proxy on CPU $proxy_cpu, upstream+wrk on CPU $load_cpu, $rounds rounds" >&2
-declare -A runs
+declare -A runs cpus
 for r in $(seq "$rounds"); do
   for b in "$@"; do
     res=$(one_run "$b")
-    printf 'round %d  %-50s %s  (load %s)\n' "$r" "$b" "$res" "$(cut -d' ' -f1 /proc/loadavg)"
-    [[ $res =~ ^[0-9.]+$ ]] && runs[$b]="${runs[$b]:-} $res"
+    if [[ $res =~ ^([0-9.]+)\ ([0-9.]+)$ ]]; then
+      printf 'round %d  %-50s %10s req/s  %7s us CPU/req  (load %s)\n' "$r" "$b" "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "$(cut -d' ' -f1 /proc/loadavg)"
+      runs[$b]="${runs[$b]:-} ${BASH_REMATCH[1]}"
+      cpus[$b]="${cpus[$b]:-} ${BASH_REMATCH[2]}"
+    else
+      printf 'round %d  %-50s %s  (load %s)\n' "$r" "$b" "$res" "$(cut -d' ' -f1 /proc/loadavg)"
+    fi
   done
 done
-echo "summary (requests/s over valid runs):"
-for b in "$@"; do
-  printf '%s\n' ${runs[$b]:-} | sort -g | awk -v b="$b" 'NF {v[++n] = $1}
+summary() { # $1 label, $2 what, $3 format, values on stdin
+  sort -g | awk -v b="$1" -v what="$2" -v f="$3" 'NF {v[++n] = $1}
     END {
-      if (n == 0) { printf "  %-50s no valid run\n", b; exit }
+      if (n == 0) { printf "  %-50s %s: no valid run\n", b, what; exit }
       med = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-      printf "  %-50s median %.0f  min %.0f  max %.0f  spread %.1f%%  (n=%d)\n", b, med, v[1], v[n], 100 * (v[n] - v[1]) / med, n
+      printf "  %-50s %s: median " f "  min " f "  max " f "  spread %.1f%%  (n=%d)\n", b, what, med, v[1], v[n], 100 * (v[n] - v[1]) / med, n
     }'
+}
+echo "summary over valid runs (spread = (max - min) / median):"
+for b in "$@"; do
+  printf '%s\n' ${runs[$b]:-} | summary "$b" "req/s" "%.0f"
+  printf '%s\n' ${cpus[$b]:-} | summary "$b" "us CPU/req" "%.2f"
 done
