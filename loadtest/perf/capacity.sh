@@ -6,8 +6,9 @@
 # Mirrors the lab's S1 (loadtest/runner/scenarios.py block_S01) outside the runner so that
 # any binary can be measured, e.g. a baseline build against the current one:
 #   - one upstream process with two listeners (u1, u2), round robin, on CPU 0;
-#   - the proxy on the lab's bench config (tpconfig.bench_config: one worker, logging off,
-#     retries 0) pinned alone on CPU 1 (taskset -c 1), as loadtest/runner/pinning.py does;
+#   - the proxy on the lab's bench config (written by loadtest/runner/tpconfig.py's
+#     bench_config with .venv/bin/python or $PYTHON: one worker, logging off, retries 0)
+#     pinned alone on CPU 1 (taskset -c 1), as loadtest/runner/pinning.py does;
 #   - per round and binary: start the proxy, wait for a 200, warm up with wrk for 1 s,
 #     then `wrk -t1 -c CONNS -d SECONDS --timeout 5s http://127.0.0.1:PORT/PATH` on CPU 0,
 #     stop the proxy. Rounds alternate the binaries so drift in background load hits all.
@@ -24,7 +25,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 conns=64 dur=10 rounds=5 path=/bytes/0
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while getopts "c:d:r:p:h" opt; do
   case $opt in
     c) conns=$OPTARG ;;
@@ -76,22 +77,13 @@ upstream_pid=$!
 for _ in $(seq 100); do grep -q ready "$work/upstream.out" && break; sleep 0.1; done
 grep -q ready "$work/upstream.out" || { echo "capacity: upstream not ready: $(cat "$work/upstream.out")" >&2; exit 1; }
 
-write_yaml() { # $1 file, $2 port: tpconfig.bench_config's document
-  cat >"$1" <<EOF
-listen: 127.0.0.1:$2
-workers: 1
-upstreams:
-- {address: 127.0.0.1:$u1, name: u1, weight: 1}
-- {address: 127.0.0.1:$u2, name: u2, weight: 1}
-balancer: round_robin
-limits: {max_client_connections: 10000, max_header_bytes: 16384, max_body_bytes: 0,
-  upstream_max_connections: 256, upstream_idle_connections: 64}
-timeouts: {connect: 1s, header: 10s, idle: 60s, read: 30s, write: 30s, total: 60s, queue: 1s,
-  shutdown: 1s}
-health: {max_fails: 3, fail_timeout: 10s}
-retries: 0
-log: {level: error, access: 'off', format: json}
-EOF
+py=${PYTHON:-$root/.venv/bin/python}
+[ -x "$py" ] || { echo "capacity: $py missing (make deps)" >&2; exit 2; }
+write_yaml() { # $1 file, $2 port: the lab's own bench config (tpconfig.bench_config)
+  (cd "$root" && "$py" -c 'import sys
+from loadtest.runner import tpconfig
+tpconfig.write(tpconfig.bench_config(sys.argv[2], [(sys.argv[3], "u1"), (sys.argv[4], "u2")]), sys.argv[1])' \
+    "$1" "127.0.0.1:$2" "127.0.0.1:$u1" "127.0.0.1:$u2")
 }
 
 hz=$(getconf CLK_TCK)
