@@ -40,8 +40,6 @@ shift $((OPTIND - 1))
 [[ $conns =~ ^[1-9][0-9]*$ && $dur =~ ^[1-9][0-9]*$ && $rounds =~ ^[1-9][0-9]*$ ]] || usage
 for b in "$@"; do [ -x "$b" ] || { echo "capacity: not executable: $b" >&2; exit 2; }; done
 command -v wrk >/dev/null || { echo "capacity: wrk not installed (make deps)" >&2; exit 2; }
-upstream_bin=${UPSTREAM:-$root/upstreams/build/upstream}
-[ -x "$upstream_bin" ] || { echo "capacity: upstream missing: $upstream_bin (make build)" >&2; exit 2; }
 
 if [ "$(nproc)" -ge 2 ]; then proxy_cpu=1 load_cpu=0; else proxy_cpu=0 load_cpu=0; fi
 # this shell and everything it starts without taskset (upstream, wrk, probes) on the load CPU
@@ -49,19 +47,16 @@ taskset -p -c "$load_cpu" $$ >/dev/null
 
 work=$(mktemp -d /tmp/twinproxy-capacity.XXXXXX)
 upstream_pid="" proxy_pid=""
+# shellcheck source=loadtest/perf/common.sh
+. "$root/loadtest/perf/common.sh"
 cleanup() {
-  local p
-  for p in $proxy_pid $upstream_pid; do
-    if kill -0 "$p" 2>/dev/null; then kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; fi
-  done
+  # shellcheck disable=SC2086 # unset pids vanish
+  perf_stop $proxy_pid $upstream_pid
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 http_ok() { # one GET through the proxy answered 200?
   python3 - "$1" "$path" <<'EOF' 2>/dev/null
 import socket, sys
@@ -71,11 +66,8 @@ sys.exit(0 if s.recv(64).startswith(b"HTTP/1.1 200") else 1)
 EOF
 }
 
-u1=$(free_port) u2=$(free_port)
-"$upstream_bin" --listen "127.0.0.1:$u1" --name u1 --listen "127.0.0.1:$u2" --name u2 --quiet >"$work/upstream.out" 2>&1 &
-upstream_pid=$!
-for _ in $(seq 100); do grep -q ready "$work/upstream.out" && break; sleep 0.1; done
-grep -q ready "$work/upstream.out" || { echo "capacity: upstream not ready: $(cat "$work/upstream.out")" >&2; exit 1; }
+u1=$(perf_free_port) u2=$(perf_free_port)
+perf_start_upstream "u1:$u1" "u2:$u2"
 
 py=${PYTHON:-$root/.venv/bin/python}
 [ -x "$py" ] || { echo "capacity: $py missing (make deps)" >&2; exit 2; }
@@ -93,7 +85,7 @@ proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, all t
 # $work/last.wrk. CPU is the proxy's user+system time during the measured wrk run.
 one_run() {
   local bin=$1 port i
-  port=$(free_port)
+  port=$(perf_free_port)
   write_yaml "$work/twinproxy.yaml" "$port"
   taskset -c "$proxy_cpu" "$bin" --config "$work/twinproxy.yaml" >"$work/proxy.log" 2>&1 &
   proxy_pid=$!

@@ -39,36 +39,28 @@ done
 shift $((OPTIND - 1))
 [ $# -ge 1 ] || usage
 [[ $n =~ ^[1-9][0-9]*$ && $conns =~ ^[1-9][0-9]*$ && $reps =~ ^[1-9][0-9]*$ ]] || usage
+for spec in "$@"; do
+  case ${spec%%=*} in c-proxy | py-proxy | nginx | haproxy) ;; *) echo "per_request: unknown IMPL $spec" >&2; exit 2 ;; esac
+done
 for t in ${tools//,/ }; do
   case $t in callgrind | strace) ;; *) echo "per_request: unknown tool $t" >&2; exit 2 ;; esac
   command -v "${t/callgrind/valgrind}" >/dev/null || { echo "per_request: $t not installed (make deps)" >&2; exit 2; }
 done
-
-upstream_bin=${UPSTREAM:-$root/upstreams/build/upstream}
-[ -x "$upstream_bin" ] || { echo "per_request: upstream missing: $upstream_bin (make build)" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/twinproxy-perf.XXXXXX)
 out=${keep:-$work/out}
 mkdir -p "$out"
 upstream_pid="" tool_pid="" client_pid="" total=""
 
+# shellcheck source=loadtest/perf/common.sh
+. "$here/common.sh"
 cleanup() {
-  local p
-  for p in $client_pid $tool_pid $upstream_pid; do
-    if kill -0 "$p" 2>/dev/null; then
-      pkill -TERM -P "$p" 2>/dev/null || true
-      kill -TERM "$p" 2>/dev/null || true
-      wait "$p" 2>/dev/null || true
-    fi
-  done
+  # shellcheck disable=SC2086 # unset pids vanish
+  perf_stop $client_pid $tool_pid $upstream_pid
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # one TCP connect + close: the readiness probe (made in both runs, so it cancels)
 probe() {
@@ -76,11 +68,8 @@ probe() {
 }
 
 # ---- the upstream (one listener, answers GET / with 200 "ok\n")
-up_port=$(free_port)
-"$upstream_bin" --listen "127.0.0.1:$up_port" --name u1 --quiet >"$work/upstream.out" 2>&1 &
-upstream_pid=$!
-for _ in $(seq 100); do grep -q ready "$work/upstream.out" && break; sleep 0.1; done
-grep -q ready "$work/upstream.out" || { echo "per_request: upstream not ready: $(cat "$work/upstream.out")" >&2; exit 1; }
+up_port=$(perf_free_port)
+perf_start_upstream "u1:$up_port"
 
 # ---- contender configs: one worker/thread, no access log, keep-alive on both sides
 write_twinproxy_yaml() { # $1 file, $2 port
@@ -178,7 +167,7 @@ proxy_cmd() {
 measure() {
   local tool=$1 spec=$2 nreq=$3 tag=$4 port dir file target i
   local -a cmd
-  port=$(free_port)
+  port=$(perf_free_port)
   dir="$work/run.$tag"
   mapfile -t cmd < <(proxy_cmd "$spec" "$port" "$dir")
   [ "${#cmd[@]}" -gt 0 ] || return 2
