@@ -106,8 +106,10 @@ double ratelimit_peek(struct ratelimit_table *t, const char *key, size_t key_len
 
 /* Set key's bucket to (tokens, at) under lim, creating it if needed (evicting a
  * full bucket if the stripe is at its share). For the admin API's PATCH tokens
- * and for loading saved state. tokens is clamped to 0..capacity. Returns 0, or
- * -1 when the key cannot have a bucket (too long, empty, no room). */
+ * and for loading saved state. tokens is clamped to 0..capacity. Whether a
+ * bucket is full enough to evict is judged at `at` (never later than now, so
+ * never too eagerly). Returns 0, or -1 when the key cannot have a bucket (too
+ * long, empty, no room). */
 int ratelimit_set(struct ratelimit_table *t, const char *key, size_t key_len,
                   const struct ratelimit_limit *lim, double tokens, double at);
 

@@ -350,7 +350,8 @@ class Table:
 
     def set(self, key: bytes, lim: Limit | None, tokens: float, at: float) -> bool:
         """ratelimit_set: key's bucket becomes (tokens clamped to 0..capacity, at) under
-        lim, created if needed. False when the key cannot have a bucket."""
+        lim, created if needed (eviction judged at `at`). False when the key cannot have
+        a bucket (too long, empty, no room)."""
         if lim is None:
             lim = self.default
         if not 0 < len(key) <= KEY_MAX:
