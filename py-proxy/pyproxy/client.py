@@ -62,7 +62,7 @@ from pyproxy.util import new_request_id, text
 
 if TYPE_CHECKING:
     from pyproxy.config import Config
-    from pyproxy.listener import Runtime
+    from pyproxy.worker import Worker
 
 LINGER_SECONDS = 2.0  # lingering close: discard client input this long at most
 IN_MIN = 16384  # the C twin's client input buffer floor (bytes)
@@ -155,12 +155,12 @@ IN_CHUNKED = 2
 
 
 class ClientConn(asyncio.Protocol):
-    """Owned by the runtime (its `clients` set) from connection_made to connection_lost. Owns
+    """Owned by the worker (its `conns` set) from connection_made to connection_lost. Owns
     its parsers; borrows its upstream set and attached upstream conn for one exchange."""
 
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt  # the worker
-        self.loop = rt.loop
+    def __init__(self, w: Worker) -> None:
+        self.w = w  # the worker
+        self.loop = w.loop
         self.transport: asyncio.Transport | None = None
         self.state = ClientState.HEAD  # see the diagram
         self.flags = 0  # F_*
@@ -229,8 +229,8 @@ class ClientConn(asyncio.Protocol):
         self.ip_b = self.ip.encode()
         # a fresh connection must send its head within timeouts.header
         self.accepted = self.head_start = self.loop.time()
-        self.rt.client_opened(self)
-        if self.rt.draining:
+        self.w.conn_add(self)
+        if self.w.draining:
             self.close()
             return
         self.refresh_timer()
@@ -270,7 +270,7 @@ class ClientConn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close()
-        self.rt.client_closed(self)
+        self.w.conn_remove(self)
 
     def pause_writing(self) -> None:
         self.flags |= F_CW_PAUSED
@@ -439,7 +439,7 @@ class ClientConn(asyncio.Protocol):
             self.flags |= F_UPGRADE
         if req.expect_continue and req.http_minor == 1 and req.has_body:
             self.flags |= F_EXPECT
-        if self.rt.draining:
+        if self.w.draining:
             self.flags |= F_CLOSE_AFTER
         self.flags |= F_REPLAYABLE
         self._up_send(http1.build_request_head(req, self.ip_b, self.request_id))
@@ -539,13 +539,13 @@ class ClientConn(asyncio.Protocol):
     @property
     def cfg(self) -> Config:
         """The config of this request's upstream set, else the worker's current one."""
-        uset = self.uset if self.uset is not None else self.rt.uset
+        uset = self.uset if self.uset is not None else self.w.uset
         return uset.cfg
 
     def route(self) -> None:
         """Start the next attempt on an untried upstream (client_route)."""
         if self.uset is None:
-            self.uset = self.rt.uset
+            self.uset = self.w.uset
             self.tried = 0
             self.attempts = 0
         uset = self.uset
@@ -583,7 +583,7 @@ class ClientConn(asyncio.Protocol):
         uset = self.uset
         assert uset is not None
         if self.attempts < 1 + uset.cfg.retries and self.attempts < len(uset.ups):
-            self.rt.log.event(
+            self.w.log.event(
                 "warn",
                 "retry",
                 upstream=self.up.name if self.up is not None else "",
@@ -835,7 +835,7 @@ class ClientConn(asyncio.Protocol):
             self.out_scan = ChunkScanner(502)
         if (
             not self.flags & F_KEEPALIVE
-            or self.rt.draining
+            or self.w.draining
             or not self.flags & F_REQ_DONE
             or self.flags & F_EOF
         ):
@@ -901,7 +901,7 @@ class ClientConn(asyncio.Protocol):
     def finish_request(self) -> None:
         """The response is out: log, then keep-alive or close."""
         self.log_request()
-        close = bool(self.flags & (F_CLOSE_AFTER | F_EOF)) or self.rt.draining
+        close = bool(self.flags & (F_CLOSE_AFTER | F_EOF)) or self.w.draining
         self._drop_upstream()
         keep = self.flags & _CONN_FLAGS
         spare = self.parser
@@ -969,7 +969,7 @@ class ClientConn(asyncio.Protocol):
             or not self.flags & F_REQ_DONE
             or not self.flags & F_KEEPALIVE
             or bool(self.flags & (F_CLOSE_AFTER | F_EOF))
-            or self.rt.draining
+            or self.w.draining
         )
         self.client_write(http1.error_response(code, self.request_id, close))
         self.status = code
@@ -1057,7 +1057,13 @@ class ClientConn(asyncio.Protocol):
 
     # ------------------------------------------------------------------ shutdown
 
-    def on_shutdown(self) -> None:
+    # worker.WorkerConn --------------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Shutdown timeout: close now, dropping what is queued."""
+        self.close(abort=True)
+
+    def shutdown(self) -> None:
         """Worker is draining: idle clients close now, others after their response."""
         if self.state == ClientState.IDLE or (
             self.state == ClientState.HEAD and not self.flags & F_IN_REQUEST
@@ -1071,7 +1077,7 @@ class ClientConn(asyncio.Protocol):
     def deadline(self) -> tuple[float, ClientTimeout]:
         """The deadline for the current state and which timeout it is (client_deadline).
         Absolute loop time; (0, NONE) when there is none. Hot: plain comparisons only."""
-        u = self.uset if self.uset is not None else self.rt.uset
+        u = self.uset if self.uset is not None else self.w.uset
         st = self.state
         if st == _ST_IDLE:
             return self.idle_since + u.idle_s, _TO_IDLE
@@ -1178,7 +1184,7 @@ class ClientConn(asyncio.Protocol):
         if not self.method and self.status == 0:
             return  # no request head and nothing sent: not a request
         self.flags |= F_LOGGED
-        log = self.rt.log
+        log = self.w.log
         if not log.access_enabled:
             return
         log.access(

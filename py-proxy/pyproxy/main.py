@@ -23,10 +23,14 @@ import time
 
 import httptools
 
+from pyproxy.balancer import STRATEGIES, strategy_name
+from pyproxy.client import ClientConn
 from pyproxy.config import Config, ConfigError, config_load
-from pyproxy.listener import BindError, ClientCounter, Listener, Runtime, listener_bind
+from pyproxy.listener import BindError, ClientCounter, Listener, listener_bind
 from pyproxy.log import Log, log_open, stderr_line
+from pyproxy.upstream import UpstreamSet
 from pyproxy.util import VERSION, reseed
+from pyproxy.worker import Worker
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -87,9 +91,11 @@ def load_for_reload(path: str, old: Config, log: Log, quiet: bool) -> Config | N
     return new
 
 
-class Worker:
-    """One event loop serving one listening socket (worker_run). In a forked worker
-    (`quiet`), the parent logs start/stop/shutdown/reload once for the whole process tree."""
+class WorkerProcess:
+    """One event loop serving one listening socket (worker_run): builds the Worker, its
+    Listener (with ClientConn as the protocol factory) and its first upstream set, and is the
+    Worker's hooks. In a forked worker (`quiet`), the parent logs start/stop/shutdown/reload
+    once for the whole process tree."""
 
     def __init__(
         self,
@@ -107,10 +113,28 @@ class Worker:
         self.log = log_open(cfg.log, self.loop)
         self.log.atomic_lines = cfg.workers > 1
         self.quiet = quiet
-        self.rt = Runtime(self.loop, cfg, self.log, wid, counter)
-        self.listener = Listener(self.rt, sock)
-        self.rt.listener = self.listener
+        self.w = Worker(self.loop, self.log, wid, self)
+        w = self.w
+        self.on_config(w, cfg)
+        self.listener = Listener(w, sock, lambda: ClientConn(w), counter)
         self.stopping = False
+
+    # WorkerHooks --------------------------------------------------------------------------------
+
+    def on_config(self, w: Worker, cfg: Config) -> None:
+        name = strategy_name(cfg.balancer)
+        if name not in STRATEGIES:
+            self.log.event("warn", "balancer_fallback", balancer=name, using="round_robin")
+        w.install_set(UpstreamSet(w.loop, cfg))
+
+    def on_drain(self, w: Worker) -> None:
+        self.listener.stop()
+        w.uset.retire()
+
+    def on_conn_gone(self, w: Worker) -> None:
+        self.listener.conn_gone()
+
+    # signals ------------------------------------------------------------------------------------
 
     def run(self) -> int:
         loop = self.loop
@@ -161,9 +185,9 @@ class Worker:
         log.atomic_lines = new.workers > 1
         self.log.close()
         self.log = log
-        self.rt.log = log
+        self.w.log = log
         self.cfg = new
-        self.rt.take_config(new)
+        self.w.take_config(new)
         if not self.quiet:
             log.event("info", "reload", path=self.path, upstreams=len(new.upstreams))
 
@@ -173,19 +197,19 @@ class Worker:
         self.stopping = True
         if not self.quiet:
             self.log.event("info", "shutdown", signal=signame)
-        self.rt.begin_drain()
-        grace = self.rt.uset.cfg.timeouts.shutdown_ms / 1000.0
+        self.w.begin_drain()
+        grace = self.w.cfg.timeouts.shutdown_ms / 1000.0
         self.loop.call_at(self.loop.time() + grace, self._on_drain_timeout)
         self._check_drained()
 
     def _check_drained(self) -> None:
-        if not self.rt.clients:
+        if not self.w.conns:
             self.loop.stop()
             return
         self.loop.call_at(self.loop.time() + 0.02, self._check_drained)
 
     def _on_drain_timeout(self) -> None:
-        self.rt.abort_all()
+        self.w.abort_all()
         self.loop.call_soon(self.loop.stop)
 
 
@@ -206,7 +230,7 @@ def supervise(cfg: Config, socks: list[socket.socket], loop_kind: str) -> int:
                     s.close()
             code = 1
             try:
-                code = Worker(cfg, socks[i], loop_kind, True, i, counter).run()
+                code = WorkerProcess(cfg, socks[i], loop_kind, True, i, counter).run()
             finally:
                 os._exit(code)
         children[pid] = i
@@ -296,7 +320,7 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     if n == 1:
         try:
-            worker = Worker(cfg, socks[0], args.loop, quiet=False)
+            worker = WorkerProcess(cfg, socks[0], args.loop, quiet=False)
         except OSError as e:
             socks[0].close()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)

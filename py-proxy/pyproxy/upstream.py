@@ -32,6 +32,8 @@ from collections import deque
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol, cast
 
+from pyproxy.balancer import balancer_new
+
 if TYPE_CHECKING:
     from pyproxy.config import Config
 
@@ -284,12 +286,10 @@ class Upstream:
 
 
 class UpstreamSet:
-    """The upstreams of one config generation, and its balancer. Owned by the worker runtime
+    """The upstreams of one config generation, and its balancer. Owned by the worker
     (current set) and borrowed by every exchange routed with it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, cfg: Config) -> None:
-        from pyproxy.balancer import balancer_new
-
         self.loop = loop
         self.cfg = cfg  # immutable
         self.ups = [Upstream(self, i) for i in range(len(cfg.upstreams))]

@@ -1,4 +1,4 @@
-"""Test doubles: a fake event loop with a manual clock, fake transports, a runtime on them.
+"""Test doubles: a fake event loop with a manual clock, fake transports, a worker on them.
 
 FakeLoop implements just what the proxy calls (time, call_at, call_soon, create_task,
 create_connection); timers fire only when a test calls advance(). Nothing sleeps.
@@ -13,8 +13,9 @@ from typing import Any
 
 from pyproxy.client import ClientConn
 from pyproxy.config import Config, config_load_string
-from pyproxy.listener import Runtime
 from pyproxy.log import Log
+from pyproxy.upstream import UpstreamSet
+from pyproxy.worker import Worker
 
 BASE_CONFIG = """\
 listen: 127.0.0.1:8080
@@ -261,16 +262,17 @@ class CaptureLog(Log):
 
 
 class Harness:
-    """A runtime on a FakeLoop, plus helpers to open clients and answer upstream connects."""
+    """A worker on a FakeLoop, plus helpers to open clients and answer upstream connects."""
 
     def __init__(self, cfg: Config | None = None) -> None:
         self.loop = FakeLoop()
         self.log = CaptureLog()
         self.cfg = cfg if cfg is not None else make_config()
-        self.rt = Runtime(self.loop, self.cfg, self.log)  # type: ignore[arg-type]
+        self.w = Worker(self.loop, self.log)  # type: ignore[arg-type]
+        self.w.install_set(UpstreamSet(self.loop, self.cfg))  # type: ignore[arg-type]
 
     def client(self, port: int = 40000) -> tuple[ClientConn, FakeTransport]:
-        c = ClientConn(self.rt)
+        c = ClientConn(self.w)
         t = FakeTransport(self.loop, c, peer=("127.0.0.1", port))
         c.connection_made(t)  # type: ignore[arg-type]
         return c, t

@@ -457,7 +457,7 @@ def test_shutdown_closes_idle_and_finishes_busy() -> None:
     _c2, t2 = h.client(40001)
     c1.data_received(GET)
     up, _ = h.connect()
-    h.rt.begin_drain()
+    h.w.begin_drain()
     assert t2.closing and not t1.closing
     up.data_received(OK)
     assert b"Connection: close\r\n" in t1.take()
