@@ -9,13 +9,12 @@ from fakes import FakeTransport, Harness, make_config
 
 from pyproxy.client import (
     F_CW_PAUSED,
-    F_QUEUED,
-    F_RESP_DONE,
     F_UW_PAUSED,
     LINGER_SECONDS,
     ClientState,
     ClientTimeout,
 )
+from pyproxy.exchange import X_QUEUED, X_RESP_DONE
 
 GET = b"GET /x HTTP/1.1\r\nHost: example\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -656,13 +655,13 @@ def test_deadline_idle_and_head() -> None:
 def test_deadline_upstream_queue_connect_total() -> None:
     h = Harness(T)
     c, _ = h.client()
-    c.state, c.req_start, c.up_start = ClientState.UPSTREAM, 100.0, 139.5
+    c.state, c.x.req_start, c.up_start = ClientState.UPSTREAM, 100.0, 139.5
     assert c.deadline() == (140.0, ClientTimeout.TOTAL)  # neither queued nor connecting
-    c.flags |= F_QUEUED
+    c.x.flags |= X_QUEUED
     assert c.deadline() == (140.0, ClientTimeout.TOTAL)  # total is earlier than the queue
     c.up_start = 120.0
     assert c.deadline() == (121.0, ClientTimeout.QUEUE)
-    c.flags &= ~F_QUEUED
+    c.x.flags &= ~X_QUEUED
     c.conn = object()  # type: ignore[assignment]
     assert c.deadline() == (122.0, ClientTimeout.CONNECT)
     c.conn = None
@@ -671,14 +670,14 @@ def test_deadline_upstream_queue_connect_total() -> None:
 def test_deadline_forward_read_write_total() -> None:
     h = Harness(T)
     c, _ = h.client()
-    c.state, c.req_start = ClientState.FORWARD, 100.0
+    c.state, c.x.req_start = ClientState.FORWARD, 100.0
     c.conn = object()  # type: ignore[assignment]
     c.up_last, c.out_last = 101.0, 105.0
     assert c.deadline() == (135.0, ClientTimeout.READ)  # client progress counts too
     c.flags |= F_CW_PAUSED
     c.out_last = 102.0
     assert c.deadline() == (122.0, ClientTimeout.WRITE)
-    c.flags |= F_RESP_DONE
+    c.x.flags |= X_RESP_DONE
     c.flags &= ~F_CW_PAUSED
     assert c.deadline() == (140.0, ClientTimeout.TOTAL)
     c.conn = None
