@@ -12,7 +12,7 @@ Upstream connection states (UpstreamConn.state):
                    v                        v (reusable)        |
                 CLOSED <---- not reusable --+----> IDLE --------+
                    ^                                 | readable (EOF/junk), idle timeout,
-                   +---------------------------------+ retired set
+                   +---------------------------------+ retired set, found stale by acquire
 
 A connection counts against limits.upstream_max_connections in every state but CLOSED. When
 none is idle and the limit is reached, the client waits in the upstream's FIFO queue; a freed
@@ -65,6 +65,25 @@ class AcquireResult(IntEnum):
     READY = 0  # the returned conn is BUSY (pool hit)
     CONNECTING = 1  # the returned conn is CONNECTING; owner.upstream_on_connected/failed later
     QUEUED = 2  # the owner waits in the queue; owner.upstream_on_slot(conn) later
+
+
+def socket_peer_closed(sock: socket.socket) -> bool:
+    """True when a connected socket has EOF, an error or unread bytes pending (one
+    non-blocking recv(MSG_PEEK)). `sock` may be the loop's transport socket wrapper: the
+    descriptor is borrowed through a socket object detached again at once."""
+    fd = sock.fileno()
+    if fd < 0:
+        return True
+    s = socket.socket(sock.family, sock.type, sock.proto, fileno=fd)
+    try:
+        s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False  # nothing to read: the connection is open and quiet
+    except OSError:
+        return True  # reset
+    finally:
+        s.detach()
+    return True  # EOF (b""), or bytes nobody asked for: not reusable either
 
 
 class UpstreamConn(asyncio.Protocol):
@@ -123,6 +142,18 @@ class UpstreamConn(asyncio.Protocol):
         if self.owner is not None:
             self.owner.upstream_on_write_resumed()
 
+    def stale(self) -> bool:
+        """IDLE: did the upstream close this connection (or send bytes nobody asked for)?
+        The loop may not have reported it yet, so the socket itself is asked with a
+        non-blocking MSG_PEEK (as the C twin's upstream_acquire)."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return True  # EOF or an error already seen
+        sock = t.get_extra_info("socket")
+        if sock is None:
+            return False
+        return socket_peer_closed(sock)
+
     # for the owner -----------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
@@ -178,9 +209,13 @@ class Upstream:
         self.fails = 0  # failed attempts (health, metrics)
 
     def acquire(self, owner: UpstreamOwner) -> tuple[AcquireResult, UpstreamConn | None]:
-        """A connection for `owner` (see AcquireResult)."""
-        if self.idle:
+        """A connection for `owner` (see AcquireResult). A pooled connection the upstream
+        has closed meanwhile is closed and replaced here (contract 6: not an attempt)."""
+        while self.idle:
             conn = self.idle.pop()
+            if conn.stale():
+                self.close(conn)
+                continue
             conn.state = UpstreamConnState.BUSY
             conn.owner = owner
             self.n_open += 1

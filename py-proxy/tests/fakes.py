@@ -88,9 +88,11 @@ class PendingConnect:
         raise NotImplementedError
         yield
 
-    def succeed(self) -> FakeTransport:
+    def succeed(self, sock: Any = None) -> FakeTransport:
+        """Connected; `sock` (e.g. one end of a socketpair) is what the transport reports as
+        its socket."""
         proto = self.factory()
-        t = FakeTransport(self.loop, proto, peer=(self.host, self.port))
+        t = FakeTransport(self.loop, proto, peer=(self.host, self.port), sock=sock)
         proto.connection_made(t)
         assert self.task is not None
         self.task._finish()
@@ -159,10 +161,13 @@ class FakeLoop:
 
 
 class FakeTransport:
-    def __init__(self, loop: FakeLoop, protocol: Any, peer: tuple[str, int]) -> None:
+    def __init__(
+        self, loop: FakeLoop, protocol: Any, peer: tuple[str, int], sock: Any = None
+    ) -> None:
         self.loop = loop
         self.protocol = protocol
         self.peer = peer
+        self.sock = sock  # get_extra_info("socket"), None: the fake has none
         self.written = bytearray()
         self.reading = True
         self.closing = False
@@ -173,6 +178,8 @@ class FakeTransport:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peername":
             return self.peer
+        if name == "socket" and self.sock is not None:
+            return self.sock
         return default
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
