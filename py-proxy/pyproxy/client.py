@@ -51,7 +51,7 @@ from pyproxy.exchange import (
     X_HTTP10,
     X_IN_REQUEST,
     X_LOGGED,
-    X_QUEUED,
+    X_REPLAYABLE,
     X_REQ_DONE,
     X_RESP_DONE,
     X_RESP_SENT,
@@ -116,15 +116,16 @@ class ClientTimeout(IntEnum):
 
 
 # connection flags (ClientConn.flags); the request's own flags are exchange.X_*
-F_EOF = 0x0001  # the client shut its sending side
-F_LINGER = 0x0002  # DRAIN: write side shut, discarding input
-F_CW_PAUSED = 0x0100  # Python: client transport above its write high-water mark
-F_UW_PAUSED = 0x0200  # Python: upstream transport above its write high-water mark
-F_RD_STASH = 0x0400  # Python: client reading stopped, bytes wait in `stash`
-F_RD_UPSTREAM = 0x0800  # Python: client reading stopped, the upstream cannot take more
-F_UR_PAUSED = 0x1000  # Python: upstream reading stopped, the client cannot take more
+F_EOF = 0x0400  # the client shut its sending side
+F_QUEUED = 0x1000  # Python: in an upstream's wait queue (C: the waiter link is linked)
+F_LINGER = 0x8000  # DRAIN: write side shut, discarding input
+F_CW_PAUSED = 0x100000  # Python: client transport above its write high-water mark
+F_UW_PAUSED = 0x200000  # Python: upstream transport above its write high-water mark
+F_RD_STASH = 0x400000  # Python: client reading stopped, bytes wait in `stash`
+F_RD_UPSTREAM = 0x800000  # Python: client reading stopped, the upstream cannot take more
+F_UR_PAUSED = 0x1000000  # Python: upstream reading stopped, the client cannot take more
 # flags about the attached upstream connection: gone with it
-_UP_IO_FLAGS = F_UW_PAUSED | F_RD_UPSTREAM | F_UR_PAUSED
+_UP_IO_FLAGS = F_QUEUED | F_UW_PAUSED | F_RD_UPSTREAM | F_UR_PAUSED
 
 # plain ints for the hot path (IntEnum attribute lookups are slow)
 _ST_IDLE, _ST_HEAD, _ST_UPSTREAM, _ST_FORWARD, _ST_TUNNEL, _ST_DRAIN = (
@@ -193,7 +194,7 @@ class ClientConn(asyncio.Protocol):
         self.uout_last = 0.0  # last write progress to the upstream (or when it stalled)
         self.uout: list[bytes] = []  # bytes for the upstream not written yet (no conn)
         self.uout_bytes = 0  # their length
-        self.replay: list[bytes] = []  # the request as sent so far (while x.replayable)
+        self.replay: list[bytes] = []  # the request as sent so far (while X_REPLAYABLE)
         self.replay_bytes = 0  # its length
         self.in_scan: ChunkScanner | None = None  # IN_CHUNKED: end of the body
         self.rparser: ResponseParser | None = None  # response parser
@@ -476,12 +477,12 @@ class ClientConn(asyncio.Protocol):
     def _up_send(self, data: bytes) -> None:
         """Bytes of the request for the upstream: written if a conn is attached, else kept."""
         x = self.x
-        if x.replayable:
+        if x.flags & X_REPLAYABLE:
             self.replay.append(data)
             self.replay_bytes += len(data)
             in_cap = max(self.cfg.limits.max_header_bytes, IN_MIN) + 1024
             if self.replay_bytes > 2 * in_cap + 2048:
-                x.replayable = False  # outgrew the upstream-side buffer (contract 6)
+                x.flags &= ~X_REPLAYABLE  # outgrew the upstream-side buffer (contract 6)
                 self.replay = []
                 self.replay_bytes = 0
         conn = self.conn
@@ -532,7 +533,7 @@ class ClientConn(asyncio.Protocol):
         elif result == AcquireResult.CONNECTING:
             self.conn = conn
         else:
-            self.x.flags |= X_QUEUED
+            self.flags |= F_QUEUED
         # the timer is refreshed by whoever called in from the loop (data_received,
         # upstream_on_*, on_timer): once per event, not once per step
 
@@ -559,8 +560,8 @@ class ClientConn(asyncio.Protocol):
         self.conn = conn
         self.state = ClientState.FORWARD
         x = self.x
-        x.flags &= ~(X_UP_EOF | X_UP_DIRTY | X_QUEUED)
-        self.flags &= ~(F_UW_PAUSED | F_UR_PAUSED)
+        x.flags &= ~(X_UP_EOF | X_UP_DIRTY)
+        self.flags &= ~(F_QUEUED | F_UW_PAUSED | F_UR_PAUSED)
         self.rparser = ResponseParser()
         self.rparser.dechunk = bool(x.flags & X_HTTP10)
         self.resp = None
@@ -597,7 +598,7 @@ class ClientConn(asyncio.Protocol):
         if self.state != ClientState.UPSTREAM or self.up is None or conn.up is not self.up:
             conn.up.close(conn)
             return
-        self.x.flags &= ~X_QUEUED
+        self.flags &= ~F_QUEUED
         self.up_start = self.loop.time()
         if conn.state == UpstreamConnState.BUSY:
             self.attach(conn)
@@ -656,7 +657,7 @@ class ClientConn(asyncio.Protocol):
             and (rparser is None or not rparser.head_done)
             and not self.x.flags & X_RESP_STARTED
         )
-        if nothing and conn.exchanges > 0 and self.x.replayable:
+        if nothing and conn.exchanges > 0 and self.x.flags & X_REPLAYABLE:
             # a pooled connection the upstream had closed: replay the request elsewhere
             self.uout = list(self.replay)
             self.uout_bytes = self.replay_bytes
@@ -710,7 +711,7 @@ class ClientConn(asyncio.Protocol):
                 resp = rparser.finish_head(bool(self.x.flags & X_HEAD_METHOD))
                 if resp.status < 200 and resp.status != 101:
                     # 1xx: forwarded to HTTP/1.1 clients, dropped for HTTP/1.0
-                    if not self.x.flags & X_HTTP10:
+                    if self.x.forward_interim():
                         self.client_write(http1.build_response_head(resp, b"", b"", True))
                     rparser.reset_head()
                     continue
@@ -783,7 +784,7 @@ class ClientConn(asyncio.Protocol):
             self.cout_mark = len(self.cout)
         else:
             x.flags |= X_RESP_SENT
-        x.replayable = False  # the upstream answered: no replay
+        x.flags &= ~X_REPLAYABLE  # the upstream answered: no replay
         self.replay = []
         x.status = resp.status
         self.client_write(head)
@@ -859,9 +860,9 @@ class ClientConn(asyncio.Protocol):
             t.resume_reading()
 
     def _drop_upstream(self) -> None:
-        if self.up is not None and self.x.flags & X_QUEUED:
+        if self.up is not None and self.flags & F_QUEUED:
             self.up.cancel_wait(self)
-            self.x.flags &= ~X_QUEUED
+            self.flags &= ~F_QUEUED
         conn = self.conn
         self.conn = None
         if conn is not None:
@@ -1021,7 +1022,7 @@ class ClientConn(asyncio.Protocol):
             return best, which
         if st == _ST_UPSTREAM:
             best, which = self.x.req_start + u.total_s, _TO_TOTAL
-            if self.x.flags & X_QUEUED:
+            if self.flags & F_QUEUED:
                 at, kind = self.up_start + u.queue_s, _TO_QUEUE
             elif self.conn is not None:
                 at, kind = self.up_start + u.connect_s, _TO_CONNECT
@@ -1081,7 +1082,7 @@ class ClientConn(asyncio.Protocol):
         elif which == ClientTimeout.QUEUE:
             if self.up is not None:
                 self.up.cancel_wait(self)
-            self.x.flags &= ~X_QUEUED
+            self.flags &= ~F_QUEUED
             self.client_error(503)
         elif which == ClientTimeout.CONNECT:
             conn = self.conn

@@ -8,10 +8,12 @@ their arguments (no sockets, no clock, no loop): the unit tests and the C twin's
 them directly.
 
     classify_request   a parsed head -> 0 or an error status; keep-alive, HTTP/1.0, HEAD,
-                       upgrade, expect, close-after, request body framing
+                       upgrade, expect, idempotent, close-after, request body framing
+    forward_interim    is a 1xx response forwarded
     response_framing   a response head -> framing towards the client + the close decision
     upstream_reusable  may the upstream connection go back to the pool
     error_closes       does an error answer close the client connection
+    closes_after       does the client connection close after this exchange
     attempt_failed     a failed attempt -> retry verdict (retry.retry_decide)
 """
 
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from pyproxy.config import Config
     from pyproxy.http1 import Request, Response
 
-# per-request flags (Exchange.flags)
+# per-request flags (Exchange.flags): the C twin's EXCHANGE_F_*, same values
 X_KEEPALIVE = 0x0001  # the client may keep the connection after this request
 X_HTTP10 = 0x0002  # the request is HTTP/1.0
 X_REQ_DONE = 0x0004  # the whole request was read (body included)
@@ -44,11 +46,13 @@ X_HEAD_METHOD = 0x0040  # HEAD: the response has no body
 X_UPGRADE = 0x0080  # the request asks for an Upgrade
 X_EXPECT = 0x0100  # Expect: 100-continue still to be answered
 X_CLOSE_AFTER = 0x0200  # close the client connection once the response is written
-X_UP_EOF = 0x0400  # the upstream closed its side
-X_QUEUED = 0x0800  # in an upstream's wait queue
-X_UP_DIRTY = 0x1000  # the upstream conn may not be pooled
-X_LOGGED = 0x2000  # the access line of this request is written
-X_IN_REQUEST = 0x4000  # a request started (bytes seen): its clocks run
+X_UP_EOF = 0x0800  # the upstream closed its side
+X_UP_DIRTY = 0x2000  # the upstream conn may not be pooled (also: it said close, bytes after)
+X_REPLAYABLE = 0x4000  # the client's `replay` still holds the whole request from byte 0
+X_LOGGED = 0x10000  # the access line of this request is written
+X_IN_REQUEST = 0x20000  # a request started (bytes seen): its clocks run
+X_IDEMPOTENT = 0x80000  # idempotent method or Idempotency-Key: retry-safe after sending
+# (C's EXCHANGE_F_UP_WFAIL has no Python need: a failed upstream write is its EOF)
 
 # request body framing (in_mode)
 IN_NONE = 0  # no body
@@ -74,7 +78,6 @@ class Exchange:
         "bytes_in",
         "bytes_out",
         "flags",
-        "idempotent",
         "in_mode",
         "in_remaining",
         "method",
@@ -82,7 +85,6 @@ class Exchange:
         "out_remaining",
         "path",
         "phase",
-        "replayable",
         "req_start",
         "request_id",
         "start_mono",
@@ -104,8 +106,6 @@ class Exchange:
         self.tried = 0  # bitmask of upstreams tried (bit i = upstream i of the set)
         self.attempts = 0  # upstream attempts made
         self.phase = RetryPhase.CONNECT  # where the current attempt is
-        self.replayable = False  # the whole request is still held for a replay
-        self.idempotent = False  # retryable after its bytes were sent (retry_idempotent)
         # access-log fields
         self.start_wall = 0.0  # wall clock at the request's first byte
         self.start_mono = 0.0  # loop time at the same moment
@@ -144,8 +144,9 @@ class Exchange:
             flags |= X_EXPECT
         if draining:
             flags |= X_CLOSE_AFTER
-        self.replayable = True
-        self.idempotent = retry_idempotent(req.method.decode("latin-1"), req.idempotency_key)
+        flags |= X_REPLAYABLE
+        if retry_idempotent(req.method.decode("latin-1"), req.idempotency_key):
+            flags |= X_IDEMPOTENT
         if upgraded or not req.has_body:
             flags |= X_REQ_DONE
         elif req.chunked:
@@ -200,6 +201,10 @@ class Exchange:
         self.flags = flags
         return framing, connection, keep_cl
 
+    def forward_interim(self) -> bool:
+        """Is an interim (1xx, not 101) response forwarded? Not to HTTP/1.0 clients."""
+        return not self.flags & X_HTTP10
+
     def upstream_reusable(self, request_pending: bool) -> bool:
         """The response is complete: may its upstream connection be pooled? Only after a
         whole, well-framed exchange (`request_pending`: request bytes were never written)."""
@@ -221,6 +226,10 @@ class Exchange:
             or draining
         )
 
+    def closes_after(self, draining: bool, client_eof: bool) -> bool:
+        """Does the client connection close once this exchange is finished?"""
+        return bool(self.flags & X_CLOSE_AFTER) or client_eof or draining
+
     def attempt_failed(self, phase: RetryPhase, budget: RetryBudget, retries: int) -> RetryVerdict:
         """The current attempt failed in `phase`: may the request go to another upstream?
         `retries`: config retries (at most 1 + retries attempts). The caller still needs an
@@ -228,8 +237,8 @@ class Exchange:
         self.phase = phase
         attempt = RetryAttempt(
             phase=phase,
-            idempotent=self.idempotent,
-            replayable=self.replayable,
+            idempotent=bool(self.flags & X_IDEMPOTENT),
+            replayable=bool(self.flags & X_REPLAYABLE),
             response_started=bool(self.flags & (X_RESP_STARTED | X_RESP_SENT)),
             attempts=self.attempts,
             max_attempts=1 + retries,

@@ -9,12 +9,13 @@ from fakes import FakeTransport, Harness, make_config
 
 from pyproxy.client import (
     F_CW_PAUSED,
+    F_QUEUED,
     F_UW_PAUSED,
     LINGER_SECONDS,
     ClientState,
     ClientTimeout,
 )
-from pyproxy.exchange import X_QUEUED, X_RESP_DONE
+from pyproxy.exchange import X_RESP_DONE
 
 GET = b"GET /x HTTP/1.1\r\nHost: example\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -657,11 +658,11 @@ def test_deadline_upstream_queue_connect_total() -> None:
     c, _ = h.client()
     c.state, c.x.req_start, c.up_start = ClientState.UPSTREAM, 100.0, 139.5
     assert c.deadline() == (140.0, ClientTimeout.TOTAL)  # neither queued nor connecting
-    c.x.flags |= X_QUEUED
+    c.flags |= F_QUEUED
     assert c.deadline() == (140.0, ClientTimeout.TOTAL)  # total is earlier than the queue
     c.up_start = 120.0
     assert c.deadline() == (121.0, ClientTimeout.QUEUE)
-    c.x.flags &= ~X_QUEUED
+    c.flags &= ~F_QUEUED
     c.conn = object()  # type: ignore[assignment]
     assert c.deadline() == (122.0, ClientTimeout.CONNECT)
     c.conn = None

@@ -18,7 +18,9 @@ from pyproxy.exchange import (
     X_EXPECT,
     X_HEAD_METHOD,
     X_HTTP10,
+    X_IDEMPOTENT,
     X_KEEPALIVE,
+    X_REPLAYABLE,
     X_REQ_DONE,
     X_RESP_SENT,
     X_RESP_STARTED,
@@ -61,7 +63,7 @@ def test_classify_get_keepalive() -> None:
     assert x.flags & X_KEEPALIVE and x.flags & X_REQ_DONE
     assert not x.flags & (X_HTTP10 | X_HEAD_METHOD | X_CLOSE_AFTER | X_UPGRADE | X_EXPECT)
     assert x.in_mode == IN_NONE and x.method == b"GET" and x.path == b"/a"
-    assert x.replayable and x.idempotent
+    assert x.flags & X_REPLAYABLE and x.flags & X_IDEMPOTENT
 
 
 def test_classify_http10_close() -> None:
@@ -84,7 +86,7 @@ def test_classify_body_over_limit_413() -> None:
     assert x.flags & X_KEEPALIVE  # known before the refusal: error_closes() reads it
     x, code = classify(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n")
     assert code == 0 and x.in_mode == IN_LENGTH and x.in_remaining == 100
-    assert not x.flags & X_REQ_DONE and not x.idempotent
+    assert not x.flags & X_REQ_DONE and not x.flags & X_IDEMPOTENT
     x, code = classify(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
     assert code == 0 and x.in_mode == IN_CHUNKED  # checked while the body streams
 
@@ -107,11 +109,13 @@ def test_classify_expect_continue() -> None:
     assert not x.flags & X_EXPECT  # no body: nothing to wait for
     x, _ = classify(b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
     assert not x.flags & X_EXPECT  # HTTP/1.0 clients do not know 100
+    assert not x.forward_interim()  # nor any 1xx
 
 
 def test_classify_draining_closes() -> None:
     x, code = classify(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", draining=True)
     assert code == 0 and x.flags & X_CLOSE_AFTER
+    assert x.closes_after(False, False)
 
 
 # response_framing ---------------------------------------------------------------------------
@@ -248,13 +252,13 @@ def test_attempt_failed_head_post_not_retried() -> None:
         assert x.attempt_failed(phase, ROOMY, 2) == RetryVerdict.NO_UNSAFE
         x = attempted(GET11)
         assert x.attempt_failed(phase, ROOMY, 2) == RetryVerdict.GO
-        x.replayable = False  # the body outgrew the replay buffer
+        x.flags &= ~X_REPLAYABLE  # the body outgrew the replay buffer
         assert x.attempt_failed(phase, ROOMY, 2) == RetryVerdict.NO_REPLAY
 
 
 def test_attempt_failed_head_post_with_key_retried() -> None:
     x = attempted(b"POST / HTTP/1.1\r\nHost: h\r\nIdempotency-Key: k1\r\nContent-Length: 0\r\n\r\n")
-    assert x.idempotent
+    assert x.flags & X_IDEMPOTENT
     assert x.attempt_failed(RetryPhase.HEAD, ROOMY, 2) == RetryVerdict.GO
 
 
@@ -284,4 +288,4 @@ def test_init_resets_request_state() -> None:
     fresh = Exchange()
     for name in Exchange.__slots__:
         assert getattr(x, name) == getattr(fresh, name), name
-    assert x.flags == 0 and x.attempts == 0 and x.tried == 0 and not x.replayable
+    assert x.flags == 0 and x.attempts == 0 and x.tried == 0
