@@ -45,9 +45,11 @@ from pyproxy.exchange import (
     IN_LENGTH,
     OUT_CHUNKED,
     OUT_NONE,
+    X_ATTEMPT,
     X_CLOSE_AFTER,
     X_EXPECT,
     X_HEAD_METHOD,
+    X_HEAD_OK,
     X_HTTP10,
     X_IN_REQUEST,
     X_LOGGED,
@@ -58,6 +60,7 @@ from pyproxy.exchange import (
     X_RESP_STARTED,
     X_UP_DIRTY,
     X_UP_EOF,
+    X_UP_READ,
     Exchange,
 )
 from pyproxy.http1 import (
@@ -71,6 +74,7 @@ from pyproxy.http1 import (
     Response,
     ResponseParser,
 )
+from pyproxy.retry import RetryBudget, RetryPhase, RetryVerdict, retry_phase_name
 from pyproxy.upstream import (
     WRITE_HIGH,
     WRITE_LOW,
@@ -124,6 +128,9 @@ F_UW_PAUSED = 0x200000  # Python: upstream transport above its write high-water 
 F_RD_STASH = 0x400000  # Python: client reading stopped, bytes wait in `stash`
 F_RD_UPSTREAM = 0x800000  # Python: client reading stopped, the upstream cannot take more
 F_UR_PAUSED = 0x1000000  # Python: upstream reading stopped, the client cannot take more
+# how an attempt ended, for the upstream's health (health.HealthOutcome)
+_OK, _FAIL, _NEUTRAL = 0, 1, 2
+
 # flags about the attached upstream connection: gone with it
 _UP_IO_FLAGS = F_QUEUED | F_UW_PAUSED | F_RD_UPSTREAM | F_UR_PAUSED
 
@@ -151,6 +158,11 @@ _TO_CONNECT, _TO_READ, _TO_WRITE, _TO_TOTAL, _TO_LINGER = (
 )
 
 
+def _retry_budget(cfg: Config, requests: int, retries: int) -> RetryBudget:
+    """The worker's retry budget under cfg (retry_budget: 20% / 3 concurrent)."""
+    return RetryBudget(20, 3, requests, retries)
+
+
 class ClientConn(asyncio.Protocol):
     """Owned by the worker (its `conns` set) from connection_made to connection_lost. Owns
     its parsers; borrows its upstream set and attached upstream conn for one exchange."""
@@ -176,16 +188,19 @@ class ClientConn(asyncio.Protocol):
         self.pumping = False  # inside upstream_on_read: client bytes go to cout first
         self.spare: RequestParser | None = None  # the last request's parser, maybe reusable
         self.x = Exchange()  # the current request's state and decisions (owned)
+        self.uset: UpstreamSet | None = None  # exchange's upstream set, None between requests
+        self.peer_counted = False  # an attempt runs: the upstream hears how it ends
+        self.retry_counted = False  # that attempt is a retry: counted in w.retries_in_flight
         self._request_reset()
 
     def _request_reset(self) -> None:
         """Forget the request's I/O state: parsers, buffers, upstream (request_reset in C).
         The request's own state is the exchange's: x.init() re-initialises it."""
+        self._route_end()
         self.x.init()
         self.head_scan = HeadScanner()  # end of the request head
         self.parser: RequestParser | None = None  # request parser
         self.req: Request | None = None  # the validated head
-        self.uset: UpstreamSet | None = None  # exchange's upstream set, None between requests
         self.up: Upstream | None = None  # upstream of the current attempt
         self.conn: UpstreamConn | None = None  # attached conn (CONNECTING/BUSY)
         self.need_route = False  # head done, route() at the end of this read
@@ -507,16 +522,17 @@ class ClientConn(asyncio.Protocol):
         return uset.cfg
 
     def route(self) -> None:
-        """Start the next attempt on an untried upstream (client_route)."""
+        """Start the next attempt on an eligible upstream this request has not tried
+        (client_route): 503 when none is eligible at the first attempt, else 502."""
+        w = self.w
         if self.uset is None:
-            self.uset = self.w.uset
+            self.uset = w.uset
+            w.requests_in_flight += 1
         uset = self.uset
         x = self.x
-        if x.attempts >= 1 + uset.cfg.retries:
-            self.client_error(502)
-            return
         idx = uset.balancer.pick(x.tried)
         if idx < 0:
+            # nobody eligible: all down or drained (503), or every one tried (502)
             self.client_error(502 if x.attempts else 503)
             return
         x.tried |= 1 << idx
@@ -524,6 +540,10 @@ class ClientConn(asyncio.Protocol):
         self.up = up
         x.attempts += 1
         up.requests += 1
+        self.peer_counted = True
+        if x.attempts > 1:
+            w.retries_in_flight += 1
+            self.retry_counted = True
         self.up_start = self.loop.time()
         self.state = ClientState.UPSTREAM
         result, conn = up.acquire(self)
@@ -537,22 +557,94 @@ class ClientConn(asyncio.Protocol):
         # the timer is refreshed by whoever called in from the loop (data_received,
         # upstream_on_*, on_timer): once per event, not once per step
 
-    def attempt_failed(self, reason: str) -> None:
-        """The attempt on self.up failed: count it and try the next upstream."""
-        if self.up is not None:
-            self.up.fails += 1
-        self.conn = None
+    def _attempt_end(self, outcome: int, reason: str | None) -> None:
+        """The current attempt ends with `outcome` (reason: a FAIL's constant): the upstream
+        hears it once, the retry budget counts one retry less if it was one. No-op when no
+        attempt is running."""
+        if self.peer_counted:
+            self.peer_counted = False
+            if outcome == _FAIL and self.up is not None:
+                self.up.fails += 1
+        if self.retry_counted:
+            self.retry_counted = False
+            self.w.retries_in_flight -= 1
+
+    def _peer_done(self) -> None:
+        """The attempt ends without a failure: OK once a response head parsed, else neutral
+        (the client went away, the proxy answered)."""
+        if self.peer_counted or self.retry_counted:
+            self._attempt_end(_OK if self.x.flags & X_HEAD_OK else _NEUTRAL, None)
+
+    def _route_end(self) -> None:
+        """The request leaves its upstream set: its attempt ends, the worker counts one
+        request in flight less."""
+        self._peer_done()
+        if self.uset is not None:
+            self.uset = None
+            self.w.requests_in_flight -= 1
+
+    def _eligible_left(self) -> bool:
+        """Is there an upstream this request has not tried that may take an attempt?"""
         uset = self.uset
         assert uset is not None
-        if self.x.attempts < 1 + uset.cfg.retries and self.x.attempts < len(uset.ups):
-            self.w.log.event(
+        tried = self.x.tried
+        return any(not tried >> i & 1 for i in range(len(uset.ups)))
+
+    def _request_sent(self) -> bool:
+        """Every byte of the request read so far was handed to the upstream's socket."""
+        if self.uout:
+            return False
+        conn = self.conn
+        t = conn.transport if conn is not None else None
+        return t is None or t.get_write_buffer_size() == 0
+
+    def attempt_failed(self, phase: RetryPhase, reason: str, outcome: int, status: int) -> None:
+        """The attempt on self.up failed in `phase` (contract 6): end it with `outcome`, close
+        its connection, then retry on another upstream when the exchange says so and one is
+        eligible (event retry), else answer `status` (502, or 504 after a read timeout; event
+        retry_skipped when the budget said no)."""
+        up = self.up
+        self._attempt_end(outcome, reason)
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.up.close(conn)
+        uset = self.uset
+        assert uset is not None
+        x = self.x
+        w = self.w
+        budget = _retry_budget(uset.cfg, w.requests_in_flight, w.retries_in_flight)
+        v = x.attempt_failed(phase, budget, uset.cfg.retries)
+        name = up.name if up is not None else ""
+        if v == RetryVerdict.GO and self._eligible_left():
+            w.log.event(
                 "warn",
                 "retry",
-                upstream=self.up.name if self.up is not None else "",
+                upstream=name,
                 reason=reason,
-                attempt=self.x.attempts + 1,
+                phase=retry_phase_name(phase),
+                attempt=x.attempts + 1,
             )
-        self.route()
+            if phase != RetryPhase.CONNECT:
+                # the request goes again from its first byte (all of it is in `replay`)
+                self.uout = list(self.replay)
+                self.uout_bytes = self.replay_bytes
+            self.state = ClientState.UPSTREAM
+            self.route()
+            return
+        if v == RetryVerdict.NO_BUDGET:
+            w.log.event(
+                "warn",
+                "retry_skipped",
+                upstream=name,
+                reason="budget_exhausted",
+                phase=retry_phase_name(phase),
+            )
+        self.client_error(status)
+
+    def _connect_failed(self, reason: str) -> None:
+        """Connect refused, failed or timed out: nothing was sent."""
+        self.attempt_failed(RetryPhase.CONNECT, reason, _FAIL, 502)
 
     def attach(self, conn: UpstreamConn) -> None:
         """A BUSY connection for this exchange: send what waits in uout (client_attach)."""
@@ -560,7 +652,7 @@ class ClientConn(asyncio.Protocol):
         self.conn = conn
         self.state = ClientState.FORWARD
         x = self.x
-        x.flags &= ~(X_UP_EOF | X_UP_DIRTY)
+        x.flags &= ~X_ATTEMPT
         self.flags &= ~(F_QUEUED | F_UW_PAUSED | F_UR_PAUSED)
         self.rparser = ResponseParser()
         self.rparser.dechunk = bool(x.flags & X_HTTP10)
@@ -590,7 +682,7 @@ class ClientConn(asyncio.Protocol):
 
     def upstream_on_failed(self, conn: UpstreamConn, reason: str) -> None:
         if conn is self.conn and self.state == ClientState.UPSTREAM:
-            self.attempt_failed(reason)
+            self._connect_failed(reason)
             self._refresh_if_open()
 
     def upstream_on_slot(self, conn: UpstreamConn) -> None:
@@ -605,7 +697,7 @@ class ClientConn(asyncio.Protocol):
         elif conn.state == UpstreamConnState.CONNECTING:
             self.conn = conn
         else:
-            self.attempt_failed("connect_error")
+            self._connect_failed("connect_error")
         self._refresh_if_open()
 
     def upstream_on_read(self, data: bytes) -> None:
@@ -616,15 +708,19 @@ class ClientConn(asyncio.Protocol):
             self.idle_since = now
             self.client_write(data)
             return
-        if st != ClientState.FORWARD or self.x.flags & X_RESP_DONE:
+        x = self.x
+        if st != ClientState.FORWARD or x.flags & X_RESP_DONE:
             return
+        x.flags |= X_UP_READ
         # the bytes this read produces are written once, at the end (as the C twin flushes
         # `out` after a pump): an error before then can still replace the response head
         self.pumping = True
         try:
             self.pump_response(data)
         except HttpError as e:
-            self.x.flags |= X_UP_DIRTY
+            x.flags |= X_UP_DIRTY
+            if not x.flags & X_HEAD_OK:  # an invalid head fails the upstream; a bad body not
+                self._attempt_end(_FAIL, "invalid_response")
             self.client_error(e.code)
         finally:
             self.pumping = False
@@ -649,29 +745,25 @@ class ClientConn(asyncio.Protocol):
         if st != ClientState.FORWARD or self.x.flags & X_RESP_DONE:
             return
         self.conn = None
-        rparser = self.rparser
-        nothing = (
-            self.resp is None
-            and self.resp_scan.size == 0
-            and not self.resp_scan.tail
-            and (rparser is None or not rparser.head_done)
-            and not self.x.flags & X_RESP_STARTED
-        )
-        if nothing and conn.exchanges > 0 and self.x.flags & X_REPLAYABLE:
-            # a pooled connection the upstream had closed: replay the request elsewhere
-            self.uout = list(self.replay)
-            self.uout_bytes = self.replay_bytes
-            self.state = ClientState.UPSTREAM
-            self.attempt_failed("keepalive_closed")
+        x = self.x
+        why = conn.lost_reason or "upstream_closed"
+        if not x.flags & X_UP_READ:
+            # not one response byte: a send- or head-phase failure (contract 6). A reused
+            # connection closing here is the keep-alive race (it passed the pool check before
+            # the upstream's close arrived), not a sign of a sick upstream.
+            outcome = _NEUTRAL if conn.exchanges > 0 else _FAIL
+            phase = x.failure_phase(True, not self.uout)
+            self.attempt_failed(phase, why, outcome, 502)
             return
+        x.flags |= X_UP_DIRTY
         if self.resp is not None and self.resp.body == http1.BODY_CLOSE:
             # close-delimited body: the close is its end
-            if self.x.out_mode == OUT_CHUNKED:
+            if x.out_mode == OUT_CHUNKED:
                 self.client_write(b"0\r\n\r\n")
-            self.x.flags |= X_UP_DIRTY
             self.response_done()
             return
-        self.x.flags |= X_UP_DIRTY
+        if not x.flags & X_HEAD_OK:
+            self._attempt_end(_FAIL, why)  # closed in the middle of the head
         self.client_error(502)
 
     def upstream_on_write_paused(self) -> None:
@@ -769,9 +861,11 @@ class ClientConn(asyncio.Protocol):
     def on_response_head(self, resp: Response) -> None:
         """A final response head: framing towards the client, then the head
         (client_on_response_head)."""
-        framing, connection, keep_cl = self.x.response_framing(
+        x = self.x
+        framing, connection, keep_cl = x.response_framing(
             resp, self.w.draining, bool(self.flags & F_EOF)
         )
+        x.flags |= X_HEAD_OK  # the upstream answered: a health success
         if resp.body == BODY_CHUNKED:
             self.out_scan = ChunkScanner(502)
         self.resp = resp
@@ -808,6 +902,7 @@ class ClientConn(asyncio.Protocol):
         """The upstream answered in full: release or close its connection."""
         x = self.x
         x.flags |= X_RESP_DONE
+        self._peer_done()
         conn = self.conn
         self.conn = None
         if conn is not None and self.up is not None:
@@ -860,6 +955,7 @@ class ClientConn(asyncio.Protocol):
             t.resume_reading()
 
     def _drop_upstream(self) -> None:
+        self._peer_done()
         if self.up is not None and self.flags & F_QUEUED:
             self.up.cancel_wait(self)
             self.flags &= ~F_QUEUED
@@ -961,6 +1057,7 @@ class ClientConn(asyncio.Protocol):
                 self._flush_out()
         self.log_request()
         self._drop_upstream()
+        self._route_end()
         self.state = ClientState.CLOSED
         self.stash = []
         if self.timer is not None:
@@ -1085,12 +1182,18 @@ class ClientConn(asyncio.Protocol):
             self.flags &= ~F_QUEUED
             self.client_error(503)
         elif which == ClientTimeout.CONNECT:
-            conn = self.conn
-            self.conn = None
-            if conn is not None:
-                conn.up.close(conn)
-            self.attempt_failed("connect_timeout")
-        else:  # READ, TOTAL
+            self._connect_failed("connect_timeout")  # attempt_failed closes the conn
+        elif which == ClientTimeout.READ:
+            x = self.x
+            if self.conn is not None and not x.flags & X_UP_READ:
+                # not one response byte: a head-phase failure (send if still writing)
+                phase = x.failure_phase(True, self._request_sent())
+                self.attempt_failed(phase, "read_timeout", _FAIL, 504)
+            else:
+                if not x.flags & X_HEAD_OK:
+                    self._attempt_end(_FAIL, "read_timeout")  # stalled inside the head
+                self.client_error(504)
+        else:  # TOTAL
             self.client_error(504)
         self._refresh_if_open()
 

@@ -14,6 +14,7 @@ them directly.
     upstream_reusable  may the upstream connection go back to the pool
     error_closes       does an error answer close the client connection
     closes_after       does the client connection close after this exchange
+    failure_phase      where a failed attempt failed: connect, send or head
     attempt_failed     a failed attempt -> retry verdict (retry.retry_decide)
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pyproxy.config import ConfigBalancer, ConfigKeyKind
 from pyproxy.http1 import BODY_LENGTH, BODY_NONE, CRLF, HttpError
 from pyproxy.retry import (
     RetryAttempt,
@@ -34,6 +36,21 @@ from pyproxy.retry import (
 if TYPE_CHECKING:
     from pyproxy.config import Config
     from pyproxy.http1 import Request, Response
+
+
+def _hash_key(req: Request, cfg: Config) -> bytes:
+    """The hash_key bytes of a request: the path up to '?' (path), the first value of the
+    named header (header:NAME), else b"" (client_ip, or the header is absent: the balancer
+    hashes the client address then)."""
+    if cfg.hash_key is ConfigKeyKind.PATH:
+        return req.target.split(b"?", 1)[0]
+    if cfg.hash_key is ConfigKeyKind.HEADER and cfg.hash_header:
+        name = cfg.hash_header.lower().encode("latin-1")
+        for lname, _name, value in req.headers:
+            if lname == name:
+                return value
+    return b""
+
 
 # per-request flags (Exchange.flags): the C twin's EXCHANGE_F_*, same values
 X_KEEPALIVE = 0x0001  # the client may keep the connection after this request
@@ -52,7 +69,12 @@ X_REPLAYABLE = 0x4000  # the client's `replay` still holds the whole request fro
 X_LOGGED = 0x10000  # the access line of this request is written
 X_IN_REQUEST = 0x20000  # a request started (bytes seen): its clocks run
 X_IDEMPOTENT = 0x80000  # idempotent method or Idempotency-Key: retry-safe after sending
+X_UP_READ = 0x100000  # this attempt: bytes arrived from the upstream
+X_HEAD_OK = 0x200000  # this attempt: a response head parsed (health OK)
 # (C's EXCHANGE_F_UP_WFAIL has no Python need: a failed upstream write is its EOF)
+
+#: flags that describe one attempt: cleared when the next one is attached
+X_ATTEMPT = X_UP_EOF | X_UP_DIRTY | X_UP_READ | X_HEAD_OK
 
 # request body framing (in_mode)
 IN_NONE = 0  # no body
@@ -80,6 +102,7 @@ class Exchange:
         "flags",
         "in_mode",
         "in_remaining",
+        "key",
         "method",
         "out_mode",
         "out_remaining",
@@ -105,7 +128,8 @@ class Exchange:
         self.out_remaining = -1  # Content-Length bytes left towards the client (-1: none)
         self.tried = 0  # bitmask of upstreams tried (bit i = upstream i of the set)
         self.attempts = 0  # upstream attempts made
-        self.phase = RetryPhase.CONNECT  # where the current attempt is
+        self.phase = RetryPhase.CONNECT  # phase of the last failed attempt
+        self.key = b""  # balancer: hash key bytes (header value, path); b"": the client ip
         # access-log fields
         self.start_wall = 0.0  # wall clock at the request's first byte
         self.start_mono = 0.0  # loop time at the same moment
@@ -147,6 +171,8 @@ class Exchange:
         flags |= X_REPLAYABLE
         if retry_idempotent(req.method.decode("latin-1"), req.idempotency_key):
             flags |= X_IDEMPOTENT
+        if cfg.balancer is ConfigBalancer.HASH:
+            self.key = _hash_key(req, cfg)
         if upgraded or not req.has_body:
             flags |= X_REQ_DONE
         elif req.chunked:
@@ -229,6 +255,15 @@ class Exchange:
     def closes_after(self, draining: bool, client_eof: bool) -> bool:
         """Does the client connection close once this exchange is finished?"""
         return bool(self.flags & X_CLOSE_AFTER) or client_eof or draining
+
+    def failure_phase(self, attached: bool, request_sent: bool) -> RetryPhase:
+        """Where the current attempt failed: CONNECT (not attached: nothing was sent), SEND
+        (attached, the request not all written), HEAD (all written, no response yet)."""
+        if not attached:
+            return RetryPhase.CONNECT
+        if not request_sent or not self.flags & X_REQ_DONE:
+            return RetryPhase.SEND
+        return RetryPhase.HEAD
 
     def attempt_failed(self, phase: RetryPhase, budget: RetryBudget, retries: int) -> RetryVerdict:
         """The current attempt failed in `phase`: may the request go to another upstream?

@@ -97,6 +97,7 @@ class UpstreamConn(asyncio.Protocol):
         self.task: asyncio.Task[object] | None = None  # the create_connection task
         self.idle_since = 0.0  # IDLE: when it entered the pool (expiry: Upstream.idle_timer)
         self.exchanges = 0  # completed exchanges (> 0: a reused connection)
+        self.lost_reason = ""  # "upstream_reset" when the connection was lost on an error
 
     # asyncio.Protocol ------------------------------------------------------------------------
 
@@ -128,6 +129,8 @@ class UpstreamConn(asyncio.Protocol):
         return False  # close the transport; connection_lost reports it
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.lost_reason = "upstream_reset"
         owner = self.owner if self.state == UpstreamConnState.BUSY else None
         if self.state != UpstreamConnState.CLOSED:
             self.up.close(self)

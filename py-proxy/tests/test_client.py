@@ -123,7 +123,7 @@ def test_connect_failure_moves_to_next_upstream_then_502() -> None:
     assert h.log.lines[-1]["attempts"] == 2
     # one retry event: the second failure leaves no attempt to announce
     assert h.log.events == [
-        ("retry", {"upstream": "u1", "reason": "connect_refused", "attempt": 2})
+        ("retry", {"upstream": "u1", "reason": "connect_refused", "phase": "connect", "attempt": 2})
     ]
 
 
@@ -137,6 +137,7 @@ def test_connect_timeout_counts_as_failed_connect() -> None:
 
 
 def test_read_timeout_before_response_is_504() -> None:
+    # a GET is retried on the next upstream (head phase); no upstream left: 504
     h = Harness(make_config("timeouts:\n  read: 2s\n"))
     c, t = h.client()
     c.data_received(GET)
@@ -144,7 +145,20 @@ def test_read_timeout_before_response_is_504() -> None:
     h.loop.advance(1.9)
     assert t.written == b""
     h.loop.advance(0.2)
+    assert t.written == b"" and len(h.loop.connects) == 1
+    assert h.log.events[-1] == (
+        "retry",
+        {"upstream": "u1", "reason": "read_timeout", "phase": "head", "attempt": 2},
+    )
+    h.connect()
+    h.loop.advance(2.1)
     assert t.take().startswith(b"HTTP/1.1 504 Gateway Timeout\r\n")
+    assert h.log.lines[-1]["attempts"] == 2 and h.log.lines[-1]["upstream"] == "u2"
+    # a POST is not retried after it was sent: 504 at once
+    c.data_received(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+    h.connect()
+    h.loop.advance(2.1)
+    assert t.take().startswith(b"HTTP/1.1 504 ") and not h.loop.connects
 
 
 def test_read_timeout_after_response_head_closes() -> None:
@@ -530,30 +544,32 @@ def test_small_body_is_read_before_the_connect_and_502_keeps_alive() -> None:
     assert c.state == ClientState.IDLE
 
 
-def test_reused_connection_closed_replays_a_small_body() -> None:
-    h = Harness(
-        make_config(
-            upstreams="upstreams:\n  - address: 127.0.0.1:9001\n  - address: 127.0.0.1:9002\n"
-        )
-    )
+def test_reset_after_a_post_was_sent_is_502_unless_it_has_an_idempotency_key() -> None:
+    # contract 6: a POST whose bytes were written is not replayed (send/head phase)...
+    h = Harness()
     c, t = h.client()
-    c.data_received(GET)
-    up1, ut1 = h.connect()
-    up1.data_received(OK)
-    c.data_received(GET)
-    up2, ut2 = h.connect()
-    up2.data_received(OK)
-    t.take()
-    ut1.take()
-    ut2.take()
     c.data_received(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
-    assert ut1.take().endswith(b"\r\n\r\nabc")  # on the pooled u1 connection
+    _up1, ut1 = h.connect()
+    assert ut1.take().endswith(b"\r\n\r\nabc")
     ut1.peer_close()
-    assert ut2.take().endswith(b"\r\n\r\nabc")  # replayed on u2's pooled connection
+    assert t.take().startswith(b"HTTP/1.1 502 ") and not h.loop.connects
+    assert h.log.lines[-1]["attempts"] == 1 and not h.log.events
+    # ...unless it carries an Idempotency-Key: then it is replayed whole on the next upstream
+    c.data_received(
+        b"POST /p HTTP/1.1\r\nHost: a\r\nIdempotency-Key: k\r\nContent-Length: 3\r\n\r\nabc"
+    )
+    _up2, ut2 = h.connect()
+    ut2.take()
+    ut2.peer_close()
+    up3, ut3 = h.connect()
+    replayed = ut3.take()
+    assert b"Idempotency-Key: k\r\n" in replayed and replayed.endswith(b"\r\n\r\nabc")
     assert h.log.events[-1] == (
         "retry",
-        {"upstream": "127.0.0.1:9001", "reason": "keepalive_closed", "attempt": 2},
+        {"upstream": "u2", "reason": "upstream_closed", "phase": "head", "attempt": 2},
     )
+    up3.data_received(OK)
+    assert t.take().endswith(b"ok") and h.log.lines[-1]["attempts"] == 2
 
 
 def test_bad_chunk_with_the_head_replaces_the_head_with_502() -> None:
@@ -712,3 +728,38 @@ def test_connection_close_trailer_does_not_poison_the_next_request() -> None:
     assert b"GET /x" in ut.take()
     up.data_received(OK)
     assert t.take().count(b"200 OK") == 2
+
+
+def test_worker_counts_requests_and_retries_in_flight() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(GET)
+    assert (h.w.requests_in_flight, h.w.retries_in_flight) == (1, 0)
+    h.loop.connects.pop().fail()  # retried: the second attempt is a retry in flight
+    assert (h.w.requests_in_flight, h.w.retries_in_flight) == (1, 1)
+    up, _ = h.connect()
+    up.data_received(OK)
+    assert t.take().endswith(b"ok")
+    assert (h.w.requests_in_flight, h.w.retries_in_flight) == (0, 0)
+    # a client that goes away mid-request leaves nothing counted
+    c2, t2 = h.client(40001)
+    c2.data_received(GET)
+    assert h.w.requests_in_flight == 1
+    t2.peer_close()
+    assert (h.w.requests_in_flight, h.w.retries_in_flight) == (0, 0)
+    assert [u.fails for u in h.w.uset.ups] == [1, 0]
+
+
+def test_stale_pooled_connection_is_not_an_attempt() -> None:
+    h = Harness(make_config(upstreams="upstreams:\n  - address: 127.0.0.1:9001\n"))
+    c, t = h.client()
+    c.data_received(GET)
+    up, ut = h.connect()
+    up.data_received(OK)
+    ut.closing = True  # the upstream closed it; the loop has not reported it yet
+    c.data_received(GET)
+    _up2, ut2 = h.connect()  # a new connection, not a retry
+    assert b"GET /x" in ut2.take()
+    _up2.data_received(OK)
+    assert t.take().count(b"200 OK") == 2
+    assert h.log.lines[-1]["attempts"] == 1 and not h.log.events
