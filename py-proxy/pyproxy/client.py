@@ -186,6 +186,7 @@ class ClientConn(asyncio.Protocol):
         self.cout: list[bytes] = []  # client bytes produced by the current upstream read
         self.cout_mark = -1  # index in cout of the response head (-1: none there)
         self.pumping = False  # inside upstream_on_read: client bytes go to cout first
+        self.processing = False  # inside process(): it continues with the stash itself
         self.spare: RequestParser | None = None  # the last request's parser, maybe reusable
         self.x = Exchange()  # the current request's state and decisions (owned)
         self.uset: UpstreamSet | None = None  # exchange's upstream set, None between requests
@@ -293,7 +294,32 @@ class ClientConn(asyncio.Protocol):
 
     def process(self, data: bytes) -> None:
         """Consume client bytes: the head, then body bytes of the current request; bytes of
-        the next request wait in `stash` until this exchange is over."""
+        the next request wait in `stash` until this exchange is over. A request the proxy
+        answers at once (an error that keeps the connection) ends its exchange inside this
+        call: the loop then goes on with the stashed bytes instead of recursing (the C
+        twin's continuation), so any number of pipelined answers costs no stack."""
+        self.processing = True
+        resumed = False
+        try:
+            while True:
+                self._process(data)
+                if self.need_route and self.state == ClientState.UPSTREAM:
+                    # routed once the body bytes of this read are checked: a malformed body
+                    # that arrived with its head never reaches an upstream
+                    self.need_route = False
+                    self.route()
+                if not self.stash or self._must_wait() or self.state >= ClientState.DRAIN:
+                    break
+                data = self.stash[0] if len(self.stash) == 1 else b"".join(self.stash)
+                self.stash = []
+                self.flags &= ~F_RD_STASH
+                resumed = True
+        finally:
+            self.processing = False
+        if resumed and not self.flags & F_RD_STASH:
+            self._resume_reading()
+
+    def _process(self, data: bytes) -> None:
         pos = 0
         n = len(data)
         while pos < n:
@@ -315,11 +341,6 @@ class ClientConn(asyncio.Protocol):
                 pos = self.pump_body(data, pos)
             if pos < 0:
                 break
-        if self.need_route and self.state == ClientState.UPSTREAM:
-            # routed once the body bytes of this read are checked: a malformed body that
-            # arrived with its head never reaches an upstream
-            self.need_route = False
-            self.route()
 
     def _must_wait(self) -> bool:
         """The remaining bytes cannot be consumed now."""
@@ -935,7 +956,10 @@ class ClientConn(asyncio.Protocol):
         self._drain_stash()
 
     def _drain_stash(self) -> None:
-        """Parse bytes held back while the previous step was in flight."""
+        """Parse bytes held back while the previous step was in flight. Inside process()
+        (an exchange answered at once) its loop does it."""
+        if self.processing:
+            return
         if self.stash and not self._must_wait():
             data = self.stash[0] if len(self.stash) == 1 else b"".join(self.stash)
             self.stash = []

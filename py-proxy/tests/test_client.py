@@ -763,3 +763,15 @@ def test_stale_pooled_connection_is_not_an_attempt() -> None:
     _up2.data_received(OK)
     assert t.take().count(b"200 OK") == 2
     assert h.log.lines[-1]["attempts"] == 1 and not h.log.events
+
+
+def test_pipelined_self_answered_requests_are_all_answered() -> None:
+    # no upstream eligible: every request is answered by the proxy itself (503, keep-alive)
+    # inside the read that brought it; the driver loops instead of recursing
+    h = Harness()
+    h.w.uset.balancer.pick = lambda *args: -1  # type: ignore[method-assign]
+    c, t = h.client()
+    c.data_received(GET * 2000)
+    assert t.take().count(b"HTTP/1.1 503 Service Unavailable\r\n") == 2000
+    assert t.reading and c.state == ClientState.IDLE and len(h.log.lines) == 2000
+    assert h.w.requests_in_flight == 0
