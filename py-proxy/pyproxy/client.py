@@ -40,6 +40,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, cast
 
 from pyproxy import http1
+from pyproxy.balancer import BalancerCtx
 from pyproxy.exchange import (
     IN_CHUNKED,
     IN_LENGTH,
@@ -551,7 +552,8 @@ class ClientConn(asyncio.Protocol):
             w.requests_in_flight += 1
         uset = self.uset
         x = self.x
-        idx = uset.balancer.pick(x.tried)
+        now = self.loop.time()
+        idx = uset.balancer.pick(BalancerCtx(x.tried, now, self.ip, x.key))
         if idx < 0:
             # nobody eligible: all down or drained (503), or every one tried (502)
             self.client_error(502 if x.attempts else 503)

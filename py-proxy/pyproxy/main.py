@@ -23,9 +23,9 @@ import time
 
 import httptools
 
-from pyproxy.balancer import STRATEGIES, strategy_name
 from pyproxy.client import ClientConn
 from pyproxy.config import Config, ConfigError, config_load
+from pyproxy.health import health_registry_init
 from pyproxy.listener import BindError, ClientCounter, Listener, listener_bind
 from pyproxy.log import Log, log_open, stderr_line
 from pyproxy.upstream import UpstreamSet
@@ -122,9 +122,6 @@ class WorkerProcess:
     # WorkerHooks --------------------------------------------------------------------------------
 
     def on_config(self, w: Worker, cfg: Config) -> None:
-        name = strategy_name(cfg.balancer)
-        if name not in STRATEGIES:
-            self.log.event("warn", "balancer_fallback", balancer=name, using="round_robin")
         w.install_set(UpstreamSet(w.loop, cfg))
 
     def on_drain(self, w: Worker) -> None:
@@ -218,6 +215,7 @@ def supervise(cfg: Config, socks: list[socket.socket], loop_kind: str) -> int:
     log = Log(cfg.log.level.value, "off", cfg.log.format.value)
     children: dict[int, int] = {}  # pid -> socket index
     counter = ClientCounter(shared=True)  # client connections of every worker
+    health_registry_init(shared=True)  # upstream verdicts of every worker: before the fork
     stopping = False
 
     def spawn(i: int) -> None:
