@@ -40,7 +40,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, cast
 
 from pyproxy import http1
-from pyproxy.balancer import BalancerCtx
+from pyproxy.balancer import BalancerCtx, peer_eligible
 from pyproxy.exchange import (
     IN_CHUNKED,
     IN_LENGTH,
@@ -64,6 +64,7 @@ from pyproxy.exchange import (
     X_UP_READ,
     Exchange,
 )
+from pyproxy.health import HealthOutcome
 from pyproxy.http1 import (
     BODY_CHUNKED,
     BODY_LENGTH,
@@ -129,8 +130,7 @@ F_UW_PAUSED = 0x200000  # Python: upstream transport above its write high-water 
 F_RD_STASH = 0x400000  # Python: client reading stopped, bytes wait in `stash`
 F_RD_UPSTREAM = 0x800000  # Python: client reading stopped, the upstream cannot take more
 F_UR_PAUSED = 0x1000000  # Python: upstream reading stopped, the client cannot take more
-# how an attempt ended, for the upstream's health (health.HealthOutcome)
-_OK, _FAIL, _NEUTRAL = 0, 1, 2
+_OK, _FAIL, _NEUTRAL = HealthOutcome.OK, HealthOutcome.FAIL, HealthOutcome.NEUTRAL
 
 # flags about the attached upstream connection: gone with it
 _UP_IO_FLAGS = F_QUEUED | F_UW_PAUSED | F_RD_UPSTREAM | F_UR_PAUSED
@@ -160,8 +160,9 @@ _TO_CONNECT, _TO_READ, _TO_WRITE, _TO_TOTAL, _TO_LINGER = (
 
 
 def _retry_budget(cfg: Config, requests: int, retries: int) -> RetryBudget:
-    """The worker's retry budget under cfg (retry_budget: 20% / 3 concurrent)."""
-    return RetryBudget(20, 3, requests, retries)
+    """The worker's retry budget under cfg."""
+    b = cfg.retry_budget
+    return RetryBudget(b.percent, b.min_concurrent, requests, retries)
 
 
 class ClientConn(asyncio.Protocol):
@@ -563,6 +564,7 @@ class ClientConn(asyncio.Protocol):
         self.up = up
         x.attempts += 1
         up.requests += 1
+        uset.balancer.attempt_begin(idx, now)  # active++, health may claim its probe
         self.peer_counted = True
         if x.attempts > 1:
             w.retries_in_flight += 1
@@ -580,14 +582,18 @@ class ClientConn(asyncio.Protocol):
         # the timer is refreshed by whoever called in from the loop (data_received,
         # upstream_on_*, on_timer): once per event, not once per step
 
-    def _attempt_end(self, outcome: int, reason: str | None) -> None:
-        """The current attempt ends with `outcome` (reason: a FAIL's constant): the upstream
-        hears it once, the retry budget counts one retry less if it was one. No-op when no
-        attempt is running."""
+    def _attempt_end(self, outcome: HealthOutcome, reason: str | None) -> None:
+        """The current attempt ends with `outcome` (reason: a FAIL's constant): the balancer
+        and health hear it once (active--, passive accounting), the retry budget counts one
+        retry less if it was one. No-op when no attempt is running."""
         if self.peer_counted:
             self.peer_counted = False
-            if outcome == _FAIL and self.up is not None:
-                self.up.fails += 1
+            up = self.up
+            uset = self.uset
+            if up is not None and uset is not None:
+                if outcome == _FAIL:
+                    up.fails += 1
+                uset.balancer.attempt_end(up.index, outcome, reason, self.loop.time())
         if self.retry_counted:
             self.retry_counted = False
             self.w.retries_in_flight -= 1
@@ -610,8 +616,9 @@ class ClientConn(asyncio.Protocol):
         """Is there an upstream this request has not tried that may take an attempt?"""
         uset = self.uset
         assert uset is not None
-        tried = self.x.tried
-        return any(not tried >> i & 1 for i in range(len(uset.ups)))
+        peers = uset.balancer.peers
+        ctx = BalancerCtx(self.x.tried, self.loop.time(), self.ip)
+        return any(peer_eligible(peers, i, ctx) for i in range(len(peers)))
 
     def _request_sent(self) -> bool:
         """Every byte of the request read so far was handed to the upstream's socket."""
@@ -621,7 +628,9 @@ class ClientConn(asyncio.Protocol):
         t = conn.transport if conn is not None else None
         return t is None or t.get_write_buffer_size() == 0
 
-    def attempt_failed(self, phase: RetryPhase, reason: str, outcome: int, status: int) -> None:
+    def attempt_failed(
+        self, phase: RetryPhase, reason: str, outcome: HealthOutcome, status: int
+    ) -> None:
         """The attempt on self.up failed in `phase` (contract 6): end it with `outcome`, close
         its connection, then retry on another upstream when the exchange says so and one is
         eligible (event retry), else answer `status` (502, or 504 after a read timeout; event

@@ -25,7 +25,7 @@ import httptools
 
 from pyproxy.client import ClientConn
 from pyproxy.config import Config, ConfigError, config_load
-from pyproxy.health import health_registry_init
+from pyproxy.health import health_registry_init, health_set_log
 from pyproxy.listener import BindError, ClientCounter, Listener, listener_bind
 from pyproxy.log import Log, log_open, stderr_line
 from pyproxy.upstream import UpstreamSet
@@ -111,6 +111,7 @@ class WorkerProcess:
         self.loop = new_loop(loop_kind)
         asyncio.set_event_loop(self.loop)
         self.log = log_open(cfg.log, self.loop)
+        health_set_log(self.log)  # upstream_down / upstream_up
         self.log.atomic_lines = cfg.workers > 1
         self.quiet = quiet
         self.w = Worker(self.loop, self.log, wid, self)
@@ -122,7 +123,10 @@ class WorkerProcess:
     # WorkerHooks --------------------------------------------------------------------------------
 
     def on_config(self, w: Worker, cfg: Config) -> None:
-        w.install_set(UpstreamSet(w.loop, cfg))
+        uset = UpstreamSet(w.loop, cfg)
+        if w.id == 0 and not w.draining:
+            uset.start_checks()  # active checks run in one worker only: verdicts are shared
+        w.install_set(uset)
 
     def on_drain(self, w: Worker) -> None:
         self.listener.stop()
@@ -183,6 +187,7 @@ class WorkerProcess:
         self.log.close()
         self.log = log
         self.w.log = log
+        health_set_log(log)
         self.cfg = new
         self.w.take_config(new)
         if not self.quiet:

@@ -33,6 +33,12 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol, cast
 
 from pyproxy.balancer import Peer, balancer_new
+from pyproxy.health import (
+    HealthChecker,
+    health_checker_start,
+    health_checker_stop,
+    health_state_get,
+)
 
 if TYPE_CHECKING:
     from pyproxy.config import Config
@@ -331,8 +337,14 @@ class UpstreamSet:
         self.loop = loop
         self.cfg = cfg  # immutable
         self.ups = [Upstream(self, i) for i in range(len(cfg.upstreams))]
-        peers = [Peer(u.weight or 1, name=u.name) for u in cfg.upstreams]  # name: ring identity
+        peers = []
+        for u in cfg.upstreams:
+            # the shared verdict for this name (every worker, every config generation)
+            health = health_state_get(u.name, u.addr.text)
+            health.configure(cfg)
+            peers.append(Peer(u.weight or 1, health=health, name=u.name))  # name: ring identity
         self.balancer = balancer_new(cfg.balancer, peers)
+        self.checker: HealthChecker | None = None  # active checks (worker 0's current set)
         self.retired = False  # replaced by a reload (or shutting down): no pooling
         t = cfg.timeouts  # in seconds, for client.deadline() (hot)
         self.idle_s = t.idle_ms / 1000.0
@@ -343,12 +355,57 @@ class UpstreamSet:
         self.queue_s = t.queue_ms / 1000.0
         self.connect_s = t.connect_ms / 1000.0
 
+    def start_checks(self) -> None:
+        """Run the active health checks of this set's config on its loop (health.check; one
+        worker only: the verdicts are shared). retire() stops them."""
+        if self.checker is None and not self.retired:
+            states = [p.health for p in self.balancer.peers if p.health is not None]
+            self.checker = health_checker_start(self.loop, self.cfg, states)
+
     def retire(self) -> None:
-        """Close idle conns now; busy ones close when released."""
+        """Close idle conns now; busy ones close when released. Active checks stop."""
         self.retired = True
+        health_checker_stop(self.checker)
+        self.checker = None
         for u in self.ups:
             while u.idle:
                 u.close(u.idle[-1])
             if u.idle_timer is not None:
                 u.idle_timer.cancel()
                 u.idle_timer = None
+
+    # queries (GET /upstreams, contract 8) and the operator's drain ----------------------------
+
+    def info(self) -> list[dict[str, object]]:
+        """Every upstream as GET /upstreams shows it (upstream_info): requests, fails, active
+        and idle are this worker's and this config generation's; state, healthy and
+        last_error are the shared health verdict (every worker)."""
+        out: list[dict[str, object]] = []
+        for u, p in zip(self.ups, self.balancer.peers, strict=True):
+            h = p.health
+            c = self.cfg.upstreams[u.index]
+            out.append(
+                {
+                    "name": u.name,
+                    "address": c.addr.text,
+                    "weight": p.weight,
+                    "state": "drain" if h is not None and h.is_drained() else "active",
+                    "healthy": h is None or h.is_healthy(),
+                    "active": p.active,
+                    "idle": len(u.idle),
+                    "requests": u.requests,
+                    "fails": u.fails,
+                    "last_error": h.last_error() if h is not None else "",
+                }
+            )
+        return out
+
+    def set_drain(self, name: str, drain: bool) -> bool:
+        """Operator drain (admin PATCH /upstreams/{name}, later): the upstream gets no new
+        attempts, in-flight ones finish; shared by every worker and kept across reloads.
+        False for an unknown name."""
+        for u, p in zip(self.ups, self.balancer.peers, strict=True):
+            if u.name == name and p.health is not None:
+                p.health.set_drain(drain)
+                return True
+        return False

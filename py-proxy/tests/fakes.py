@@ -13,6 +13,7 @@ from typing import Any
 
 from pyproxy.client import ClientConn
 from pyproxy.config import Config, config_load_string
+from pyproxy.health import health_set_log
 from pyproxy.log import Log
 from pyproxy.upstream import UpstreamSet
 from pyproxy.worker import Worker
@@ -275,6 +276,7 @@ class Harness:
         self.loop = FakeLoop()
         self.log = CaptureLog()
         self.cfg = cfg if cfg is not None else make_config()
+        health_set_log(self.log)  # upstream_down / upstream_up land in self.log.events
         self.w = Worker(self.loop, self.log)  # type: ignore[arg-type]
         self.w.install_set(UpstreamSet(self.loop, self.cfg))  # type: ignore[arg-type]
 

@@ -16,6 +16,7 @@ from pyproxy.client import (
     ClientTimeout,
 )
 from pyproxy.exchange import X_RESP_DONE
+from pyproxy.upstream import UpstreamSet
 
 GET = b"GET /x HTTP/1.1\r\nHost: example\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -775,3 +776,85 @@ def test_pipelined_self_answered_requests_are_all_answered() -> None:
     assert t.take().count(b"HTTP/1.1 503 Service Unavailable\r\n") == 2000
     assert t.reading and c.state == ClientState.IDLE and len(h.log.lines) == 2000
     assert h.w.requests_in_flight == 0
+
+
+def test_passive_health_takes_a_refusing_upstream_out_then_all_down_is_503() -> None:
+    h = Harness(make_config("health:\n  max_fails: 2\n  fail_timeout: 10s\nretries: 0\n"))
+    c, t = h.client()
+    c.data_received(GET)  # round robin: u1 refuses
+    h.loop.connects.pop().fail()
+    assert t.take().startswith(b"HTTP/1.1 502 ")
+    c.data_received(GET)  # u2 answers; its connection is pooled
+    up2, _ = h.connect()
+    up2.data_received(OK)
+    assert t.take().endswith(b"ok")
+    c.data_received(GET)  # u1 refuses again: max_fails within fail_timeout, down
+    h.loop.connects.pop().fail()
+    assert t.take().startswith(b"HTTP/1.1 502 ")
+    assert ("upstream_down", {"upstream": "u1", "reason": "connect_refused"}) in h.log.events
+    info = {u["name"]: u for u in h.w.uset.info()}
+    assert info["u1"]["healthy"] is False and info["u1"]["fails"] == 2
+    assert info["u1"]["last_error"] == "connect_refused" and info["u1"]["state"] == "active"
+    assert info["u2"]["healthy"] is True and info["u2"]["idle"] == 1
+    assert info["u2"]["requests"] == 1 and info["u2"]["active"] == 0
+    assert info["u1"]["address"] == "127.0.0.1:9001" and info["u1"]["weight"] == 1
+    for _ in range(3):  # u1 is skipped while down: u2's pooled connection every time
+        c.data_received(GET)
+        assert not h.loop.connects and h.w.uset.info()[1]["active"] == 1
+        up2.data_received(OK)
+        assert t.take().endswith(b"ok")
+    assert [line["upstream"] for line in h.log.lines[-3:]] == ["u2"] * 3
+    # u1 down, u2 drained: nobody eligible, 503 (the connection stays)
+    assert h.w.uset.set_drain("u2", True) and not h.w.uset.set_drain("nope", True)
+    assert h.w.uset.info()[1]["state"] == "drain"
+    c.data_received(GET)
+    out = t.take()
+    assert out.startswith(b"HTTP/1.1 503 ") and b"Connection: close" not in out
+    assert h.log.lines[-1]["attempts"] == 0 and h.log.lines[-1]["upstream"] == ""
+
+
+def test_reused_connection_closing_is_not_a_health_failure() -> None:
+    h = Harness(make_config("health:\n  max_fails: 1\n"))
+    c, _t = h.client()
+    c.data_received(GET)
+    up, ut = h.connect()
+    up.data_received(OK)
+    c.data_received(GET)
+    up2, _ = h.connect()
+    up2.data_received(OK)
+    c.data_received(GET)  # u1's pooled connection, closed by the upstream before it answers
+    ut.peer_close()
+    assert not any(e == "upstream_down" for e, _ in h.log.events)
+    assert h.log.events[-1][0] == "retry" and h.w.uset.info()[0]["fails"] == 0
+
+
+def test_active_checks_follow_the_current_set() -> None:
+    h = Harness(
+        make_config("health:\n  check:\n    path: /hz\n    interval: 1s\n    timeout: 500ms\n")
+    )
+    first = h.w.uset
+    first.start_checks()
+    h.loop.advance(0)
+    assert sorted(pc.port for pc in h.loop.connects) == [9001, 9002]
+    for pc in list(h.loop.connects):
+        pc.fail()
+    h.loop.connects.clear()
+    h.loop.advance(1.0)  # fall: 2 (default) -> both down
+    for pc in list(h.loop.connects):
+        pc.fail()
+    h.loop.connects.clear()
+    assert [e for e, _ in h.log.events].count("upstream_down") == 2
+    c, t = h.client()
+    c.data_received(GET)
+    assert t.take().startswith(b"HTTP/1.1 503 ")  # all down
+    # a reload: the new set checks, the retired one stops (one probe per upstream)
+    second = UpstreamSet(h.loop, h.cfg)  # type: ignore[arg-type]
+    second.start_checks()
+    h.w.install_set(second)
+    assert first.checker is None and second.checker is not None
+    h.loop.advance(0)
+    assert sorted(pc.port for pc in h.loop.connects) == [9001, 9002]
+    h.loop.connects.clear()
+    second.retire()  # draining
+    h.loop.advance(5.0)
+    assert not h.loop.connects
