@@ -194,6 +194,7 @@ class ClientConn(asyncio.Protocol):
         self.uset: UpstreamSet | None = None  # exchange's upstream set, None between requests
         self.peer_counted = False  # an attempt runs: the upstream hears how it ends
         self.retry_counted = False  # that attempt is a retry: counted in w.retries_in_flight
+        self.fresh_retry = False  # the next attempt takes a new connection, not a pooled one
         self._request_reset()
 
     def _request_reset(self) -> None:
@@ -571,7 +572,8 @@ class ClientConn(asyncio.Protocol):
             self.retry_counted = True
         self.up_start = self.loop.time()
         self.state = ClientState.UPSTREAM
-        result, conn = up.acquire(self)
+        result, conn = up.acquire(self, self.fresh_retry)
+        self.fresh_retry = False
         if result == AcquireResult.READY:
             assert conn is not None
             self.attach(conn)
@@ -784,6 +786,7 @@ class ClientConn(asyncio.Protocol):
             # connection closing here is the keep-alive race (it passed the pool check before
             # the upstream's close arrived), not a sign of a sick upstream.
             outcome = _NEUTRAL if conn.exchanges > 0 else _FAIL
+            self.fresh_retry = conn.exchanges > 0  # the retry must not lose the same race
             phase = x.failure_phase(True, not self.uout)
             self.attempt_failed(phase, why, outcome, 502)
             return

@@ -217,10 +217,19 @@ class Upstream:
         self.requests = 0  # attempts started (metrics)
         self.fails = 0  # failed attempts (health, metrics)
 
-    def acquire(self, owner: UpstreamOwner) -> tuple[AcquireResult, UpstreamConn | None]:
+    def acquire(
+        self, owner: UpstreamOwner, fresh: bool = False
+    ) -> tuple[AcquireResult, UpstreamConn | None]:
         """A connection for `owner` (see AcquireResult). A pooled connection the upstream
-        has closed meanwhile is closed and replaced here (contract 6: not an attempt)."""
-        while self.idle:
+        has closed meanwhile is closed and replaced here (contract 6: not an attempt).
+        `fresh`: not from the pool (a retry after a pooled connection died under its request:
+        the others in the pool are as old); at the connection limit the oldest idle one
+        makes room."""
+        if fresh:
+            limit = self.set.cfg.limits.upstream_max_connections
+            if limit and self.idle and self.n_open + len(self.idle) >= limit:
+                self.close(self.idle[0])
+        while self.idle and not fresh:
             conn = self.idle.pop()
             if conn.stale():
                 self.close(conn)

@@ -493,11 +493,17 @@ def test_reused_connection_closed_by_upstream_is_retried() -> None:
     c.data_received(GET)  # u1 again: the pooled connection
     assert not h.loop.connects
     ut.take()
+    ut2.take()
     ut.peer_close()  # it was closed by the upstream before any response byte
-    assert b"GET /x" in ut2.take()  # retried on u2's pooled connection
-    up2.data_received(OK)
+    # retried on u2, on a new connection: its pooled one is as old as the one that died
+    assert not ut2.take() and len(h.w.uset.ups[1].idle) == 1
+    up3, ut3 = h.connect()
+    assert b"GET /x" in ut3.take()
+    up3.data_received(OK)
     assert t.take().endswith(b"ok")
     assert h.log.lines[-1]["attempts"] == 2
+    c.data_received(GET)  # and the next request uses the pool again
+    assert not h.loop.connects
 
 
 def test_error_closes_with_a_lingering_close() -> None:
