@@ -76,7 +76,13 @@ from pyproxy.http1 import (
     Response,
     ResponseParser,
 )
-from pyproxy.retry import RetryBudget, RetryPhase, RetryVerdict, retry_phase_name
+from pyproxy.retry import (
+    RetryBudget,
+    RetryPhase,
+    RetryVerdict,
+    retry_phase_name,
+    retry_verdict_name,
+)
 from pyproxy.upstream import (
     WRITE_HIGH,
     WRITE_LOW,
@@ -671,7 +677,7 @@ class ClientConn(asyncio.Protocol):
                 "warn",
                 "retry_skipped",
                 upstream=name,
-                reason="budget_exhausted",
+                reason=retry_verdict_name(v),
                 phase=retry_phase_name(phase),
             )
         self.client_error(status)

@@ -864,3 +864,15 @@ def test_active_checks_follow_the_current_set() -> None:
     second.retire()  # draining
     h.loop.advance(5.0)
     assert not h.loop.connects
+
+
+def test_retry_budget_zero_skips_the_retry() -> None:
+    h = Harness(make_config("retry_budget:\n  percent: 0\n  min_concurrent: 0\n"))
+    c, t = h.client()
+    c.data_received(GET)
+    h.loop.connects.pop().fail()
+    assert t.take().startswith(b"HTTP/1.1 502 ") and not h.loop.connects
+    assert h.log.events == [
+        ("retry_skipped", {"upstream": "u1", "reason": "budget_exhausted", "phase": "connect"})
+    ]
+    assert h.log.lines[-1]["attempts"] == 1 and h.w.retries_in_flight == 0
