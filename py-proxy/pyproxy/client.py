@@ -693,7 +693,7 @@ class ClientConn(asyncio.Protocol):
         self.state = ClientState.FORWARD
         x = self.x
         x.flags &= ~X_ATTEMPT
-        self.flags &= ~(F_QUEUED | F_UW_PAUSED | F_UR_PAUSED)
+        self.flags &= ~_UP_IO_FLAGS  # a new connection: nothing paused on its account
         self.rparser = ResponseParser()
         self.rparser.dechunk = bool(x.flags & X_HTTP10)
         self.resp = None

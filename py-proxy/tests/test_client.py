@@ -876,3 +876,35 @@ def test_retry_budget_zero_skips_the_retry() -> None:
         ("retry_skipped", {"upstream": "u1", "reason": "budget_exhausted", "phase": "connect"})
     ]
     assert h.log.lines[-1]["attempts"] == 1 and h.w.retries_in_flight == 0
+
+
+def test_retry_after_backpressure_resumes_reading_the_body() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(b"PUT /p HTTP/1.1\r\nHost: a\r\nContent-Length: 20\r\n\r\n" + b"a" * 10)
+    up1, ut1 = h.connect()
+    up1.pause_writing()  # the upstream does not drain: the client is not read
+    assert not t.reading
+    ut1.peer_close()  # and dies while the body is being sent: send phase, PUT is idempotent
+    assert h.log.events[-1][1]["phase"] == "send"
+    _up2, ut2 = h.connect()
+    assert t.reading  # the new connection takes the body: reading resumes
+    c.data_received(b"b" * 10)
+    assert ut2.take().endswith(b"\r\n\r\n" + b"a" * 10 + b"b" * 10)
+
+
+def test_hash_key_header_picks_the_same_upstream() -> None:
+    h = Harness(make_config("balancer: hash\nhash_key: header:X-User\n"))
+    seen: dict[bytes, set[str]] = {}
+    for i in range(12):
+        user = b"user-%d" % (i % 4)
+        c, t = h.client(40000 + i)  # a new connection (and client port) every time
+        c.data_received(b"GET / HTTP/1.1\r\nHost: a\r\nX-User: " + user + b"\r\n\r\n")
+        assert c.x.key == user and c.up is not None
+        seen.setdefault(user, set()).add(c.up.name)
+        if h.loop.connects:
+            h.connect()
+        assert c.conn is not None
+        c.conn.data_received(OK)
+        assert t.take().endswith(b"ok")
+    assert all(len(names) == 1 for names in seen.values()), seen
