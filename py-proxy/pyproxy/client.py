@@ -1,5 +1,9 @@
-"""client: one client connection and the exchange it drives. Twin: c-proxy/src/client.c
+"""client: one client connection, the I/O driver of its exchanges. Twin: c-proxy/src/client.c
 (same states, same order, same flags; Python-only flags are marked).
+
+The connection (sockets, buffers, timers, the state below) is here; the request's own state
+and every decision about it (classification, framing, reuse, which errors close, retries) are
+in exchange.Exchange, one per ClientConn, re-initialised when the next request starts.
 
 State machine (one request at a time; pipelined bytes wait unparsed in `stash`):
 
@@ -36,12 +40,34 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, cast
 
 from pyproxy import http1
-from pyproxy.balancer import BalancerCtx
+from pyproxy.balancer import BalancerCtx, peer_eligible
+from pyproxy.exchange import (
+    IN_CHUNKED,
+    IN_LENGTH,
+    OUT_CHUNKED,
+    OUT_NONE,
+    X_ATTEMPT,
+    X_CLOSE_AFTER,
+    X_EXPECT,
+    X_HEAD_METHOD,
+    X_HEAD_OK,
+    X_HTTP10,
+    X_IN_REQUEST,
+    X_LOGGED,
+    X_REPLAYABLE,
+    X_REQ_DONE,
+    X_RESP_DONE,
+    X_RESP_SENT,
+    X_RESP_STARTED,
+    X_UP_DIRTY,
+    X_UP_EOF,
+    X_UP_READ,
+    Exchange,
+)
+from pyproxy.health import HealthOutcome
 from pyproxy.http1 import (
     BODY_CHUNKED,
     BODY_LENGTH,
-    BODY_NONE,
-    CRLF,
     ChunkScanner,
     HeadScanner,
     HttpError,
@@ -49,6 +75,13 @@ from pyproxy.http1 import (
     RequestParser,
     Response,
     ResponseParser,
+)
+from pyproxy.retry import (
+    RetryBudget,
+    RetryPhase,
+    RetryVerdict,
+    retry_phase_name,
+    retry_verdict_name,
 )
 from pyproxy.upstream import (
     WRITE_HIGH,
@@ -63,7 +96,7 @@ from pyproxy.util import new_request_id, text
 
 if TYPE_CHECKING:
     from pyproxy.config import Config
-    from pyproxy.listener import Runtime
+    from pyproxy.worker import Worker
 
 LINGER_SECONDS = 2.0  # lingering close: discard client input this long at most
 IN_MIN = 16384  # the C twin's client input buffer floor (bytes)
@@ -94,29 +127,19 @@ class ClientTimeout(IntEnum):
     LINGER = 8  # lingering close over
 
 
-F_KEEPALIVE = 0x0001  # the client may keep the connection after this request
-F_HTTP10 = 0x0002  # the request is HTTP/1.0
-F_REQ_DONE = 0x0004  # the whole request was read (body included)
-F_RESP_STARTED = 0x0008  # a final response head was written
-F_RESP_SENT = 0x0010  # response bytes reached the client (Python: same as RESP_STARTED)
-F_RESP_DONE = 0x0020  # the whole response was written
-F_HEAD_METHOD = 0x0040  # HEAD: the response has no body
-F_UPGRADE = 0x0080  # the request asks for an Upgrade
-F_EXPECT = 0x0100  # Expect: 100-continue still to be answered
-F_CLOSE_AFTER = 0x0200  # close once the response is written
+# connection flags (ClientConn.flags); the request's own flags are exchange.X_*
 F_EOF = 0x0400  # the client shut its sending side
-F_UP_EOF = 0x0800  # the upstream closed its side
-F_QUEUED = 0x1000  # in an upstream's wait queue
-F_UP_DIRTY = 0x2000  # the upstream conn may not be pooled
-F_REPLAYABLE = 0x4000  # `replay` still holds the whole request from byte 0
+F_QUEUED = 0x1000  # Python: in an upstream's wait queue (C: the waiter link is linked)
 F_LINGER = 0x8000  # DRAIN: write side shut, discarding input
-F_LOGGED = 0x10000  # the access line of this request is written
-F_IN_REQUEST = 0x20000  # a request started (bytes seen): its clocks run
 F_CW_PAUSED = 0x100000  # Python: client transport above its write high-water mark
 F_UW_PAUSED = 0x200000  # Python: upstream transport above its write high-water mark
 F_RD_STASH = 0x400000  # Python: client reading stopped, bytes wait in `stash`
 F_RD_UPSTREAM = 0x800000  # Python: client reading stopped, the upstream cannot take more
 F_UR_PAUSED = 0x1000000  # Python: upstream reading stopped, the client cannot take more
+_OK, _FAIL, _NEUTRAL = HealthOutcome.OK, HealthOutcome.FAIL, HealthOutcome.NEUTRAL
+
+# flags about the attached upstream connection: gone with it
+_UP_IO_FLAGS = F_QUEUED | F_UW_PAUSED | F_RD_UPSTREAM | F_UR_PAUSED
 
 # plain ints for the hot path (IntEnum attribute lookups are slow)
 _ST_IDLE, _ST_HEAD, _ST_UPSTREAM, _ST_FORWARD, _ST_TUNNEL, _ST_DRAIN = (
@@ -141,27 +164,20 @@ _TO_CONNECT, _TO_READ, _TO_WRITE, _TO_TOTAL, _TO_LINGER = (
     ClientTimeout.LINGER,
 )
 
-# the per-request flags cleared between requests (connection-level ones survive)
-_CONN_FLAGS = F_CW_PAUSED | F_RD_STASH | F_EOF
 
-# response body handling towards the client
-OUT_NONE = 0  # no body
-OUT_IDENTITY = 1  # bytes as received (Content-Length), or de-chunked / close-delimited
-OUT_CHUNKED = 2  # chunk-framed here (chunked upstream re-chunked, or close-delimited)
-
-# request body framing
-IN_NONE = 0
-IN_LENGTH = 1
-IN_CHUNKED = 2
+def _retry_budget(cfg: Config, requests: int, retries: int) -> RetryBudget:
+    """The worker's retry budget under cfg."""
+    b = cfg.retry_budget
+    return RetryBudget(b.percent, b.min_concurrent, requests, retries)
 
 
 class ClientConn(asyncio.Protocol):
-    """Owned by the runtime (its `clients` set) from connection_made to connection_lost. Owns
+    """Owned by the worker (its `conns` set) from connection_made to connection_lost. Owns
     its parsers; borrows its upstream set and attached upstream conn for one exchange."""
 
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt  # the worker
-        self.loop = rt.loop
+    def __init__(self, w: Worker) -> None:
+        self.w = w  # the worker
+        self.loop = w.loop
         self.transport: asyncio.Transport | None = None
         self.state = ClientState.HEAD  # see the diagram
         self.flags = 0  # F_*
@@ -178,46 +194,38 @@ class ClientConn(asyncio.Protocol):
         self.cout: list[bytes] = []  # client bytes produced by the current upstream read
         self.cout_mark = -1  # index in cout of the response head (-1: none there)
         self.pumping = False  # inside upstream_on_read: client bytes go to cout first
+        self.processing = False  # inside process(): it continues with the stash itself
         self.spare: RequestParser | None = None  # the last request's parser, maybe reusable
+        self.x = Exchange()  # the current request's state and decisions (owned)
+        self.uset: UpstreamSet | None = None  # exchange's upstream set, None between requests
+        self.peer_counted = False  # an attempt runs: the upstream hears how it ends
+        self.retry_counted = False  # that attempt is a retry: counted in w.retries_in_flight
+        self.fresh_retry = False  # the next attempt takes a new connection, not a pooled one
         self._request_reset()
 
     def _request_reset(self) -> None:
-        """Forget the request: parsers, exchange, log fields (request_reset in C)."""
+        """Forget the request's I/O state: parsers, buffers, upstream (request_reset in C).
+        The request's own state is the exchange's: x.init() re-initialises it."""
+        self._route_end()
+        self.x.init()
         self.head_scan = HeadScanner()  # end of the request head
         self.parser: RequestParser | None = None  # request parser
         self.req: Request | None = None  # the validated head
-        self.uset: UpstreamSet | None = None  # exchange's upstream set, None between requests
         self.up: Upstream | None = None  # upstream of the current attempt
         self.conn: UpstreamConn | None = None  # attached conn (CONNECTING/BUSY)
         self.need_route = False  # head done, route() at the end of this read
-        self.tried = 0  # bitmask of upstreams tried by this request
-        self.attempts = 0  # upstream attempts of this request
-        self.req_start = 0.0  # first byte of this request (total)
         self.up_start = 0.0  # UPSTREAM: queue or connect start
         self.up_last = 0.0  # last byte read from or written to the upstream
         self.uout_last = 0.0  # last write progress to the upstream (or when it stalled)
         self.uout: list[bytes] = []  # bytes for the upstream not written yet (no conn)
         self.uout_bytes = 0  # their length
-        self.replay: list[bytes] = []  # the request as sent so far (while REPLAYABLE)
+        self.replay: list[bytes] = []  # the request as sent so far (while X_REPLAYABLE)
         self.replay_bytes = 0  # its length
-        self.in_mode = IN_NONE  # request body framing
-        self.in_remaining = 0  # IN_LENGTH: body bytes still to read
         self.in_scan: ChunkScanner | None = None  # IN_CHUNKED: end of the body
         self.rparser: ResponseParser | None = None  # response parser
         self.resp: Response | None = None  # final response head
         self.resp_scan = HeadScanner()  # end of the current response head
-        self.out_mode = OUT_NONE  # OUT_*
-        self.out_remaining = -1  # Content-Length bytes left (-1: not length-framed)
         self.out_scan: ChunkScanner | None = None  # chunked upstream body: its end
-        # access-log fields of the current request
-        self.start_wall = 0.0  # wall clock at the request's first byte
-        self.start_mono = 0.0  # loop time at the same moment
-        self.method = b""  # b"" until the head parsed
-        self.path = b""  # request target as sent
-        self.request_id = b""  # the client's X-Request-ID or a generated one
-        self.status = 0  # status sent (0: none)
-        self.bytes_in = 0  # bytes of this request read from the client
-        self.bytes_out = 0  # bytes of this request written to the client
 
     # ------------------------------------------------------------------ asyncio.Protocol (client)
 
@@ -230,8 +238,8 @@ class ClientConn(asyncio.Protocol):
         self.ip_b = self.ip.encode()
         # a fresh connection must send its head within timeouts.header
         self.accepted = self.head_start = self.loop.time()
-        self.rt.client_opened(self)
-        if self.rt.draining:
+        self.w.conn_add(self)
+        if self.w.draining:
             self.close()
             return
         self.refresh_timer()
@@ -239,7 +247,7 @@ class ClientConn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         st = self.state
         if st == ClientState.TUNNEL:
-            self.bytes_in += len(data)
+            self.x.bytes_in += len(data)
             self.idle_since = self.loop.time()
             if self.conn is not None:
                 self.conn.write(data)
@@ -263,7 +271,7 @@ class ClientConn(asyncio.Protocol):
                 conn.up.close(conn, graceful=True)
             self.close()
             return True
-        if st in (ClientState.UPSTREAM, ClientState.FORWARD) and self.flags & F_REQ_DONE:
+        if st in (ClientState.UPSTREAM, ClientState.FORWARD) and self.x.flags & X_REQ_DONE:
             return True  # answer this request, then close
         # DRAIN before the linger: let the final bytes go out; otherwise the transport
         # closes and connection_lost ends the client
@@ -271,7 +279,7 @@ class ClientConn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close()
-        self.rt.client_closed(self)
+        self.w.conn_remove(self)
 
     def pause_writing(self) -> None:
         self.flags |= F_CW_PAUSED
@@ -295,7 +303,32 @@ class ClientConn(asyncio.Protocol):
 
     def process(self, data: bytes) -> None:
         """Consume client bytes: the head, then body bytes of the current request; bytes of
-        the next request wait in `stash` until this exchange is over."""
+        the next request wait in `stash` until this exchange is over. A request the proxy
+        answers at once (an error that keeps the connection) ends its exchange inside this
+        call: the loop then goes on with the stashed bytes instead of recursing (the C
+        twin's continuation), so any number of pipelined answers costs no stack."""
+        self.processing = True
+        resumed = False
+        try:
+            while True:
+                self._process(data)
+                if self.need_route and self.state == ClientState.UPSTREAM:
+                    # routed once the body bytes of this read are checked: a malformed body
+                    # that arrived with its head never reaches an upstream
+                    self.need_route = False
+                    self.route()
+                if not self.stash or self._must_wait() or self.state >= ClientState.DRAIN:
+                    break
+                data = self.stash[0] if len(self.stash) == 1 else b"".join(self.stash)
+                self.stash = []
+                self.flags &= ~F_RD_STASH
+                resumed = True
+        finally:
+            self.processing = False
+        if resumed and not self.flags & F_RD_STASH:
+            self._resume_reading()
+
+    def _process(self, data: bytes) -> None:
         pos = 0
         n = len(data)
         while pos < n:
@@ -305,7 +338,7 @@ class ClientConn(asyncio.Protocol):
             elif st == ClientState.DRAIN or st == ClientState.CLOSED:
                 break
             elif st == ClientState.TUNNEL:
-                self.bytes_in += n - pos
+                self.x.bytes_in += n - pos
                 if self.conn is not None:
                     self.conn.write(data[pos:] if pos else data)
                 break
@@ -317,18 +350,13 @@ class ClientConn(asyncio.Protocol):
                 pos = self.pump_body(data, pos)
             if pos < 0:
                 break
-        if self.need_route and self.state == ClientState.UPSTREAM:
-            # routed once the body bytes of this read are checked: a malformed body that
-            # arrived with its head never reaches an upstream
-            self.need_route = False
-            self.route()
 
     def _must_wait(self) -> bool:
         """The remaining bytes cannot be consumed now."""
         st = self.state
         if st == ClientState.IDLE or st == ClientState.HEAD:
             return False
-        if (st != ClientState.UPSTREAM and st != ClientState.FORWARD) or self.flags & F_REQ_DONE:
+        if (st != ClientState.UPSTREAM and st != ClientState.FORWARD) or self.x.flags & X_REQ_DONE:
             return True
         conn = self.conn
         if conn is not None and conn.state == UpstreamConnState.BUSY and not self.uout:
@@ -347,11 +375,11 @@ class ClientConn(asyncio.Protocol):
         if self.state == ClientState.IDLE:
             self.head_start = self.loop.time()
         self.state = ClientState.HEAD
-        if self.flags & F_IN_REQUEST:
+        if self.x.flags & X_IN_REQUEST:
             return
-        self.flags |= F_IN_REQUEST
-        self.req_start = self.start_mono = self.loop.time()
-        self.start_wall = time.time()
+        self.x.flags |= X_IN_REQUEST
+        self.x.req_start = self.x.start_mono = self.loop.time()
+        self.x.start_wall = time.time()
         spare = self.spare
         if spare is not None and spare.reusable():
             self.parser = spare.reuse()
@@ -375,11 +403,11 @@ class ClientConn(asyncio.Protocol):
                 parser.feed_head(data if pos == 0 and seg_end == n else data[pos:seg_end])
             except HttpError as e:
                 # as the C twin: the bytes llhttp consumed before the error
-                self.bytes_in = e.used if e.used >= 0 else self.bytes_in + seg_end - pos
+                self.x.bytes_in = e.used if e.used >= 0 else self.x.bytes_in + seg_end - pos
                 self._take_head_fields(parser)
                 self.client_error(e.code)
                 return -1
-            self.bytes_in += seg_end - pos
+            self.x.bytes_in += seg_end - pos
             size = scan.size if end < 0 else scan.size + (end - pos)
             if end >= 0 and parser.head_done:
                 break
@@ -413,47 +441,26 @@ class ClientConn(asyncio.Protocol):
         """Log fields of a head that completed but failed a check (set before the check in C)."""
         if parser.head_done:
             req = parser.req
-            self.method = parser.parser.get_method()
-            self.path = req.target
+            self.x.method = parser.parser.get_method()
+            self.x.path = req.target
             if req.request_id:
-                self.request_id = req.request_id
+                self.x.request_id = req.request_id
 
     def on_request_head(self, req: Request) -> bool:
         """A valid head: build the upstream head; route() follows at the end of this read
         (client_on_request_head). False when the request was refused (413)."""
-        cfg = self.cfg
+        x = self.x
+        parser = self.parser
+        assert parser is not None
         self.req = req
-        self.method = req.method
-        self.path = req.target
-        self.request_id = req.request_id if req.request_id else new_request_id()
-        if req.http_minor == 0:
-            self.flags |= F_HTTP10
-        if req.method == b"HEAD":
-            self.flags |= F_HEAD_METHOD
-        if req.keep_alive:
-            self.flags |= F_KEEPALIVE
-        max_body = cfg.limits.max_body_bytes
-        if max_body and req.content_length > max_body:
-            self.client_error(413)
+        x.request_id = req.request_id if req.request_id else new_request_id()
+        code = x.classify_request(req, self.cfg, self.w.draining, parser.upgraded)
+        if code:
+            self.client_error(code)
             return False
-        if req.upgrade is not None:
-            self.flags |= F_UPGRADE
-        if req.expect_continue and req.http_minor == 1 and req.has_body:
-            self.flags |= F_EXPECT
-        if self.rt.draining:
-            self.flags |= F_CLOSE_AFTER
-        self.flags |= F_REPLAYABLE
-        self._up_send(http1.build_request_head(req, self.ip_b, self.request_id))
-        assert self.parser is not None
-        if self.parser.upgraded or not req.has_body:
-            # no body (an upgrade request's bytes after the head belong to the tunnel)
-            self.flags |= F_REQ_DONE
-        elif req.chunked:
-            self.in_mode = IN_CHUNKED
+        if x.in_mode == IN_CHUNKED:
             self.in_scan = ChunkScanner()
-        else:
-            self.in_mode = IN_LENGTH
-            self.in_remaining = req.content_length
+        self._up_send(http1.build_request_head(req, self.ip_b, x.request_id))
         self.state = ClientState.UPSTREAM
         self.need_route = True
         return True
@@ -467,13 +474,13 @@ class ClientConn(asyncio.Protocol):
         room = n - pos if attached else self._uout_room()
         if room <= 0:
             return pos
-        if self.in_mode == IN_LENGTH:
-            take = min(self.in_remaining, n - pos, room)
+        if self.x.in_mode == IN_LENGTH:
+            take = min(self.x.in_remaining, n - pos, room)
             self._up_send(data if pos == 0 and take == n else data[pos : pos + take])
-            self.in_remaining -= take
-            self.bytes_in += take
+            self.x.in_remaining -= take
+            self.x.bytes_in += take
             pos += take
-            if self.in_remaining == 0:
+            if self.x.in_remaining == 0:
                 self._request_done()
                 return pos
             return pos if pos < n else -1
@@ -494,10 +501,10 @@ class ClientConn(asyncio.Protocol):
                 raise HttpError(413, "body over max_body_bytes")
         except HttpError as e:
             # as the C twin: the bytes consumed before llhttp's error position
-            self.bytes_in += (e.used if e.used >= 0 else stop) - pos
+            self.x.bytes_in += (e.used if e.used >= 0 else stop) - pos
             self.client_error(e.code)
             return -1
-        self.bytes_in += seg_end - pos
+        self.x.bytes_in += seg_end - pos
         if parser.out:
             self._up_send(b"".join(parser.out))
             parser.out.clear()
@@ -514,12 +521,13 @@ class ClientConn(asyncio.Protocol):
 
     def _up_send(self, data: bytes) -> None:
         """Bytes of the request for the upstream: written if a conn is attached, else kept."""
-        if self.flags & F_REPLAYABLE:
+        x = self.x
+        if x.flags & X_REPLAYABLE:
             self.replay.append(data)
             self.replay_bytes += len(data)
             in_cap = max(self.cfg.limits.max_header_bytes, IN_MIN) + 1024
             if self.replay_bytes > 2 * in_cap + 2048:
-                self.flags &= ~F_REPLAYABLE
+                x.flags &= ~X_REPLAYABLE  # outgrew the upstream-side buffer (contract 6)
                 self.replay = []
                 self.replay_bytes = 0
         conn = self.conn
@@ -531,8 +539,8 @@ class ClientConn(asyncio.Protocol):
             self.uout_bytes += len(data)
 
     def _request_done(self) -> None:
-        self.flags |= F_REQ_DONE
-        if self.flags & F_RESP_DONE:
+        self.x.flags |= X_REQ_DONE
+        if self.x.flags & X_RESP_DONE:
             self.finish_request()
 
     # ------------------------------------------------------------------ routing
@@ -540,32 +548,38 @@ class ClientConn(asyncio.Protocol):
     @property
     def cfg(self) -> Config:
         """The config of this request's upstream set, else the worker's current one."""
-        uset = self.uset if self.uset is not None else self.rt.uset
+        uset = self.uset if self.uset is not None else self.w.uset
         return uset.cfg
 
     def route(self) -> None:
-        """Start the next attempt on an untried upstream (client_route)."""
+        """Start the next attempt on an eligible upstream this request has not tried
+        (client_route): 503 when none is eligible at the first attempt, else 502."""
+        w = self.w
         if self.uset is None:
-            self.uset = self.rt.uset
-            self.tried = 0
-            self.attempts = 0
+            self.uset = w.uset
+            w.requests_in_flight += 1
         uset = self.uset
-        cfg = uset.cfg
-        if self.attempts >= 1 + cfg.retries:
-            self.client_error(502)
-            return
-        idx = uset.balancer.pick(BalancerCtx(self.tried, self.loop.time(), self.ip))
+        x = self.x
+        now = self.loop.time()
+        idx = uset.balancer.pick(BalancerCtx(x.tried, now, self.ip, x.key))
         if idx < 0:
-            self.client_error(502 if self.attempts else 503)
+            # nobody eligible: all down or drained (503), or every one tried (502)
+            self.client_error(502 if x.attempts else 503)
             return
-        self.tried |= 1 << idx
+        x.tried |= 1 << idx
         up = uset.ups[idx]
         self.up = up
-        self.attempts += 1
+        x.attempts += 1
         up.requests += 1
+        uset.balancer.attempt_begin(idx, now)  # active++, health may claim its probe
+        self.peer_counted = True
+        if x.attempts > 1:
+            w.retries_in_flight += 1
+            self.retry_counted = True
         self.up_start = self.loop.time()
         self.state = ClientState.UPSTREAM
-        result, conn = up.acquire(self)
+        result, conn = up.acquire(self, self.fresh_retry)
+        self.fresh_retry = False
         if result == AcquireResult.READY:
             assert conn is not None
             self.attach(conn)
@@ -576,31 +590,112 @@ class ClientConn(asyncio.Protocol):
         # the timer is refreshed by whoever called in from the loop (data_received,
         # upstream_on_*, on_timer): once per event, not once per step
 
-    def attempt_failed(self, reason: str) -> None:
-        """The attempt on self.up failed: count it and try the next upstream."""
-        if self.up is not None:
-            self.up.fails += 1
-        self.conn = None
+    def _attempt_end(self, outcome: HealthOutcome, reason: str | None) -> None:
+        """The current attempt ends with `outcome` (reason: a FAIL's constant): the balancer
+        and health hear it once (active--, passive accounting), the retry budget counts one
+        retry less if it was one. No-op when no attempt is running."""
+        if self.peer_counted:
+            self.peer_counted = False
+            up = self.up
+            uset = self.uset
+            if up is not None and uset is not None:
+                if outcome == _FAIL:
+                    up.fails += 1
+                uset.balancer.attempt_end(up.index, outcome, reason, self.loop.time())
+        if self.retry_counted:
+            self.retry_counted = False
+            self.w.retries_in_flight -= 1
+
+    def _peer_done(self) -> None:
+        """The attempt ends without a failure: OK once a response head parsed, else neutral
+        (the client went away, the proxy answered)."""
+        if self.peer_counted or self.retry_counted:
+            self._attempt_end(_OK if self.x.flags & X_HEAD_OK else _NEUTRAL, None)
+
+    def _route_end(self) -> None:
+        """The request leaves its upstream set: its attempt ends, the worker counts one
+        request in flight less."""
+        self._peer_done()
+        if self.uset is not None:
+            self.uset = None
+            self.w.requests_in_flight -= 1
+
+    def _eligible_left(self) -> bool:
+        """Is there an upstream this request has not tried that may take an attempt?"""
         uset = self.uset
         assert uset is not None
-        if self.attempts < 1 + uset.cfg.retries and self.attempts < len(uset.ups):
-            self.rt.log.event(
+        peers = uset.balancer.peers
+        ctx = BalancerCtx(self.x.tried, self.loop.time(), self.ip)
+        return any(peer_eligible(peers, i, ctx) for i in range(len(peers)))
+
+    def _request_sent(self) -> bool:
+        """Every byte of the request read so far was handed to the upstream's socket."""
+        if self.uout:
+            return False
+        conn = self.conn
+        t = conn.transport if conn is not None else None
+        return t is None or t.get_write_buffer_size() == 0
+
+    def attempt_failed(
+        self, phase: RetryPhase, reason: str, outcome: HealthOutcome, status: int
+    ) -> None:
+        """The attempt on self.up failed in `phase` (contract 6): end it with `outcome`, close
+        its connection, then retry on another upstream when the exchange says so and one is
+        eligible (event retry), else answer `status` (502, or 504 after a read timeout; event
+        retry_skipped when the budget said no)."""
+        up = self.up
+        self._attempt_end(outcome, reason)
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.up.close(conn)
+        uset = self.uset
+        assert uset is not None
+        x = self.x
+        w = self.w
+        budget = _retry_budget(uset.cfg, w.requests_in_flight, w.retries_in_flight)
+        v = x.attempt_failed(phase, budget, uset.cfg.retries)
+        name = up.name if up is not None else ""
+        if v == RetryVerdict.GO and self._eligible_left():
+            w.log.event(
                 "warn",
                 "retry",
-                upstream=self.up.name if self.up is not None else "",
+                upstream=name,
                 reason=reason,
-                attempt=self.attempts + 1,
+                phase=retry_phase_name(phase),
+                attempt=x.attempts + 1,
             )
-        self.route()
+            if phase != RetryPhase.CONNECT:
+                # the request goes again from its first byte (all of it is in `replay`)
+                self.uout = list(self.replay)
+                self.uout_bytes = self.replay_bytes
+            self.state = ClientState.UPSTREAM
+            self.route()
+            return
+        if v == RetryVerdict.NO_BUDGET:
+            w.log.event(
+                "warn",
+                "retry_skipped",
+                upstream=name,
+                reason=retry_verdict_name(v),
+                phase=retry_phase_name(phase),
+            )
+        self.client_error(status)
+
+    def _connect_failed(self, reason: str) -> None:
+        """Connect refused, failed or timed out: nothing was sent."""
+        self.attempt_failed(RetryPhase.CONNECT, reason, _FAIL, 502)
 
     def attach(self, conn: UpstreamConn) -> None:
         """A BUSY connection for this exchange: send what waits in uout (client_attach)."""
         now = self.loop.time()
         self.conn = conn
         self.state = ClientState.FORWARD
-        self.flags &= ~(F_UP_EOF | F_UP_DIRTY | F_QUEUED | F_UW_PAUSED | F_UR_PAUSED)
+        x = self.x
+        x.flags &= ~X_ATTEMPT
+        self.flags &= ~_UP_IO_FLAGS  # a new connection: nothing paused on its account
         self.rparser = ResponseParser()
-        self.rparser.dechunk = bool(self.flags & F_HTTP10)
+        self.rparser.dechunk = bool(x.flags & X_HTTP10)
         self.resp = None
         if self.resp_scan.size or self.resp_scan.tail:  # a retry after a partial head
             self.resp_scan = HeadScanner()
@@ -610,9 +705,9 @@ class ClientConn(asyncio.Protocol):
             self.uout = []
             self.uout_bytes = 0
             conn.write(data)
-        if self.flags & F_EXPECT:
+        if x.flags & X_EXPECT:
             self.client_write(http1.CONTINUE_100)
-            self.flags &= ~F_EXPECT
+            x.flags &= ~X_EXPECT
         if self.flags & F_CW_PAUSED and not self.flags & F_UR_PAUSED:
             self.flags |= F_UR_PAUSED
             conn.pause_reading()
@@ -627,7 +722,7 @@ class ClientConn(asyncio.Protocol):
 
     def upstream_on_failed(self, conn: UpstreamConn, reason: str) -> None:
         if conn is self.conn and self.state == ClientState.UPSTREAM:
-            self.attempt_failed(reason)
+            self._connect_failed(reason)
             self._refresh_if_open()
 
     def upstream_on_slot(self, conn: UpstreamConn) -> None:
@@ -642,7 +737,7 @@ class ClientConn(asyncio.Protocol):
         elif conn.state == UpstreamConnState.CONNECTING:
             self.conn = conn
         else:
-            self.attempt_failed("connect_error")
+            self._connect_failed("connect_error")
         self._refresh_if_open()
 
     def upstream_on_read(self, data: bytes) -> None:
@@ -653,15 +748,19 @@ class ClientConn(asyncio.Protocol):
             self.idle_since = now
             self.client_write(data)
             return
-        if st != ClientState.FORWARD or self.flags & F_RESP_DONE:
+        x = self.x
+        if st != ClientState.FORWARD or x.flags & X_RESP_DONE:
             return
+        x.flags |= X_UP_READ
         # the bytes this read produces are written once, at the end (as the C twin flushes
         # `out` after a pump): an error before then can still replace the response head
         self.pumping = True
         try:
             self.pump_response(data)
         except HttpError as e:
-            self.flags |= F_UP_DIRTY
+            x.flags |= X_UP_DIRTY
+            if not x.flags & X_HEAD_OK:  # an invalid head fails the upstream; a bad body not
+                self._attempt_end(_FAIL, "invalid_response")
             self.client_error(e.code)
         finally:
             self.pumping = False
@@ -675,7 +774,7 @@ class ClientConn(asyncio.Protocol):
 
     def _upstream_eof(self) -> None:
         conn = self.conn
-        self.flags |= F_UP_EOF
+        self.x.flags |= X_UP_EOF
         st = self.state
         if conn is None:
             return
@@ -683,32 +782,29 @@ class ClientConn(asyncio.Protocol):
             self.conn = None
             self.close()  # after the bytes already queued for the client
             return
-        if st != ClientState.FORWARD or self.flags & F_RESP_DONE:
+        if st != ClientState.FORWARD or self.x.flags & X_RESP_DONE:
             return
         self.conn = None
-        rparser = self.rparser
-        nothing = (
-            self.resp is None
-            and self.resp_scan.size == 0
-            and not self.resp_scan.tail
-            and (rparser is None or not rparser.head_done)
-            and not self.flags & F_RESP_STARTED
-        )
-        if nothing and conn.exchanges > 0 and self.flags & F_REPLAYABLE:
-            # a pooled connection the upstream had closed: replay the request elsewhere
-            self.uout = list(self.replay)
-            self.uout_bytes = self.replay_bytes
-            self.state = ClientState.UPSTREAM
-            self.attempt_failed("keepalive_closed")
+        x = self.x
+        why = conn.lost_reason or "upstream_closed"
+        if not x.flags & X_UP_READ:
+            # not one response byte: a send- or head-phase failure (contract 6). A reused
+            # connection closing here is the keep-alive race (it passed the pool check before
+            # the upstream's close arrived), not a sign of a sick upstream.
+            outcome = _NEUTRAL if conn.exchanges > 0 else _FAIL
+            self.fresh_retry = conn.exchanges > 0  # the retry must not lose the same race
+            phase = x.failure_phase(True, not self.uout)
+            self.attempt_failed(phase, why, outcome, 502)
             return
+        x.flags |= X_UP_DIRTY
         if self.resp is not None and self.resp.body == http1.BODY_CLOSE:
             # close-delimited body: the close is its end
-            if self.out_mode == OUT_CHUNKED:
+            if x.out_mode == OUT_CHUNKED:
                 self.client_write(b"0\r\n\r\n")
-            self.flags |= F_UP_DIRTY
             self.response_done()
             return
-        self.flags |= F_UP_DIRTY
+        if not x.flags & X_HEAD_OK:
+            self._attempt_end(_FAIL, why)  # closed in the middle of the head
         self.client_error(502)
 
     def upstream_on_write_paused(self) -> None:
@@ -745,10 +841,10 @@ class ClientConn(asyncio.Protocol):
                     return
                 pos = end
                 self.resp_scan = HeadScanner()
-                resp = rparser.finish_head(bool(self.flags & F_HEAD_METHOD))
+                resp = rparser.finish_head(bool(self.x.flags & X_HEAD_METHOD))
                 if resp.status < 200 and resp.status != 101:
                     # 1xx: forwarded to HTTP/1.1 clients, dropped for HTTP/1.0
-                    if not self.flags & F_HTTP10:
+                    if self.x.forward_interim():
                         self.client_write(http1.build_response_head(resp, b"", b"", True))
                     rparser.reset_head()
                     continue
@@ -756,24 +852,24 @@ class ClientConn(asyncio.Protocol):
                 if self.state != ClientState.FORWARD:
                     return
                 if resp.status == 101:
-                    self.flags |= F_RESP_DONE
+                    self.x.flags |= X_RESP_DONE
                     self.enter_tunnel(data[pos:])
                     return
-                if self.out_mode == OUT_NONE or self.out_remaining == 0:
+                if self.x.out_mode == OUT_NONE or self.x.out_remaining == 0:
                     if pos < n:
-                        self.flags |= F_UP_DIRTY  # bytes after a complete response
+                        self.x.flags |= X_UP_DIRTY  # bytes after a complete response
                     self.response_done()
                     return
                 continue
             resp = self.resp
             if resp.body == BODY_LENGTH:
-                take = min(self.out_remaining, n - pos)
+                take = min(self.x.out_remaining, n - pos)
                 self.client_write(data if pos == 0 and take == n else data[pos : pos + take])
-                self.out_remaining -= take
+                self.x.out_remaining -= take
                 pos += take
-                if self.out_remaining == 0:
+                if self.x.out_remaining == 0:
                     if pos < n:
-                        self.flags |= F_UP_DIRTY
+                        self.x.flags |= X_UP_DIRTY
                     self.response_done()
                 return
             if resp.body == BODY_CHUNKED:
@@ -792,12 +888,12 @@ class ClientConn(asyncio.Protocol):
                 if not rparser.complete:
                     raise HttpError(502, "chunk framing")
                 if end < n:
-                    self.flags |= F_UP_DIRTY
+                    self.x.flags |= X_UP_DIRTY
                 self.response_done()
                 return
             # close-delimited
             chunk = data if pos == 0 else data[pos:]
-            if self.out_mode == OUT_CHUNKED:
+            if self.x.out_mode == OUT_CHUNKED:
                 self.client_write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             else:
                 self.client_write(chunk)
@@ -806,95 +902,58 @@ class ClientConn(asyncio.Protocol):
     def on_response_head(self, resp: Response) -> None:
         """A final response head: framing towards the client, then the head
         (client_on_response_head)."""
-        if resp.status == 101:
-            if not self.flags & F_UPGRADE:
-                raise HttpError(502, "101 without an upgrade request")
-            connection = b"Connection: upgrade\r\n"
-            if resp.upgrade is not None:
-                connection += b"Upgrade: " + resp.upgrade + CRLF
-            self.resp = resp
-            self._response_head_out(resp, http1.build_response_head(resp, b"", connection, True))
-            return
-        http10 = bool(self.flags & F_HTTP10)
-        body = resp.body
-        framing = b""
-        keep_cl = False
-        if body == BODY_NONE:
-            self.out_mode = OUT_NONE
-            keep_cl = True
-        elif body == BODY_LENGTH:
-            self.out_mode = OUT_IDENTITY
-            self.out_remaining = resp.content_length
-            keep_cl = True
-        elif http10:  # chunked or close-delimited to an HTTP/1.0 client: close-delimited
-            self.out_mode = OUT_IDENTITY
-            self.flags |= F_CLOSE_AFTER
-        else:
-            self.out_mode = OUT_CHUNKED
-            framing = b"Transfer-Encoding: chunked\r\n"
-        if body == BODY_CHUNKED:
+        x = self.x
+        framing, connection, keep_cl = x.response_framing(
+            resp, self.w.draining, bool(self.flags & F_EOF)
+        )
+        x.flags |= X_HEAD_OK  # the upstream answered: a health success
+        if resp.body == BODY_CHUNKED:
             self.out_scan = ChunkScanner(502)
-        if (
-            not self.flags & F_KEEPALIVE
-            or self.rt.draining
-            or not self.flags & F_REQ_DONE
-            or self.flags & F_EOF
-        ):
-            self.flags |= F_CLOSE_AFTER
-        if self.flags & F_CLOSE_AFTER:
-            connection = b"Connection: close\r\n"
-        elif http10:
-            connection = b"Connection: keep-alive\r\n"
-        else:
-            connection = b""
-        if not resp.keep_alive:
-            self.flags |= F_UP_DIRTY
         self.resp = resp
         self._response_head_out(resp, http1.build_response_head(resp, framing, connection, keep_cl))
 
     def _response_head_out(self, resp: Response, head: bytes) -> None:
-        self.flags |= F_RESP_STARTED
+        x = self.x
+        x.flags |= X_RESP_STARTED
         if self.pumping:
             self.cout_mark = len(self.cout)
         else:
-            self.flags |= F_RESP_SENT
-        self.flags &= ~F_REPLAYABLE  # the upstream answered: no replay
+            x.flags |= X_RESP_SENT
+        x.flags &= ~X_REPLAYABLE  # the upstream answered: no replay
         self.replay = []
-        self.status = resp.status
+        x.status = resp.status
         self.client_write(head)
 
     def enter_tunnel(self, rest: bytes) -> None:
         self.state = ClientState.TUNNEL
         self.idle_since = self.loop.time()
-        self.flags |= F_CLOSE_AFTER | F_UP_DIRTY
+        self.x.flags |= X_CLOSE_AFTER | X_UP_DIRTY
         if rest:
             self.client_write(rest)
         # client bytes after the upgrade request are already tunnel data
         if self.stash and self.conn is not None:
             data = b"".join(self.stash)
             self.stash = []
-            self.bytes_in += len(data)
+            self.x.bytes_in += len(data)
             self.conn.write(data)
         self.flags &= ~F_RD_STASH
         self._resume_reading()
 
     def response_done(self) -> None:
         """The upstream answered in full: release or close its connection."""
-        self.flags |= F_RESP_DONE
+        x = self.x
+        x.flags |= X_RESP_DONE
+        self._peer_done()
         conn = self.conn
         self.conn = None
         if conn is not None and self.up is not None:
-            reusable = (
-                not self.flags & (F_UP_DIRTY | F_UP_EOF)
-                and bool(self.flags & F_REQ_DONE)
-                and not self.uout
-            )
+            reusable = x.upstream_reusable(bool(self.uout))
             if self.flags & F_UR_PAUSED:
                 self.flags &= ~F_UR_PAUSED
                 conn.resume_reading()
             self.up.release(conn, reusable)
-        if not self.flags & F_REQ_DONE:
-            self.flags |= F_CLOSE_AFTER
+        if not x.flags & X_REQ_DONE:
+            x.flags |= X_CLOSE_AFTER
         self.finish_request()
 
     # ------------------------------------------------------------------ end of a request
@@ -902,15 +961,14 @@ class ClientConn(asyncio.Protocol):
     def finish_request(self) -> None:
         """The response is out: log, then keep-alive or close."""
         self.log_request()
-        close = bool(self.flags & (F_CLOSE_AFTER | F_EOF)) or self.rt.draining
+        close = bool(self.x.flags & X_CLOSE_AFTER) or bool(self.flags & F_EOF) or self.w.draining
         self._drop_upstream()
-        keep = self.flags & _CONN_FLAGS
+        self.flags &= ~_UP_IO_FLAGS  # the upstream connection is gone
         spare = self.parser
         self._request_reset()
         self.spare = spare
-        self.flags = keep
         if close:
-            self.flags |= F_CLOSE_AFTER | F_LOGGED
+            self.x.flags |= X_CLOSE_AFTER | X_LOGGED
             self.begin_drain()
             return
         self.idle_since = self.loop.time()
@@ -918,7 +976,10 @@ class ClientConn(asyncio.Protocol):
         self._drain_stash()
 
     def _drain_stash(self) -> None:
-        """Parse bytes held back while the previous step was in flight."""
+        """Parse bytes held back while the previous step was in flight. Inside process()
+        (an exchange answered at once) its loop does it."""
+        if self.processing:
+            return
         if self.stash and not self._must_wait():
             data = self.stash[0] if len(self.stash) == 1 else b"".join(self.stash)
             self.stash = []
@@ -938,6 +999,7 @@ class ClientConn(asyncio.Protocol):
             t.resume_reading()
 
     def _drop_upstream(self) -> None:
+        self._peer_done()
         if self.up is not None and self.flags & F_QUEUED:
             self.up.cancel_wait(self)
             self.flags &= ~F_QUEUED
@@ -950,46 +1012,41 @@ class ClientConn(asyncio.Protocol):
 
     def client_error(self, code: int) -> None:
         """Answer with the proxy's own error, or close if response bytes reached the client."""
-        if self.flags & F_RESP_SENT:
+        x = self.x
+        if x.flags & X_RESP_SENT:
             self.close()  # a truncated response is never completed with an error
             return
-        if self.flags & F_RESP_STARTED and self.cout_mark >= 0:
-            self.bytes_out -= sum(len(b) for b in self.cout[self.cout_mark :])
+        if x.flags & X_RESP_STARTED and self.cout_mark >= 0:
+            x.bytes_out -= sum(len(b) for b in self.cout[self.cout_mark :])
             del self.cout[self.cout_mark :]  # the head never left: replace it
             self.cout_mark = -1
-            self.flags &= ~(F_RESP_STARTED | F_RESP_DONE)
+            x.flags &= ~(X_RESP_STARTED | X_RESP_DONE)
         self._drop_upstream()
-        if not self.request_id:
-            self.request_id = new_request_id()
-        if not self.flags & F_IN_REQUEST:
-            self.flags |= F_IN_REQUEST
-            self.start_wall = time.time()
-            self.start_mono = self.loop.time()
-        close = (
-            code not in (502, 503, 504)
-            or not self.flags & F_REQ_DONE
-            or not self.flags & F_KEEPALIVE
-            or bool(self.flags & (F_CLOSE_AFTER | F_EOF))
-            or self.rt.draining
-        )
-        self.client_write(http1.error_response(code, self.request_id, close))
-        self.status = code
-        self.flags |= F_RESP_STARTED | F_RESP_DONE
-        self.flags &= ~F_EXPECT
+        if not x.request_id:
+            x.request_id = new_request_id()
+        if not x.flags & X_IN_REQUEST:
+            x.flags |= X_IN_REQUEST
+            x.start_wall = time.time()
+            x.start_mono = self.loop.time()
+        close = x.error_closes(code, self.w.draining, bool(self.flags & F_EOF))
+        self.client_write(http1.error_response(code, x.request_id, close))
+        x.status = code
+        x.flags |= X_RESP_STARTED | X_RESP_DONE
+        x.flags &= ~X_EXPECT
         if close:
-            self.flags |= F_CLOSE_AFTER
+            x.flags |= X_CLOSE_AFTER
         self.finish_request()
 
     # ------------------------------------------------------------------ writing and closing
 
     def client_write(self, data: bytes) -> None:
         if self.pumping:
-            self.bytes_out += len(data)
+            self.x.bytes_out += len(data)
             self.cout.append(data)
             return
         t = self.transport
         if t is not None and not t.is_closing():
-            self.bytes_out += len(data)
+            self.x.bytes_out += len(data)
             t.write(data)
 
     def _flush_out(self) -> None:
@@ -999,8 +1056,8 @@ class ClientConn(asyncio.Protocol):
             return
         data = self.cout[0] if len(self.cout) == 1 else b"".join(self.cout)
         self.cout = []
-        if self.flags & F_RESP_STARTED:
-            self.flags |= F_RESP_SENT
+        if self.x.flags & X_RESP_STARTED:
+            self.x.flags |= X_RESP_SENT
         t = self.transport
         if t is not None and not t.is_closing():
             t.write(data)
@@ -1044,6 +1101,7 @@ class ClientConn(asyncio.Protocol):
                 self._flush_out()
         self.log_request()
         self._drop_upstream()
+        self._route_end()
         self.state = ClientState.CLOSED
         self.stash = []
         if self.timer is not None:
@@ -1058,21 +1116,27 @@ class ClientConn(asyncio.Protocol):
 
     # ------------------------------------------------------------------ shutdown
 
-    def on_shutdown(self) -> None:
+    # worker.WorkerConn --------------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Shutdown timeout: close now, dropping what is queued."""
+        self.close(abort=True)
+
+    def shutdown(self) -> None:
         """Worker is draining: idle clients close now, others after their response."""
         if self.state == ClientState.IDLE or (
-            self.state == ClientState.HEAD and not self.flags & F_IN_REQUEST
+            self.state == ClientState.HEAD and not self.x.flags & X_IN_REQUEST
         ):
             self.close()
             return
-        self.flags |= F_CLOSE_AFTER
+        self.x.flags |= X_CLOSE_AFTER
 
     # ------------------------------------------------------------------ timers
 
     def deadline(self) -> tuple[float, ClientTimeout]:
         """The deadline for the current state and which timeout it is (client_deadline).
         Absolute loop time; (0, NONE) when there is none. Hot: plain comparisons only."""
-        u = self.uset if self.uset is not None else self.rt.uset
+        u = self.uset if self.uset is not None else self.w.uset
         st = self.state
         if st == _ST_IDLE:
             return self.idle_since + u.idle_s, _TO_IDLE
@@ -1080,8 +1144,8 @@ class ClientConn(asyncio.Protocol):
             return self.head_start + u.header_s, _TO_HEADER
         flags = self.flags
         if st == _ST_FORWARD:
-            best, which = self.req_start + u.total_s, _TO_TOTAL
-            if self.conn is not None and not flags & F_RESP_DONE:
+            best, which = self.x.req_start + u.total_s, _TO_TOTAL
+            if self.conn is not None and not self.x.flags & X_RESP_DONE:
                 # a response is awaited or streaming; a pause caused by a slow client is
                 # covered by the write timeout, so client progress also counts
                 last = self.up_last if self.up_last > self.out_last else self.out_last
@@ -1098,8 +1162,8 @@ class ClientConn(asyncio.Protocol):
                     best, which = at, _TO_WRITE
             return best, which
         if st == _ST_UPSTREAM:
-            best, which = self.req_start + u.total_s, _TO_TOTAL
-            if flags & F_QUEUED:
+            best, which = self.x.req_start + u.total_s, _TO_TOTAL
+            if self.flags & F_QUEUED:
                 at, kind = self.up_start + u.queue_s, _TO_QUEUE
             elif self.conn is not None:
                 at, kind = self.up_start + u.connect_s, _TO_CONNECT
@@ -1162,36 +1226,42 @@ class ClientConn(asyncio.Protocol):
             self.flags &= ~F_QUEUED
             self.client_error(503)
         elif which == ClientTimeout.CONNECT:
-            conn = self.conn
-            self.conn = None
-            if conn is not None:
-                conn.up.close(conn)
-            self.attempt_failed("connect_timeout")
-        else:  # READ, TOTAL
+            self._connect_failed("connect_timeout")  # attempt_failed closes the conn
+        elif which == ClientTimeout.READ:
+            x = self.x
+            if self.conn is not None and not x.flags & X_UP_READ:
+                # not one response byte: a head-phase failure (send if still writing)
+                phase = x.failure_phase(True, self._request_sent())
+                self.attempt_failed(phase, "read_timeout", _FAIL, 504)
+            else:
+                if not x.flags & X_HEAD_OK:
+                    self._attempt_end(_FAIL, "read_timeout")  # stalled inside the head
+                self.client_error(504)
+        else:  # TOTAL
             self.client_error(504)
         self._refresh_if_open()
 
     # ------------------------------------------------------------------ logging
 
     def log_request(self) -> None:
-        if self.flags & F_LOGGED:
+        if self.x.flags & X_LOGGED:
             return
-        if not self.method and self.status == 0:
+        if not self.x.method and self.x.status == 0:
             return  # no request head and nothing sent: not a request
-        self.flags |= F_LOGGED
-        log = self.rt.log
+        self.x.flags |= X_LOGGED
+        log = self.w.log
         if not log.access_enabled:
             return
         log.access(
-            self.start_wall,
+            self.x.start_wall,
             self.ip,
-            text(self.method),
-            text(self.path),
-            self.status,
+            text(self.x.method),
+            text(self.x.path),
+            self.x.status,
             self.up.name if self.up is not None else "",
-            self.attempts,
-            self.bytes_in,
-            self.bytes_out,
-            (self.loop.time() - self.start_mono) * 1000.0,
-            self.request_id.decode("latin-1"),
+            self.x.attempts,
+            self.x.bytes_in,
+            self.x.bytes_out,
+            (self.loop.time() - self.x.start_mono) * 1000.0,
+            self.x.request_id.decode("latin-1"),
         )

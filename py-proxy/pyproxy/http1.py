@@ -375,6 +375,7 @@ class Request:
         "host",
         "host_count",
         "http_minor",
+        "idempotency_key",
         "keep_alive",
         "method",
         "request_id",
@@ -402,6 +403,7 @@ class Request:
         self.xff: list[bytes] = []  # client X-Forwarded-For values in order
         self.via: list[bytes] = []  # client Via values in order
         self.request_id: bytes | None = None  # client X-Request-ID (first), if any
+        self.idempotency_key = False  # an Idempotency-Key field is present (retries, 6)
         self.keep_alive = True  # client wants the connection kept after this exchange
 
     @property
@@ -506,6 +508,8 @@ class RequestParser:
                     req.request_id = value
             elif lname == b"upgrade" and req.upgrade is None:
                 req.upgrade = value
+            elif lname == b"idempotency-key":
+                req.idempotency_key = True
 
     def on_headers_complete(self) -> None:
         self.head_done = True
@@ -609,6 +613,7 @@ _REQ_SPECIAL = frozenset(
         b"via",
         b"x-request-id",
         b"upgrade",
+        b"idempotency-key",
     }
 )
 

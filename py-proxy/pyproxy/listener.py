@@ -1,4 +1,4 @@
-"""listener: bind, accept, and the per-worker runtime. Twin: c-proxy/src/listener.c.
+"""listener: the listening sockets and accept. Twin: c-proxy/src/listener.c.
 
 Accept runs on a loop reader of our own listening socket (not loop.create_server) so that
 limits.max_client_connections can pause accepting: the reader is removed at the limit and
@@ -7,8 +7,9 @@ connections wait in the kernel backlog, they are not refused.
 
 Workers: the C twin runs N threads with one event loop each; Python runs N processes
 (main.py forks them), each with its own SO_REUSEPORT socket bound by the parent before the fork.
-A Runtime is one worker's state: its loop, the current config generation, the upstream pools,
-the log and the set of client connections.
+A Listener watches one socket on its worker's loop and hands every accepted socket to the
+protocol factory its creator injects (main passes ClientConn): the listener knows nothing
+about clients.
 """
 
 from __future__ import annotations
@@ -17,14 +18,12 @@ import asyncio
 import errno
 import os
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pyproxy.client import ClientConn
-from pyproxy.log import Log
-from pyproxy.upstream import UpstreamSet
-
 if TYPE_CHECKING:
-    from pyproxy.config import Config, ConfigAddr
+    from pyproxy.config import ConfigAddr
+    from pyproxy.worker import Worker
 
 ACCEPT_BATCH = 64  # accepts per readiness event, for fairness
 ACCEPT_POLL_S = 0.1  # while paused: how often the client count is re-checked
@@ -78,105 +77,37 @@ class ClientCounter:
         return self._local if self._shared is None else int(self._shared.value)
 
 
-class Runtime:
-    """One worker (struct worker): owns the current upstream set, the log, the listener and
-    every ClientConn."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        cfg: Config,
-        log: Log,
-        wid: int = 0,
-        counter: ClientCounter | None = None,
-    ) -> None:
-        self.loop = loop
-        self.id = wid  # worker number (logs)
-        self.log = log  # access + event log
-        self.clients: set[ClientConn] = set()  # open client connections
-        self.pending_accepts = 0  # accepted sockets whose connection_made has not run yet
-        self.counter = counter if counter is not None else ClientCounter()  # every worker's
-        self.draining = False  # shutdown in progress: no accept, no keep-alive
-        self.listener: Listener | None = None
-        self.uset = self._new_set(cfg)  # current upstream set
-
-    def _new_set(self, cfg: Config) -> UpstreamSet:
-        return UpstreamSet(self.loop, cfg)
-
-    def take_config(self, cfg: Config) -> None:
-        """Reload: new requests use `cfg`; in-flight ones finish on the set they started with.
-        The old set is retired (idle upstream connections close now, busy ones on release)."""
-        if self.draining:
-            return
-        old = self.uset
-        self.uset = self._new_set(cfg)
-        old.retire()
-
-    @property
-    def n_clients(self) -> int:
-        """Client connections counted against limits.max_client_connections."""
-        return self.counter.value
-
-    def client_accepted(self) -> None:
-        """A socket was accepted: it counts at once (its ClientConn comes a little later)."""
-        self.pending_accepts += 1
-        self.counter.add(1)
-
-    def client_accept_failed(self) -> None:
-        self.pending_accepts = max(0, self.pending_accepts - 1)
-        self.counter.add(-1)
-
-    def client_opened(self, c: ClientConn) -> None:
-        if self.pending_accepts > 0:
-            self.pending_accepts -= 1  # counted when accepted
-        else:
-            self.counter.add(1)
-        self.clients.add(c)
-
-    def client_closed(self, c: ClientConn) -> None:
-        if c in self.clients:
-            self.clients.discard(c)
-            self.counter.add(-1)
-        if self.listener is not None:
-            self.listener.maybe_resume()
-
-    def begin_drain(self) -> None:
-        """Stop accepting, close idle connections, let the others finish their exchange."""
-        if self.draining:
-            return
-        self.draining = True
-        if self.listener is not None:
-            self.listener.stop()
-        self.uset.retire()
-        for c in list(self.clients):
-            c.on_shutdown()
-
-    def abort_all(self) -> None:
-        """Shutdown timeout: close what is left."""
-        for c in list(self.clients):
-            c.close(abort=True)
-
-
 class Listener:
     """The accept watcher of one worker's listening socket."""
 
-    def __init__(self, rt: Runtime, sock: socket.socket) -> None:
-        self.rt = rt
+    def __init__(
+        self,
+        w: Worker,
+        sock: socket.socket,
+        factory: Callable[[], asyncio.Protocol],
+        counter: ClientCounter | None = None,
+    ) -> None:
+        self.w = w  # the loop it accepts on
         self.sock = sock  # owned: closed by stop()
         self.fd = sock.fileno()
+        self.factory = factory  # injected: builds the protocol of an accepted socket
+        self.counter = counter if counter is not None else ClientCounter()  # every worker's
         self.accepting = False  # the loop reader is installed (ev_io started)
         self.paused = False  # at max_client_connections (or out of descriptors)
         self.stopped = False  # stop() was called
         self.poll: asyncio.TimerHandle | None = None  # while paused: re-check the count
 
+    def _limit(self) -> int:
+        return self.w.cfg.limits.max_client_connections or (1 << 62)
+
     def start(self) -> None:
         if not self.accepting and not self.stopped:
-            self.rt.loop.add_reader(self.fd, self.on_accept)
+            self.w.loop.add_reader(self.fd, self.on_accept)
             self.accepting = True
 
     def _stop_accepting(self) -> None:
         if self.accepting:
-            self.rt.loop.remove_reader(self.fd)
+            self.w.loop.remove_reader(self.fd)
             self.accepting = False
 
     def stop(self) -> None:
@@ -190,10 +121,11 @@ class Listener:
             self.sock.close()
 
     def on_accept(self) -> None:
-        rt = self.rt
-        limit = rt.uset.cfg.limits.max_client_connections or (1 << 62)
+        loop = self.w.loop
+        counter = self.counter
+        limit = self._limit()
         for _ in range(ACCEPT_BATCH):
-            if rt.n_clients >= limit:
+            if counter.value >= limit:
                 self.pause()
                 return
             try:
@@ -209,16 +141,19 @@ class Listener:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-            rt.client_accepted()
-            task = rt.loop.create_task(
-                rt.loop.connect_accepted_socket(lambda: ClientConn(rt), conn)
-            )
+            counter.add(1)  # counts at once; conn_gone() takes it back
+            task = loop.create_task(loop.connect_accepted_socket(self.factory, conn))
             task.add_done_callback(self._on_accepted)
 
     def _on_accepted(self, task: asyncio.Task[object]) -> None:
         if task.cancelled() or task.exception() is not None:
-            self.rt.client_accept_failed()
-            self.maybe_resume()
+            self.conn_gone()
+
+    def conn_gone(self) -> None:
+        """A client left (or an accepted socket never became one): the count goes down and
+        accept may resume (listener_conn_gone)."""
+        self.counter.add(-1)
+        self.maybe_resume()
 
     def pause(self) -> None:
         if self.paused or self.stopped:
@@ -226,10 +161,10 @@ class Listener:
         self.paused = True
         self._stop_accepting()
         self._arm_poll()
-        self.rt.log.event("warn", "accept_paused", worker=self.rt.id, clients=self.rt.n_clients)
+        self.w.log.event("warn", "accept_paused", worker=self.w.id, clients=self.counter.value)
 
     def _arm_poll(self) -> None:
-        loop = self.rt.loop
+        loop = self.w.loop
         self.poll = loop.call_at(loop.time() + ACCEPT_POLL_S, self._on_poll)
 
     def _on_poll(self) -> None:
@@ -239,12 +174,11 @@ class Listener:
             self._arm_poll()
 
     def maybe_resume(self) -> None:
-        limit = self.rt.uset.cfg.limits.max_client_connections or (1 << 62)
-        if not self.paused or self.stopped or self.rt.n_clients >= limit:
+        if not self.paused or self.stopped or self.counter.value >= self._limit():
             return
         self.paused = False
         if self.poll is not None:
             self.poll.cancel()
             self.poll = None
         self.start()
-        self.rt.log.event("info", "accept_resumed", worker=self.rt.id, clients=self.rt.n_clients)
+        self.w.log.event("info", "accept_resumed", worker=self.w.id, clients=self.counter.value)

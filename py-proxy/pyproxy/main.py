@@ -23,11 +23,14 @@ import time
 
 import httptools
 
+from pyproxy.client import ClientConn
 from pyproxy.config import Config, ConfigError, config_load
-from pyproxy.health import health_registry_init
-from pyproxy.listener import BindError, ClientCounter, Listener, Runtime, listener_bind
+from pyproxy.health import health_registry_init, health_set_log
+from pyproxy.listener import BindError, ClientCounter, Listener, listener_bind
 from pyproxy.log import Log, log_open, stderr_line
+from pyproxy.upstream import UpstreamSet
 from pyproxy.util import VERSION, reseed
+from pyproxy.worker import Worker
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -88,9 +91,11 @@ def load_for_reload(path: str, old: Config, log: Log, quiet: bool) -> Config | N
     return new
 
 
-class Worker:
-    """One event loop serving one listening socket (worker_run). In a forked worker
-    (`quiet`), the parent logs start/stop/shutdown/reload once for the whole process tree."""
+class WorkerProcess:
+    """One event loop serving one listening socket (worker_run): builds the Worker, its
+    Listener (with ClientConn as the protocol factory) and its first upstream set, and is the
+    Worker's hooks. In a forked worker (`quiet`), the parent logs start/stop/shutdown/reload
+    once for the whole process tree."""
 
     def __init__(
         self,
@@ -106,12 +111,31 @@ class Worker:
         self.loop = new_loop(loop_kind)
         asyncio.set_event_loop(self.loop)
         self.log = log_open(cfg.log, self.loop)
+        health_set_log(self.log)  # upstream_down / upstream_up
         self.log.atomic_lines = cfg.workers > 1
         self.quiet = quiet
-        self.rt = Runtime(self.loop, cfg, self.log, wid, counter)
-        self.listener = Listener(self.rt, sock)
-        self.rt.listener = self.listener
+        self.w = Worker(self.loop, self.log, wid, self)
+        w = self.w
+        self.on_config(w, cfg)
+        self.listener = Listener(w, sock, lambda: ClientConn(w), counter)
         self.stopping = False
+
+    # WorkerHooks --------------------------------------------------------------------------------
+
+    def on_config(self, w: Worker, cfg: Config) -> None:
+        uset = UpstreamSet(w.loop, cfg)
+        if w.id == 0 and not w.draining:
+            uset.start_checks()  # active checks run in one worker only: verdicts are shared
+        w.install_set(uset)
+
+    def on_drain(self, w: Worker) -> None:
+        self.listener.stop()
+        w.uset.retire()
+
+    def on_conn_gone(self, w: Worker) -> None:
+        self.listener.conn_gone()
+
+    # signals ------------------------------------------------------------------------------------
 
     def run(self) -> int:
         loop = self.loop
@@ -162,9 +186,10 @@ class Worker:
         log.atomic_lines = new.workers > 1
         self.log.close()
         self.log = log
-        self.rt.log = log
+        self.w.log = log
+        health_set_log(log)
         self.cfg = new
-        self.rt.take_config(new)
+        self.w.take_config(new)
         if not self.quiet:
             log.event("info", "reload", path=self.path, upstreams=len(new.upstreams))
 
@@ -174,19 +199,19 @@ class Worker:
         self.stopping = True
         if not self.quiet:
             self.log.event("info", "shutdown", signal=signame)
-        self.rt.begin_drain()
-        grace = self.rt.uset.cfg.timeouts.shutdown_ms / 1000.0
+        self.w.begin_drain()
+        grace = self.w.cfg.timeouts.shutdown_ms / 1000.0
         self.loop.call_at(self.loop.time() + grace, self._on_drain_timeout)
         self._check_drained()
 
     def _check_drained(self) -> None:
-        if not self.rt.clients:
+        if not self.w.conns:
             self.loop.stop()
             return
         self.loop.call_at(self.loop.time() + 0.02, self._check_drained)
 
     def _on_drain_timeout(self) -> None:
-        self.rt.abort_all()
+        self.w.abort_all()
         self.loop.call_soon(self.loop.stop)
 
 
@@ -208,7 +233,7 @@ def supervise(cfg: Config, socks: list[socket.socket], loop_kind: str) -> int:
                     s.close()
             code = 1
             try:
-                code = Worker(cfg, socks[i], loop_kind, True, i, counter).run()
+                code = WorkerProcess(cfg, socks[i], loop_kind, True, i, counter).run()
             finally:
                 os._exit(code)
         children[pid] = i
@@ -298,7 +323,7 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     if n == 1:
         try:
-            worker = Worker(cfg, socks[0], args.loop, quiet=False)
+            worker = WorkerProcess(cfg, socks[0], args.loop, quiet=False)
         except OSError as e:
             socks[0].close()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)

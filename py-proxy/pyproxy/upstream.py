@@ -12,7 +12,7 @@ Upstream connection states (UpstreamConn.state):
                    v                        v (reusable)        |
                 CLOSED <---- not reusable --+----> IDLE --------+
                    ^                                 | readable (EOF/junk), idle timeout,
-                   +---------------------------------+ retired set
+                   +---------------------------------+ retired set, found stale by acquire
 
 A connection counts against limits.upstream_max_connections in every state but CLOSED. When
 none is idle and the limit is reached, the client waits in the upstream's FIFO queue; a freed
@@ -31,6 +31,14 @@ import socket
 from collections import deque
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol, cast
+
+from pyproxy.balancer import Peer, balancer_new
+from pyproxy.health import (
+    HealthChecker,
+    health_checker_start,
+    health_checker_stop,
+    health_state_get,
+)
 
 if TYPE_CHECKING:
     from pyproxy.config import Config
@@ -65,6 +73,25 @@ class AcquireResult(IntEnum):
     QUEUED = 2  # the owner waits in the queue; owner.upstream_on_slot(conn) later
 
 
+def socket_peer_closed(sock: socket.socket) -> bool:
+    """True when a connected socket has EOF, an error or unread bytes pending (one
+    non-blocking recv(MSG_PEEK)). `sock` may be the loop's transport socket wrapper: the
+    descriptor is borrowed through a socket object detached again at once."""
+    fd = sock.fileno()
+    if fd < 0:
+        return True
+    s = socket.socket(sock.family, sock.type, sock.proto, fileno=fd)
+    try:
+        s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False  # nothing to read: the connection is open and quiet
+    except OSError:
+        return True  # reset
+    finally:
+        s.detach()
+    return True  # EOF (b""), or bytes nobody asked for: not reusable either
+
+
 class UpstreamConn(asyncio.Protocol):
     """One upstream TCP connection. Owned by its Upstream; borrowed by one client while BUSY."""
 
@@ -76,6 +103,7 @@ class UpstreamConn(asyncio.Protocol):
         self.task: asyncio.Task[object] | None = None  # the create_connection task
         self.idle_since = 0.0  # IDLE: when it entered the pool (expiry: Upstream.idle_timer)
         self.exchanges = 0  # completed exchanges (> 0: a reused connection)
+        self.lost_reason = ""  # "upstream_reset" when the connection was lost on an error
 
     # asyncio.Protocol ------------------------------------------------------------------------
 
@@ -107,6 +135,8 @@ class UpstreamConn(asyncio.Protocol):
         return False  # close the transport; connection_lost reports it
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.lost_reason = "upstream_reset"
         owner = self.owner if self.state == UpstreamConnState.BUSY else None
         if self.state != UpstreamConnState.CLOSED:
             self.up.close(self)
@@ -120,6 +150,18 @@ class UpstreamConn(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.owner is not None:
             self.owner.upstream_on_write_resumed()
+
+    def stale(self) -> bool:
+        """IDLE: did the upstream close this connection (or send bytes nobody asked for)?
+        The loop may not have reported it yet, so the socket itself is asked with a
+        non-blocking MSG_PEEK (as the C twin's upstream_acquire)."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return True  # EOF or an error already seen
+        sock = t.get_extra_info("socket")
+        if sock is None:
+            return False
+        return socket_peer_closed(sock)
 
     # for the owner -----------------------------------------------------------------------------
 
@@ -175,10 +217,23 @@ class Upstream:
         self.requests = 0  # attempts started (metrics)
         self.fails = 0  # failed attempts (health, metrics)
 
-    def acquire(self, owner: UpstreamOwner) -> tuple[AcquireResult, UpstreamConn | None]:
-        """A connection for `owner` (see AcquireResult)."""
-        if self.idle:
+    def acquire(
+        self, owner: UpstreamOwner, fresh: bool = False
+    ) -> tuple[AcquireResult, UpstreamConn | None]:
+        """A connection for `owner` (see AcquireResult). A pooled connection the upstream
+        has closed meanwhile is closed and replaced here (contract 6: not an attempt).
+        `fresh`: not from the pool (a retry after a pooled connection died under its request:
+        the others in the pool are as old); at the connection limit the oldest idle one
+        makes room."""
+        if fresh:
+            limit = self.set.cfg.limits.upstream_max_connections
+            if limit and self.idle and self.n_open + len(self.idle) >= limit:
+                self.close(self.idle[0])
+        while self.idle and not fresh:
             conn = self.idle.pop()
+            if conn.stale():
+                self.close(conn)
+                continue
             conn.state = UpstreamConnState.BUSY
             conn.owner = owner
             self.n_open += 1
@@ -284,17 +339,21 @@ class Upstream:
 
 
 class UpstreamSet:
-    """The upstreams of one config generation, and its balancer. Owned by the worker runtime
+    """The upstreams of one config generation, and its balancer. Owned by the worker
     (current set) and borrowed by every exchange routed with it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, cfg: Config) -> None:
-        from pyproxy.balancer import Peer, balancer_new
-
         self.loop = loop
         self.cfg = cfg  # immutable
         self.ups = [Upstream(self, i) for i in range(len(cfg.upstreams))]
-        peers = [Peer(u.weight or 1, name=u.name) for u in cfg.upstreams]  # name: ring identity
+        peers = []
+        for u in cfg.upstreams:
+            # the shared verdict for this name (every worker, every config generation)
+            health = health_state_get(u.name, u.addr.text)
+            health.configure(cfg)
+            peers.append(Peer(u.weight or 1, health=health, name=u.name))  # name: ring identity
         self.balancer = balancer_new(cfg.balancer, peers)
+        self.checker: HealthChecker | None = None  # active checks (worker 0's current set)
         self.retired = False  # replaced by a reload (or shutting down): no pooling
         t = cfg.timeouts  # in seconds, for client.deadline() (hot)
         self.idle_s = t.idle_ms / 1000.0
@@ -305,12 +364,57 @@ class UpstreamSet:
         self.queue_s = t.queue_ms / 1000.0
         self.connect_s = t.connect_ms / 1000.0
 
+    def start_checks(self) -> None:
+        """Run the active health checks of this set's config on its loop (health.check; one
+        worker only: the verdicts are shared). retire() stops them."""
+        if self.checker is None and not self.retired:
+            states = [p.health for p in self.balancer.peers if p.health is not None]
+            self.checker = health_checker_start(self.loop, self.cfg, states)
+
     def retire(self) -> None:
-        """Close idle conns now; busy ones close when released."""
+        """Close idle conns now; busy ones close when released. Active checks stop."""
         self.retired = True
+        health_checker_stop(self.checker)
+        self.checker = None
         for u in self.ups:
             while u.idle:
                 u.close(u.idle[-1])
             if u.idle_timer is not None:
                 u.idle_timer.cancel()
                 u.idle_timer = None
+
+    # queries (GET /upstreams, contract 8) and the operator's drain ----------------------------
+
+    def info(self) -> list[dict[str, object]]:
+        """Every upstream as GET /upstreams shows it (upstream_info): requests, fails, active
+        and idle are this worker's and this config generation's; state, healthy and
+        last_error are the shared health verdict (every worker)."""
+        out: list[dict[str, object]] = []
+        for u, p in zip(self.ups, self.balancer.peers, strict=True):
+            h = p.health
+            c = self.cfg.upstreams[u.index]
+            out.append(
+                {
+                    "name": u.name,
+                    "address": c.addr.text,
+                    "weight": p.weight,
+                    "state": "drain" if h is not None and h.is_drained() else "active",
+                    "healthy": h is None or h.is_healthy(),
+                    "active": p.active,
+                    "idle": len(u.idle),
+                    "requests": u.requests,
+                    "fails": u.fails,
+                    "last_error": h.last_error() if h is not None else "",
+                }
+            )
+        return out
+
+    def set_drain(self, name: str, drain: bool) -> bool:
+        """Operator drain (admin PATCH /upstreams/{name}, later): the upstream gets no new
+        attempts, in-flight ones finish; shared by every worker and kept across reloads.
+        False for an unknown name."""
+        for u, p in zip(self.ups, self.balancer.peers, strict=True):
+            if u.name == name and p.health is not None:
+                p.health.set_drain(drain)
+                return True
+        return False

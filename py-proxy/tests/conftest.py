@@ -17,3 +17,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             "timeout"
         ):
             item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT_S))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_health_registry() -> None:
+    """Health verdicts are process-wide by upstream name: every test starts with none."""
+    from pyproxy.health import health_registry_free
+
+    health_registry_free()

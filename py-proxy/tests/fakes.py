@@ -1,4 +1,4 @@
-"""Test doubles: a fake event loop with a manual clock, fake transports, a runtime on them.
+"""Test doubles: a fake event loop with a manual clock, fake transports, a worker on them.
 
 FakeLoop implements just what the proxy calls (time, call_at, call_soon, create_task,
 create_connection); timers fire only when a test calls advance(). Nothing sleeps.
@@ -13,8 +13,10 @@ from typing import Any
 
 from pyproxy.client import ClientConn
 from pyproxy.config import Config, config_load_string
-from pyproxy.listener import Runtime
+from pyproxy.health import health_set_log
 from pyproxy.log import Log
+from pyproxy.upstream import UpstreamSet
+from pyproxy.worker import Worker
 
 BASE_CONFIG = """\
 listen: 127.0.0.1:8080
@@ -87,9 +89,11 @@ class PendingConnect:
         raise NotImplementedError
         yield
 
-    def succeed(self) -> FakeTransport:
+    def succeed(self, sock: Any = None) -> FakeTransport:
+        """Connected; `sock` (e.g. one end of a socketpair) is what the transport reports as
+        its socket."""
         proto = self.factory()
-        t = FakeTransport(self.loop, proto, peer=(self.host, self.port))
+        t = FakeTransport(self.loop, proto, peer=(self.host, self.port), sock=sock)
         proto.connection_made(t)
         assert self.task is not None
         self.task._finish()
@@ -158,10 +162,13 @@ class FakeLoop:
 
 
 class FakeTransport:
-    def __init__(self, loop: FakeLoop, protocol: Any, peer: tuple[str, int]) -> None:
+    def __init__(
+        self, loop: FakeLoop, protocol: Any, peer: tuple[str, int], sock: Any = None
+    ) -> None:
         self.loop = loop
         self.protocol = protocol
         self.peer = peer
+        self.sock = sock  # get_extra_info("socket"), None: the fake has none
         self.written = bytearray()
         self.reading = True
         self.closing = False
@@ -172,6 +179,8 @@ class FakeTransport:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peername":
             return self.peer
+        if name == "socket" and self.sock is not None:
+            return self.sock
         return default
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
@@ -261,16 +270,18 @@ class CaptureLog(Log):
 
 
 class Harness:
-    """A runtime on a FakeLoop, plus helpers to open clients and answer upstream connects."""
+    """A worker on a FakeLoop, plus helpers to open clients and answer upstream connects."""
 
     def __init__(self, cfg: Config | None = None) -> None:
         self.loop = FakeLoop()
         self.log = CaptureLog()
         self.cfg = cfg if cfg is not None else make_config()
-        self.rt = Runtime(self.loop, self.cfg, self.log)  # type: ignore[arg-type]
+        health_set_log(self.log)  # upstream_down / upstream_up land in self.log.events
+        self.w = Worker(self.loop, self.log)  # type: ignore[arg-type]
+        self.w.install_set(UpstreamSet(self.loop, self.cfg))  # type: ignore[arg-type]
 
     def client(self, port: int = 40000) -> tuple[ClientConn, FakeTransport]:
-        c = ClientConn(self.rt)
+        c = ClientConn(self.w)
         t = FakeTransport(self.loop, c, peer=("127.0.0.1", port))
         c.connection_made(t)  # type: ignore[arg-type]
         return c, t

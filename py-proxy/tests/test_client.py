@@ -10,12 +10,13 @@ from fakes import FakeTransport, Harness, make_config
 from pyproxy.client import (
     F_CW_PAUSED,
     F_QUEUED,
-    F_RESP_DONE,
     F_UW_PAUSED,
     LINGER_SECONDS,
     ClientState,
     ClientTimeout,
 )
+from pyproxy.exchange import X_RESP_DONE
+from pyproxy.upstream import UpstreamSet
 
 GET = b"GET /x HTTP/1.1\r\nHost: example\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -123,7 +124,7 @@ def test_connect_failure_moves_to_next_upstream_then_502() -> None:
     assert h.log.lines[-1]["attempts"] == 2
     # one retry event: the second failure leaves no attempt to announce
     assert h.log.events == [
-        ("retry", {"upstream": "u1", "reason": "connect_refused", "attempt": 2})
+        ("retry", {"upstream": "u1", "reason": "connect_refused", "phase": "connect", "attempt": 2})
     ]
 
 
@@ -137,6 +138,7 @@ def test_connect_timeout_counts_as_failed_connect() -> None:
 
 
 def test_read_timeout_before_response_is_504() -> None:
+    # a GET is retried on the next upstream (head phase); no upstream left: 504
     h = Harness(make_config("timeouts:\n  read: 2s\n"))
     c, t = h.client()
     c.data_received(GET)
@@ -144,7 +146,20 @@ def test_read_timeout_before_response_is_504() -> None:
     h.loop.advance(1.9)
     assert t.written == b""
     h.loop.advance(0.2)
+    assert t.written == b"" and len(h.loop.connects) == 1
+    assert h.log.events[-1] == (
+        "retry",
+        {"upstream": "u1", "reason": "read_timeout", "phase": "head", "attempt": 2},
+    )
+    h.connect()
+    h.loop.advance(2.1)
     assert t.take().startswith(b"HTTP/1.1 504 Gateway Timeout\r\n")
+    assert h.log.lines[-1]["attempts"] == 2 and h.log.lines[-1]["upstream"] == "u2"
+    # a POST is not retried after it was sent: 504 at once
+    c.data_received(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+    h.connect()
+    h.loop.advance(2.1)
+    assert t.take().startswith(b"HTTP/1.1 504 ") and not h.loop.connects
 
 
 def test_read_timeout_after_response_head_closes() -> None:
@@ -457,7 +472,7 @@ def test_shutdown_closes_idle_and_finishes_busy() -> None:
     _c2, t2 = h.client(40001)
     c1.data_received(GET)
     up, _ = h.connect()
-    h.rt.begin_drain()
+    h.w.begin_drain()
     assert t2.closing and not t1.closing
     up.data_received(OK)
     assert b"Connection: close\r\n" in t1.take()
@@ -478,11 +493,17 @@ def test_reused_connection_closed_by_upstream_is_retried() -> None:
     c.data_received(GET)  # u1 again: the pooled connection
     assert not h.loop.connects
     ut.take()
+    ut2.take()
     ut.peer_close()  # it was closed by the upstream before any response byte
-    assert b"GET /x" in ut2.take()  # retried on u2's pooled connection
-    up2.data_received(OK)
+    # retried on u2, on a new connection: its pooled one is as old as the one that died
+    assert not ut2.take() and len(h.w.uset.ups[1].idle) == 1
+    up3, ut3 = h.connect()
+    assert b"GET /x" in ut3.take()
+    up3.data_received(OK)
     assert t.take().endswith(b"ok")
     assert h.log.lines[-1]["attempts"] == 2
+    c.data_received(GET)  # and the next request uses the pool again
+    assert not h.loop.connects
 
 
 def test_error_closes_with_a_lingering_close() -> None:
@@ -530,30 +551,32 @@ def test_small_body_is_read_before_the_connect_and_502_keeps_alive() -> None:
     assert c.state == ClientState.IDLE
 
 
-def test_reused_connection_closed_replays_a_small_body() -> None:
-    h = Harness(
-        make_config(
-            upstreams="upstreams:\n  - address: 127.0.0.1:9001\n  - address: 127.0.0.1:9002\n"
-        )
-    )
+def test_reset_after_a_post_was_sent_is_502_unless_it_has_an_idempotency_key() -> None:
+    # contract 6: a POST whose bytes were written is not replayed (send/head phase)...
+    h = Harness()
     c, t = h.client()
-    c.data_received(GET)
-    up1, ut1 = h.connect()
-    up1.data_received(OK)
-    c.data_received(GET)
-    up2, ut2 = h.connect()
-    up2.data_received(OK)
-    t.take()
-    ut1.take()
-    ut2.take()
     c.data_received(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
-    assert ut1.take().endswith(b"\r\n\r\nabc")  # on the pooled u1 connection
+    _up1, ut1 = h.connect()
+    assert ut1.take().endswith(b"\r\n\r\nabc")
     ut1.peer_close()
-    assert ut2.take().endswith(b"\r\n\r\nabc")  # replayed on u2's pooled connection
+    assert t.take().startswith(b"HTTP/1.1 502 ") and not h.loop.connects
+    assert h.log.lines[-1]["attempts"] == 1 and not h.log.events
+    # ...unless it carries an Idempotency-Key: then it is replayed whole on the next upstream
+    c.data_received(
+        b"POST /p HTTP/1.1\r\nHost: a\r\nIdempotency-Key: k\r\nContent-Length: 3\r\n\r\nabc"
+    )
+    _up2, ut2 = h.connect()
+    ut2.take()
+    ut2.peer_close()
+    up3, ut3 = h.connect()
+    replayed = ut3.take()
+    assert b"Idempotency-Key: k\r\n" in replayed and replayed.endswith(b"\r\n\r\nabc")
     assert h.log.events[-1] == (
         "retry",
-        {"upstream": "127.0.0.1:9001", "reason": "keepalive_closed", "attempt": 2},
+        {"upstream": "u2", "reason": "upstream_closed", "phase": "head", "attempt": 2},
     )
+    up3.data_received(OK)
+    assert t.take().endswith(b"ok") and h.log.lines[-1]["attempts"] == 2
 
 
 def test_bad_chunk_with_the_head_replaces_the_head_with_502() -> None:
@@ -656,7 +679,7 @@ def test_deadline_idle_and_head() -> None:
 def test_deadline_upstream_queue_connect_total() -> None:
     h = Harness(T)
     c, _ = h.client()
-    c.state, c.req_start, c.up_start = ClientState.UPSTREAM, 100.0, 139.5
+    c.state, c.x.req_start, c.up_start = ClientState.UPSTREAM, 100.0, 139.5
     assert c.deadline() == (140.0, ClientTimeout.TOTAL)  # neither queued nor connecting
     c.flags |= F_QUEUED
     assert c.deadline() == (140.0, ClientTimeout.TOTAL)  # total is earlier than the queue
@@ -671,14 +694,14 @@ def test_deadline_upstream_queue_connect_total() -> None:
 def test_deadline_forward_read_write_total() -> None:
     h = Harness(T)
     c, _ = h.client()
-    c.state, c.req_start = ClientState.FORWARD, 100.0
+    c.state, c.x.req_start = ClientState.FORWARD, 100.0
     c.conn = object()  # type: ignore[assignment]
     c.up_last, c.out_last = 101.0, 105.0
     assert c.deadline() == (135.0, ClientTimeout.READ)  # client progress counts too
     c.flags |= F_CW_PAUSED
     c.out_last = 102.0
     assert c.deadline() == (122.0, ClientTimeout.WRITE)
-    c.flags |= F_RESP_DONE
+    c.x.flags |= X_RESP_DONE
     c.flags &= ~F_CW_PAUSED
     assert c.deadline() == (140.0, ClientTimeout.TOTAL)
     c.conn = None
@@ -712,3 +735,176 @@ def test_connection_close_trailer_does_not_poison_the_next_request() -> None:
     assert b"GET /x" in ut.take()
     up.data_received(OK)
     assert t.take().count(b"200 OK") == 2
+
+
+def test_worker_counts_requests_and_retries_in_flight() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(GET)
+    assert (h.w.requests_in_flight, h.w.retries_in_flight) == (1, 0)
+    h.loop.connects.pop().fail()  # retried: the second attempt is a retry in flight
+    assert (h.w.requests_in_flight, h.w.retries_in_flight) == (1, 1)
+    up, _ = h.connect()
+    up.data_received(OK)
+    assert t.take().endswith(b"ok")
+    assert (h.w.requests_in_flight, h.w.retries_in_flight) == (0, 0)
+    # a client that goes away mid-request leaves nothing counted
+    c2, t2 = h.client(40001)
+    c2.data_received(GET)
+    assert h.w.requests_in_flight == 1
+    t2.peer_close()
+    assert (h.w.requests_in_flight, h.w.retries_in_flight) == (0, 0)
+    assert [u.fails for u in h.w.uset.ups] == [1, 0]
+
+
+def test_stale_pooled_connection_is_not_an_attempt() -> None:
+    h = Harness(make_config(upstreams="upstreams:\n  - address: 127.0.0.1:9001\n"))
+    c, t = h.client()
+    c.data_received(GET)
+    up, ut = h.connect()
+    up.data_received(OK)
+    ut.closing = True  # the upstream closed it; the loop has not reported it yet
+    c.data_received(GET)
+    _up2, ut2 = h.connect()  # a new connection, not a retry
+    assert b"GET /x" in ut2.take()
+    _up2.data_received(OK)
+    assert t.take().count(b"200 OK") == 2
+    assert h.log.lines[-1]["attempts"] == 1 and not h.log.events
+
+
+def test_pipelined_self_answered_requests_are_all_answered() -> None:
+    # no upstream eligible: every request is answered by the proxy itself (503, keep-alive)
+    # inside the read that brought it; the driver loops instead of recursing
+    h = Harness()
+    h.w.uset.balancer.pick = lambda *args: -1  # type: ignore[method-assign]
+    c, t = h.client()
+    c.data_received(GET * 2000)
+    assert t.take().count(b"HTTP/1.1 503 Service Unavailable\r\n") == 2000
+    assert t.reading and c.state == ClientState.IDLE and len(h.log.lines) == 2000
+    assert h.w.requests_in_flight == 0
+
+
+def test_passive_health_takes_a_refusing_upstream_out_then_all_down_is_503() -> None:
+    h = Harness(make_config("health:\n  max_fails: 2\n  fail_timeout: 10s\nretries: 0\n"))
+    c, t = h.client()
+    c.data_received(GET)  # round robin: u1 refuses
+    h.loop.connects.pop().fail()
+    assert t.take().startswith(b"HTTP/1.1 502 ")
+    c.data_received(GET)  # u2 answers; its connection is pooled
+    up2, _ = h.connect()
+    up2.data_received(OK)
+    assert t.take().endswith(b"ok")
+    c.data_received(GET)  # u1 refuses again: max_fails within fail_timeout, down
+    h.loop.connects.pop().fail()
+    assert t.take().startswith(b"HTTP/1.1 502 ")
+    assert ("upstream_down", {"upstream": "u1", "reason": "connect_refused"}) in h.log.events
+    info = {u["name"]: u for u in h.w.uset.info()}
+    assert info["u1"]["healthy"] is False and info["u1"]["fails"] == 2
+    assert info["u1"]["last_error"] == "connect_refused" and info["u1"]["state"] == "active"
+    assert info["u2"]["healthy"] is True and info["u2"]["idle"] == 1
+    assert info["u2"]["requests"] == 1 and info["u2"]["active"] == 0
+    assert info["u1"]["address"] == "127.0.0.1:9001" and info["u1"]["weight"] == 1
+    for _ in range(3):  # u1 is skipped while down: u2's pooled connection every time
+        c.data_received(GET)
+        assert not h.loop.connects and h.w.uset.info()[1]["active"] == 1
+        up2.data_received(OK)
+        assert t.take().endswith(b"ok")
+    assert [line["upstream"] for line in h.log.lines[-3:]] == ["u2"] * 3
+    # u1 down, u2 drained: nobody eligible, 503 (the connection stays)
+    assert h.w.uset.set_drain("u2", True) and not h.w.uset.set_drain("nope", True)
+    assert h.w.uset.info()[1]["state"] == "drain"
+    c.data_received(GET)
+    out = t.take()
+    assert out.startswith(b"HTTP/1.1 503 ") and b"Connection: close" not in out
+    assert h.log.lines[-1]["attempts"] == 0 and h.log.lines[-1]["upstream"] == ""
+
+
+def test_reused_connection_closing_is_not_a_health_failure() -> None:
+    h = Harness(make_config("health:\n  max_fails: 1\n"))
+    c, _t = h.client()
+    c.data_received(GET)
+    up, ut = h.connect()
+    up.data_received(OK)
+    c.data_received(GET)
+    up2, _ = h.connect()
+    up2.data_received(OK)
+    c.data_received(GET)  # u1's pooled connection, closed by the upstream before it answers
+    ut.peer_close()
+    assert not any(e == "upstream_down" for e, _ in h.log.events)
+    assert h.log.events[-1][0] == "retry" and h.w.uset.info()[0]["fails"] == 0
+
+
+def test_active_checks_follow_the_current_set() -> None:
+    h = Harness(
+        make_config("health:\n  check:\n    path: /hz\n    interval: 1s\n    timeout: 500ms\n")
+    )
+    first = h.w.uset
+    first.start_checks()
+    h.loop.advance(0)
+    assert sorted(pc.port for pc in h.loop.connects) == [9001, 9002]
+    for pc in list(h.loop.connects):
+        pc.fail()
+    h.loop.connects.clear()
+    h.loop.advance(1.0)  # fall: 2 (default) -> both down
+    for pc in list(h.loop.connects):
+        pc.fail()
+    h.loop.connects.clear()
+    assert [e for e, _ in h.log.events].count("upstream_down") == 2
+    c, t = h.client()
+    c.data_received(GET)
+    assert t.take().startswith(b"HTTP/1.1 503 ")  # all down
+    # a reload: the new set checks, the retired one stops (one probe per upstream)
+    second = UpstreamSet(h.loop, h.cfg)  # type: ignore[arg-type]
+    second.start_checks()
+    h.w.install_set(second)
+    assert first.checker is None and second.checker is not None
+    h.loop.advance(0)
+    assert sorted(pc.port for pc in h.loop.connects) == [9001, 9002]
+    h.loop.connects.clear()
+    second.retire()  # draining
+    h.loop.advance(5.0)
+    assert not h.loop.connects
+
+
+def test_retry_budget_zero_skips_the_retry() -> None:
+    h = Harness(make_config("retry_budget:\n  percent: 0\n  min_concurrent: 0\n"))
+    c, t = h.client()
+    c.data_received(GET)
+    h.loop.connects.pop().fail()
+    assert t.take().startswith(b"HTTP/1.1 502 ") and not h.loop.connects
+    assert h.log.events == [
+        ("retry_skipped", {"upstream": "u1", "reason": "budget_exhausted", "phase": "connect"})
+    ]
+    assert h.log.lines[-1]["attempts"] == 1 and h.w.retries_in_flight == 0
+
+
+def test_retry_after_backpressure_resumes_reading_the_body() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(b"PUT /p HTTP/1.1\r\nHost: a\r\nContent-Length: 20\r\n\r\n" + b"a" * 10)
+    up1, ut1 = h.connect()
+    up1.pause_writing()  # the upstream does not drain: the client is not read
+    assert not t.reading
+    ut1.peer_close()  # and dies while the body is being sent: send phase, PUT is idempotent
+    assert h.log.events[-1][1]["phase"] == "send"
+    _up2, ut2 = h.connect()
+    assert t.reading  # the new connection takes the body: reading resumes
+    c.data_received(b"b" * 10)
+    assert ut2.take().endswith(b"\r\n\r\n" + b"a" * 10 + b"b" * 10)
+
+
+def test_hash_key_header_picks_the_same_upstream() -> None:
+    h = Harness(make_config("balancer: hash\nhash_key: header:X-User\n"))
+    seen: dict[bytes, set[str]] = {}
+    for i in range(12):
+        user = b"user-%d" % (i % 4)
+        c, t = h.client(40000 + i)  # a new connection (and client port) every time
+        c.data_received(b"GET / HTTP/1.1\r\nHost: a\r\nX-User: " + user + b"\r\n\r\n")
+        assert c.x.key == user and c.up is not None
+        seen.setdefault(user, set()).add(c.up.name)
+        if h.loop.connects:
+            h.connect()
+        assert c.conn is not None
+        c.conn.data_received(OK)
+        assert t.take().endswith(b"ok")
+    assert all(len(names) == 1 for names in seen.values()), seen

@@ -10,8 +10,11 @@ import socket
 import pytest
 from fakes import CaptureLog, make_config
 
+from pyproxy.client import ClientConn
 from pyproxy.config import config_load_string
-from pyproxy.listener import BindError, ClientCounter, Listener, Runtime, listener_bind
+from pyproxy.listener import BindError, ClientCounter, Listener, listener_bind
+from pyproxy.upstream import UpstreamSet
+from pyproxy.worker import Worker
 
 
 def test_counter_local_and_shared() -> None:
@@ -39,14 +42,25 @@ def test_accept_pauses_at_the_limit_and_resumes() -> None:
     cfg = make_config("limits:\n  max_client_connections: 2\n")
     loop = asyncio.new_event_loop()
     log = CaptureLog()
-    rt = Runtime(loop, cfg, log)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     sock.setblocking(False)
     port = sock.getsockname()[1]
-    listener = Listener(rt, sock)
-    rt.listener = listener
+
+    class Hooks:
+        def on_config(self, w: Worker, cfg: object) -> None:
+            pass
+
+        def on_drain(self, w: Worker) -> None:
+            pass
+
+        def on_conn_gone(self, w: Worker) -> None:
+            listener.conn_gone()
+
+    w = Worker(loop, log, 0, Hooks())  # type: ignore[arg-type]
+    w.install_set(UpstreamSet(loop, cfg))
+    listener = Listener(w, sock, lambda: ClientConn(w))
     listener.start()
 
     async def until(cond: object, limit: float = 3.0) -> None:
@@ -57,14 +71,14 @@ def test_accept_pauses_at_the_limit_and_resumes() -> None:
 
     async def scenario() -> None:
         clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
-        await until(lambda: len(rt.clients) == 2 and listener.paused)
+        await until(lambda: len(w.conns) == 2 and listener.paused)
         assert [e for e, _ in log.events] == ["accept_paused"]
         # the third waits in the backlog (not refused); closing one lets it in
         clients[0].close()
-        await until(lambda: len(rt.clients) == 2 and "accept_resumed" in [e for e, _ in log.events])
+        await until(lambda: len(w.conns) == 2 and "accept_resumed" in [e for e, _ in log.events])
         for c in clients[1:]:
             c.close()
-        await until(lambda: not rt.clients)
+        await until(lambda: not w.conns)
 
     try:
         loop.run_until_complete(scenario())
