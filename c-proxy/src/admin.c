@@ -24,9 +24,9 @@
 #include "log.h"
 #include "util.h"
 
-#define ADMIN_READ_CHUNK 16384     /* bytes read per read() */
-#define ADMIN_OUT_HIGH 65536       /* stop handling requests while this much output waits */
-#define ADMIN_HEAD_RAW_MAX 65536   /* raw head bytes (whitespace included): memory guard, 431 */
+#define ADMIN_READ_CHUNK 16384   /* bytes read per read() */
+#define ADMIN_OUT_HIGH 65536     /* stop handling requests while this much output waits */
+#define ADMIN_HEAD_RAW_MAX 65536 /* raw head bytes (whitespace included): memory guard, 431 */
 #define ADMIN_CLIENT_ID_MAX RATELIMIT_KEY_MAX /* bytes of a client_id */
 
 /* ---------------------------------------------------------------- strings */
@@ -197,14 +197,14 @@ static void sb_json(struct sb *b, const json_t *v)
 /* ---------------------------------------------------------------- server */
 
 struct admin {
-    struct ev_loop *loop;        /* this server's own loop */
-    pthread_t thread;            /* runs loop */
-    int lfd;                     /* listening socket */
-    ev_io accept_w;              /* readable lfd */
-    ev_async stop_w;             /* admin_stop() -> the thread */
-    char *token;                 /* "" = no auth */
-    double idle;                 /* idle timeout, seconds */
-    struct admin_providers prov; /* /upstreams, /metrics */
+    struct ev_loop *loop;         /* this server's own loop */
+    pthread_t thread;             /* runs loop */
+    int lfd;                      /* listening socket */
+    ev_io accept_w;               /* readable lfd */
+    ev_async stop_w;              /* admin_stop() -> the thread */
+    char *token;                  /* "" = no auth */
+    double idle;                  /* idle timeout, seconds */
+    struct admin_providers prov;  /* /upstreams, /metrics */
     struct admin_clients clients; /* /clients (valid when has_clients) */
     bool has_clients;             /* rate_limit configured */
     struct admin_conn *conns;     /* every open connection (doubly linked) */
@@ -483,21 +483,21 @@ static const char *const field_names[F_COUNT] = {"client_id", "capacity", "rate_
 #define FM(f) (1u << (f))
 
 struct body {
-    json_t *root;             /* the decoded object (owned) */
-    json_t *f[F_COUNT];       /* borrowed values, NULL when absent */
-    const char *client_id;    /* F_CLIENT_ID as a string */
-    size_t client_id_len;     /* its bytes */
-    long long capacity;       /* F_CAPACITY */
-    double rate;              /* F_RATE */
-    double tokens;            /* F_TOKENS */
-    bool drain;               /* F_STATE == "drain" */
+    json_t *root;          /* the decoded object (owned) */
+    json_t *f[F_COUNT];    /* borrowed values, NULL when absent */
+    const char *client_id; /* F_CLIENT_ID as a string */
+    size_t client_id_len;  /* its bytes */
+    long long capacity;    /* F_CAPACITY */
+    double rate;           /* F_RATE */
+    double tokens;         /* F_TOKENS */
+    bool drain;            /* F_STATE == "drain" */
 };
 
 /* Decode and check a body: allowed/required are FM() masks. cap_now is the
  * capacity tokens is checked against when the body has none (PATCH), 0 = none.
  * Returns true, or false with the 400 in r. */
-static bool body_parse(const struct sb *raw, unsigned allowed, unsigned required,
-                       long long cap_now, struct body *b, struct resp *r)
+static bool body_parse(const struct sb *raw, unsigned allowed, unsigned required, long long cap_now,
+                       struct body *b, struct resp *r)
 {
     memset(b, 0, sizeof *b);
     json_error_t jerr;
@@ -613,8 +613,8 @@ static void store_failed(struct resp *r, const char *msg)
     resp_error(r, 500, "store error");
 }
 
-static int store_put(struct admin *a, const char *id, const struct ratelimit_limit *lim,
-                     double now, struct resp *r)
+static int store_put(struct admin *a, const char *id, const struct ratelimit_limit *lim, double now,
+                     struct resp *r)
 {
     char err[STORE_ERR_MAX];
     struct store_client sc = {.client_id = (char *)id,
@@ -629,10 +629,10 @@ static int store_put(struct admin *a, const char *id, const struct ratelimit_lim
 }
 
 struct list_item {
-    char key[RATELIMIT_KEY_MAX];   /* the client_id bytes */
-    size_t len;                    /* bytes */
-    struct ratelimit_limit lim;    /* its override */
-    double tokens;                 /* at now */
+    char key[RATELIMIT_KEY_MAX]; /* the client_id bytes */
+    size_t len;                  /* bytes */
+    struct ratelimit_limit lim;  /* its override */
+    double tokens;               /* at now */
 };
 
 struct list_acc {
@@ -737,8 +737,8 @@ out:
 }
 
 /* GET / PUT / PATCH / DELETE /clients/{id}; id is decoded and NUL-ended. */
-static void clients_one(struct admin *a, unsigned method, const struct sb *id,
-                        const struct sb *raw, struct resp *r)
+static void clients_one(struct admin *a, unsigned method, const struct sb *id, const struct sb *raw,
+                        struct resp *r)
 {
     double now = a->clients.now();
     struct ratelimit_limit lim;
@@ -820,9 +820,9 @@ static void upstream_patch(struct admin *a, const struct sb *name, const struct 
         goto done;
     }
     if (was_drain != b.drain)
-        log_event(CONFIG_LOG_INFO, "upstream_drain",
-                  json_pack("{s:s,s:s}", "upstream", name->p, "state",
-                            b.drain ? "drain" : "active"));
+        log_event(
+            CONFIG_LOG_INFO, "upstream_drain",
+            json_pack("{s:s,s:s}", "upstream", name->p, "state", b.drain ? "drain" : "active"));
     resp_json(r, 200);
     sb_json(&r->body, out);
 done:
@@ -833,13 +833,13 @@ done:
 /* ---------------------------------------------------------------- routing */
 
 enum route {
-    R_NONE = 0,   /* 404 */
-    R_HEALTHZ,    /* /healthz */
-    R_METRICS,    /* /metrics */
-    R_UPSTREAMS,  /* /upstreams */
-    R_UPSTREAM,   /* /upstreams/{name} */
-    R_CLIENTS,    /* /clients */
-    R_CLIENT,     /* /clients/{id} */
+    R_NONE = 0,  /* 404 */
+    R_HEALTHZ,   /* /healthz */
+    R_METRICS,   /* /metrics */
+    R_UPSTREAMS, /* /upstreams */
+    R_UPSTREAM,  /* /upstreams/{name} */
+    R_CLIENTS,   /* /clients */
+    R_CLIENT,    /* /clients/{id} */
 };
 
 static const char *const route_allow[] = {
@@ -1189,9 +1189,11 @@ static void conn_flush(struct admin_conn *c)
         conn_linger(c);
         return;
     }
-    /* output drained: handle what was waiting */
+    /* output drained: handle what was waiting (may close c) */
     if (c->in_off < c->in_len)
         conn_process(c);
+    else if (c->peer_eof)
+        conn_close(c);
 }
 
 /* Parse and answer buffered requests, one at a time, until the input is used
@@ -1280,9 +1282,10 @@ static void conn_on_write(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     struct admin_conn *c = container_of(w, struct admin_conn, wio);
-    conn_flush(c);
-    if (c->fd != -1 && !c->lingering && !c->peer_eof && !c->closing)
+    /* reading may have stopped on a full input buffer; conn_flush may free c */
+    if (!c->lingering && !c->peer_eof && !c->closing)
         ev_io_start(c->a->loop, &c->rio);
+    conn_flush(c);
 }
 
 static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents)

@@ -35,12 +35,12 @@
 #include "ratelimit.h"
 #include "store.h"
 
-#define ADMIN_BODY_MAX 65536  /* request body bytes; more -> 413 */
-#define ADMIN_HEAD_MAX 16384  /* request target + header names and values; more -> 431 */
-#define ADMIN_IDLE_S 60.0     /* default idle timeout */
-#define ADMIN_LINGER_S 2.0    /* lingering close: read and discard this long at most */
-#define ADMIN_LIST_LIMIT 100  /* GET /clients default limit */
-#define ADMIN_LIST_MAX 1000   /* GET /clients largest limit */
+#define ADMIN_BODY_MAX 65536 /* request body bytes; more -> 413 */
+#define ADMIN_HEAD_MAX 16384 /* request target + header names and values; more -> 431 */
+#define ADMIN_IDLE_S 60.0    /* default idle timeout */
+#define ADMIN_LINGER_S 2.0   /* lingering close: read and discard this long at most */
+#define ADMIN_LIST_LIMIT 100 /* GET /clients default limit */
+#define ADMIN_LIST_MAX 1000  /* GET /clients largest limit */
 
 struct admin_config {
     const char *token;   /* admin.token; "" or NULL = no auth (copied) */

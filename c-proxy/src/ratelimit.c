@@ -35,8 +35,9 @@ struct ratelimit_slot {
 
 _Static_assert(sizeof(struct ratelimit_slot) == RATELIMIT_SLOT_SIZE, "slot layout");
 
-#define RATELIMIT_SLOT_F_PINNED 0x1 /* an admin override: its limit is the slot's, never evicted   \
-                                     */
+#define RATELIMIT_SLOT_F_PINNED                                                                    \
+    0x1 /* an admin override: its limit is the slot's, never evicted                               \
+         */
 
 /* A stripe: its own lock, slots and share of max_clients. Aligned to a cache
  * line so two stripes' counters never share one. */

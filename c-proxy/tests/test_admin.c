@@ -127,8 +127,8 @@ static void fix_start(struct fix *f, const char *token, uint64_t max_clients, bo
     snprintf(f->db, sizeof f->db, "%s/admin.db", f->dir);
     pthread_mutex_init(&f->fake.lock, NULL);
     f->fake.ups[0] = (struct fake_up){"u1", "127.0.0.1:9001", "", 1, 0, 2, 10, 0, true, false};
-    f->fake.ups[1] = (struct fake_up){
-        "u 2", "127.0.0.1:9002", "connect: refused", 3, 1, 0, 7, 4, false, true};
+    f->fake.ups[1] =
+        (struct fake_up){"u 2", "127.0.0.1:9002", "connect: refused", 3, 1, 0, 7, 4, false, true};
     struct ratelimit_limit dflt = {.capacity = 10, .rate_per_sec = 1};
     f->table = ratelimit_table_new(max_clients, &dflt);
     assert_non_null(f->table);
@@ -587,10 +587,16 @@ static void test_format_number(void **state)
         double x;
         const char *want;
     } cases[] = {
-        {10, "10"},        {0.5, "0.5"},       {0.1, "0.1"},
-        {1e-05, "1e-05"},  {-0.0, "0"},        {1e20, "1e+20"},
-        {2.5e15, "2500000000000000"},          {1.0 / 3, "0.333333333333333"},
-        {1234567.125, "1234567.125"},          {9007199254740992.0, "9.00719925474099e+15"},
+        {10, "10"},
+        {0.5, "0.5"},
+        {0.1, "0.1"},
+        {1e-05, "1e-05"},
+        {-0.0, "0"},
+        {1e20, "1e+20"},
+        {2.5e15, "2500000000000000"},
+        {1.0 / 3, "0.333333333333333"},
+        {1234567.125, "1234567.125"},
+        {9007199254740992.0, "9.00719925474099e+15"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char out[64];
