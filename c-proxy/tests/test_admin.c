@@ -513,6 +513,40 @@ static void test_limits_413_431_400(void **state)
     run_cases("limits.txt");
 }
 
+/* 500 pipelined requests sent before any response is read: the server stops
+ * parsing while its output backs up, and still answers all of them in order. */
+static void test_pipelined_backpressure(void **state)
+{
+    (void)state;
+    struct fix f;
+    fix_start(&f, "", 64, true, 0);
+    static const char req[] = "GET /upstreams HTTP/1.1\r\nHost: a\r\n\r\n";
+    enum { N = 500 };
+    size_t rl = sizeof req - 1;
+    char *all = malloc(rl * N);
+    for (size_t i = 0; i < N; i++)
+        memcpy(all + i * rl, req, rl);
+    /* the expected response, from one request on its own connection */
+    int fd = dial(f.port);
+    send_all(fd, req, rl);
+    char one[1024];
+    size_t head = recv_n(fd, one, 60); /* "...Content-Length: 305\r\n\r\n" is 72 bytes */
+    assert_int_equal(head, 60);
+    size_t olen = 60 + recv_n(fd, one + 60, 72 + 305 - 60);
+    assert_int_equal(olen, 72 + 305);
+    close(fd);
+    fd = dial(f.port);
+    send_all(fd, all, rl * N);
+    char *got = malloc(olen * N);
+    assert_int_equal(recv_n(fd, got, olen * N), olen * N);
+    for (size_t i = 0; i < N; i++)
+        assert_memory_equal(got + i * olen, one, olen);
+    close(fd);
+    free(got);
+    free(all);
+    fix_stop(&f);
+}
+
 static void test_idle_timeout_closes(void **state)
 {
     (void)state;
@@ -619,6 +653,7 @@ int main(void)
         cmocka_unit_test(test_clients_404_without_rate_limit),
         cmocka_unit_test(test_keepalive_and_pipelining),
         cmocka_unit_test(test_limits_413_431_400),
+        cmocka_unit_test(test_pipelined_backpressure),
         cmocka_unit_test(test_idle_timeout_closes),
         cmocka_unit_test(test_committed_before_reply),
         cmocka_unit_test(test_bind_error_message),

@@ -254,6 +254,25 @@ def test_limits_413_431_400(tmp_path: Path) -> None:
     run_cases("limits.txt", tmp_path)
 
 
+def test_pipelined_backpressure(tmp_path: Path) -> None:
+    """500 pipelined requests sent before any response is read: the server stops parsing
+    while its output backs up, and still answers all of them in order."""
+    fix = Fix(tmp_path)
+    try:
+        req = b"GET /upstreams HTTP/1.1\r\nHost: a\r\n\r\n"
+        s = dial(fix.port)
+        s.sendall(req)
+        one = recv_n(s, 72 + 305)  # head ("...Content-Length: 305\r\n\r\n") + body
+        assert len(one) == 72 + 305
+        s.close()
+        s = dial(fix.port)
+        s.sendall(req * 500)
+        assert recv_n(s, len(one) * 500) == one * 500
+        s.close()
+    finally:
+        fix.stop()
+
+
 def test_idle_timeout_closes(tmp_path: Path) -> None:
     fix = Fix(tmp_path, idle=0.2)
     try:
