@@ -24,7 +24,7 @@
 struct ratelimit_slot {
     uint32_t hash;               /* crc32 of the key */
     uint16_t key_len;            /* 1..RATELIMIT_KEY_MAX; 0 = empty */
-    uint16_t pad0;               /* zero */
+    uint16_t flags;              /* RATELIMIT_SLOT_F_* */
     uint32_t capacity;           /* limit the bucket was last used with */
     uint32_t pad1;               /* zero */
     double rate_per_sec;         /* ditto */
@@ -34,6 +34,10 @@ struct ratelimit_slot {
 };
 
 _Static_assert(sizeof(struct ratelimit_slot) == RATELIMIT_SLOT_SIZE, "slot layout");
+
+#define RATELIMIT_SLOT_F_PINNED                                                                    \
+    0x1 /* an admin override: its limit is the slot's, never evicted                               \
+         */
 
 /* A stripe: its own lock, slots and share of max_clients. Aligned to a cache
  * line so two stripes' counters never share one. */
@@ -232,7 +236,7 @@ static bool stripe_evict(struct ratelimit_table *t, struct ratelimit_stripe *st,
 
     for (uint32_t k = 0; k < n; k++) {
         const struct ratelimit_slot *s = &st->slots[i];
-        if (s->key_len != 0) {
+        if (s->key_len != 0 && !(s->flags & RATELIMIT_SLOT_F_PINNED)) {
             struct ratelimit_bucket b = slot_bucket(s);
             struct ratelimit_limit l = slot_limit(s);
             if (ratelimit_bucket_full(&b, &l, now)) {
@@ -297,6 +301,7 @@ static void overflow_take(struct ratelimit_table *t, double now, struct ratelimi
 void ratelimit_take(struct ratelimit_table *t, const char *key, size_t key_len,
                     const struct ratelimit_limit *lim, double now, struct ratelimit_result *res)
 {
+    bool given = lim != NULL;
     if (lim == NULL)
         lim = &t->dflt;
     if (key_len == 0 || key_len > RATELIMIT_KEY_MAX) {
@@ -316,6 +321,11 @@ void ratelimit_take(struct ratelimit_table *t, const char *key, size_t key_len,
         return;
     }
     struct ratelimit_slot *s = &st->slots[i];
+    struct ratelimit_limit pinned;
+    if (!given && (s->flags & RATELIMIT_SLOT_F_PINNED)) {
+        pinned = slot_limit(s);
+        lim = &pinned;
+    }
     struct ratelimit_bucket b = slot_under(s, lim, now);
     ratelimit_bucket_take(&b, lim, now, res);
     s->tokens = b.tokens;
@@ -328,6 +338,7 @@ void ratelimit_take(struct ratelimit_table *t, const char *key, size_t key_len,
 double ratelimit_peek(struct ratelimit_table *t, const char *key, size_t key_len,
                       const struct ratelimit_limit *lim, double now)
 {
+    bool given = lim != NULL;
     if (lim == NULL)
         lim = &t->dflt;
     if (key_len == 0 || key_len > RATELIMIT_KEY_MAX)
@@ -339,6 +350,11 @@ double ratelimit_peek(struct ratelimit_table *t, const char *key, size_t key_len
     pthread_mutex_lock(&st->lock);
     int64_t i = slot_find(t, st, h, key, key_len);
     if (i >= 0) {
+        struct ratelimit_limit pinned;
+        if (!given && (st->slots[i].flags & RATELIMIT_SLOT_F_PINNED)) {
+            pinned = slot_limit(&st->slots[i]);
+            lim = &pinned;
+        }
         struct ratelimit_bucket b = slot_under(&st->slots[i], lim, now);
         ratelimit_refill(&b, lim, now);
         tokens = b.tokens;
@@ -350,19 +366,25 @@ double ratelimit_peek(struct ratelimit_table *t, const char *key, size_t key_len
 int ratelimit_set(struct ratelimit_table *t, const char *key, size_t key_len,
                   const struct ratelimit_limit *lim, double tokens, double at)
 {
+    bool given = lim != NULL;
     if (lim == NULL)
         lim = &t->dflt;
     if (key_len == 0 || key_len > RATELIMIT_KEY_MAX)
         return -1;
     if (!(tokens >= 0)) /* also NaN */
         tokens = 0;
-    if (tokens > (double)lim->capacity)
-        tokens = (double)lim->capacity;
     uint32_t h = key_hash(key, key_len);
     struct ratelimit_stripe *st = stripe_of(t, h);
 
     pthread_mutex_lock(&st->lock);
     int64_t i = slot_find(t, st, h, key, key_len);
+    struct ratelimit_limit pinned;
+    if (i >= 0 && !given && (st->slots[i].flags & RATELIMIT_SLOT_F_PINNED)) {
+        pinned = slot_limit(&st->slots[i]);
+        lim = &pinned;
+    }
+    if (tokens > (double)lim->capacity)
+        tokens = (double)lim->capacity;
     if (i < 0)
         i = slot_insert(t, st, h, key, key_len, lim, at);
     if (i >= 0) {
@@ -374,6 +396,108 @@ int ratelimit_set(struct ratelimit_table *t, const char *key, size_t key_len,
     }
     pthread_mutex_unlock(&st->lock);
     return i >= 0 ? 0 : -1;
+}
+
+int ratelimit_pin(struct ratelimit_table *t, const char *key, size_t key_len,
+                  const struct ratelimit_limit *lim, double tokens, double now)
+{
+    if (key_len == 0 || key_len > RATELIMIT_KEY_MAX)
+        return -1;
+    uint32_t h = key_hash(key, key_len);
+    struct ratelimit_stripe *st = stripe_of(t, h);
+
+    pthread_mutex_lock(&st->lock);
+    int64_t i = slot_find(t, st, h, key, key_len);
+    if (i < 0)
+        i = slot_insert(t, st, h, key, key_len, lim, now);
+    if (i >= 0) {
+        struct ratelimit_slot *s = &st->slots[i];
+        struct ratelimit_bucket b = slot_under(s, lim, now);
+        ratelimit_refill(&b, lim, now);
+        if (tokens >= 0) { /* an explicit value (admin POST/PATCH tokens) */
+            b.tokens = tokens > (double)lim->capacity ? (double)lim->capacity : tokens;
+            b.at = now;
+        }
+        s->tokens = b.tokens;
+        s->at = b.at;
+        s->capacity = lim->capacity;
+        s->rate_per_sec = lim->rate_per_sec;
+        s->flags |= RATELIMIT_SLOT_F_PINNED;
+    }
+    pthread_mutex_unlock(&st->lock);
+    return i >= 0 ? 0 : -1;
+}
+
+bool ratelimit_unpin(struct ratelimit_table *t, const char *key, size_t key_len, double now)
+{
+    if (key_len == 0 || key_len > RATELIMIT_KEY_MAX)
+        return false;
+    uint32_t h = key_hash(key, key_len);
+    struct ratelimit_stripe *st = stripe_of(t, h);
+    bool was = false;
+
+    pthread_mutex_lock(&st->lock);
+    int64_t i = slot_find(t, st, h, key, key_len);
+    if (i >= 0 && (st->slots[i].flags & RATELIMIT_SLOT_F_PINNED)) {
+        struct ratelimit_slot *s = &st->slots[i];
+        struct ratelimit_bucket b = slot_under(s, &t->dflt, now);
+        ratelimit_refill(&b, &t->dflt, now);
+        s->tokens = b.tokens;
+        s->at = b.at;
+        s->capacity = t->dflt.capacity;
+        s->rate_per_sec = t->dflt.rate_per_sec;
+        s->flags &= (uint16_t)~RATELIMIT_SLOT_F_PINNED;
+        was = true;
+    }
+    pthread_mutex_unlock(&st->lock);
+    return was;
+}
+
+bool ratelimit_lookup(struct ratelimit_table *t, const char *key, size_t key_len, double now,
+                      struct ratelimit_limit *lim, double *tokens)
+{
+    if (key_len == 0 || key_len > RATELIMIT_KEY_MAX)
+        return false;
+    uint32_t h = key_hash(key, key_len);
+    struct ratelimit_stripe *st = stripe_of(t, h);
+    bool pinned = false;
+
+    pthread_mutex_lock(&st->lock);
+    int64_t i = slot_find(t, st, h, key, key_len);
+    if (i >= 0 && (st->slots[i].flags & RATELIMIT_SLOT_F_PINNED)) {
+        const struct ratelimit_slot *s = &st->slots[i];
+        struct ratelimit_bucket b = slot_bucket(s);
+        *lim = slot_limit(s);
+        ratelimit_refill(&b, lim, now);
+        *tokens = b.tokens;
+        pinned = true;
+    }
+    pthread_mutex_unlock(&st->lock);
+    return pinned;
+}
+
+size_t ratelimit_pinned(struct ratelimit_table *t, double now,
+                        void (*fn)(const char *key, size_t key_len,
+                                   const struct ratelimit_limit *lim, double tokens, void *arg),
+                        void *arg)
+{
+    size_t n = 0;
+    for (uint32_t k = 0; k < t->n_stripes; k++) {
+        struct ratelimit_stripe *st = &t->stripes[k];
+        pthread_mutex_lock(&st->lock);
+        for (uint32_t i = 0; i < t->slots_per_stripe; i++) {
+            const struct ratelimit_slot *s = &st->slots[i];
+            if (s->key_len != 0 && (s->flags & RATELIMIT_SLOT_F_PINNED)) {
+                struct ratelimit_bucket b = slot_bucket(s);
+                struct ratelimit_limit l = slot_limit(s);
+                ratelimit_refill(&b, &l, now);
+                fn(s->key, s->key_len, &l, b.tokens, arg);
+                n++;
+            }
+        }
+        pthread_mutex_unlock(&st->lock);
+    }
+    return n;
 }
 
 size_t ratelimit_snapshot(struct ratelimit_table *t,

@@ -100,7 +100,7 @@ void ratelimit_take(struct ratelimit_table *t, const char *key, size_t key_len,
                     const struct ratelimit_limit *lim, double now, struct ratelimit_result *res);
 
 /* Tokens key's bucket holds at now (refilled, not stored): capacity of lim (or
- * the default) when the key has no bucket. For the admin API's "tokens". */
+ * the default) when the key has no bucket. lim NULL: a pinned slot's limit. */
 double ratelimit_peek(struct ratelimit_table *t, const char *key, size_t key_len,
                       const struct ratelimit_limit *lim, double now);
 
@@ -108,10 +108,42 @@ double ratelimit_peek(struct ratelimit_table *t, const char *key, size_t key_len
  * full bucket if the stripe is at its share). For the admin API's PATCH tokens
  * and for loading saved state. tokens is clamped to 0..capacity. Whether a
  * bucket is full enough to evict is judged at `at` (never later than now, so
- * never too eagerly). Returns 0, or -1 when the key cannot have a bucket (too
+ * never too eagerly). lim NULL: the default, or a pinned slot's own limit
+ * (pinning survives). Returns 0, or -1 when the key cannot have a bucket (too
  * long, empty, no room). */
 int ratelimit_set(struct ratelimit_table *t, const char *key, size_t key_len,
                   const struct ratelimit_limit *lim, double tokens, double at);
+
+/* ---- pinned overrides (the admin API's /clients) ------------------------------
+ * An override lives in its key's slot, flagged pinned: a pinned slot is never
+ * evicted, and take/peek/set with lim NULL use its limit instead of the
+ * default. Pinned slots count toward max_clients. Only one thread (the admin
+ * server) should pin and unpin; every call is atomic under the stripe lock. */
+
+/* Pin key with limit lim, creating its slot if needed (evicting a full
+ * unpinned bucket when the stripe is at its share). An existing bucket keeps
+ * its tokens, refilled under its old limit to now, then capped at the new
+ * capacity (a change never adds tokens); tokens >= 0 sets them instead
+ * (capped). Returns 0, or -1 when the key is empty or too long, or when a new
+ * slot is needed and the stripe has no room (admin: 503 client table full). */
+int ratelimit_pin(struct ratelimit_table *t, const char *key, size_t key_len,
+                  const struct ratelimit_limit *lim, double tokens, double now);
+
+/* Unpin key: its bucket goes back to the default limit (refilled to now under
+ * the old limit, then capped). Returns whether key was pinned. */
+bool ratelimit_unpin(struct ratelimit_table *t, const char *key, size_t key_len, double now);
+
+/* If key is pinned: its limit in *lim, its tokens at now in *tokens, true. */
+bool ratelimit_lookup(struct ratelimit_table *t, const char *key, size_t key_len, double now,
+                      struct ratelimit_limit *lim, double *tokens);
+
+/* Call fn once per pinned slot with its limit and tokens at now, one stripe
+ * locked at a time (in table order: the caller sorts); fn must not call back
+ * into the table. Returns the number of pinned slots. */
+size_t ratelimit_pinned(struct ratelimit_table *t, double now,
+                        void (*fn)(const char *key, size_t key_len,
+                                   const struct ratelimit_limit *lim, double tokens, void *arg),
+                        void *arg);
 
 /* Call fn once per bucket (not the overflow bucket), one stripe locked at a
  * time; fn must not call back into the table. For saving state to the store.

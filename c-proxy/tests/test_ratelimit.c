@@ -230,6 +230,123 @@ static void test_eviction_only_full_buckets(void **state)
     ratelimit_table_free(t);
 }
 
+/* ---- pinned overrides (admin /clients) ---- */
+
+static int pin(struct ratelimit_table *t, const char *key, uint32_t cap, double rate, double tokens,
+               double now)
+{
+    struct ratelimit_limit l = {.capacity = cap, .rate_per_sec = rate};
+    return ratelimit_pin(t, key, strlen(key), &l, tokens, now);
+}
+
+static void test_pinned_override_never_evicted(void **state)
+{
+    (void)state;
+    struct ratelimit_table *t = table(2, 2, 1);
+    assert_int_equal(pin(t, "vip", 5, 1, -1, 0), 0); /* full, but pinned */
+    take(t, "a", 0);
+    take(t, "a", 0);                              /* a: 0 tokens */
+    struct ratelimit_result r = take(t, "b", 10); /* a is full again: evicted, never vip */
+    assert_false(r.overflow);
+    struct ratelimit_limit l;
+    double tokens;
+    assert_true(ratelimit_lookup(t, "vip", 3, 10, &l, &tokens));
+    assert_int_equal(l.capacity, 5);
+    assert_true(tokens == 5.0);
+    assert_int_equal(ratelimit_count(t), 2);
+    /* the stripe is full of a pinned slot and an empty bucket: no room for a new pin */
+    take(t, "b", 10);
+    assert_int_equal(pin(t, "c", 1, 0, -1, 10), -1);
+    assert_false(ratelimit_lookup(t, "c", 1, 10, &l, &tokens));
+    /* neither an empty nor an over-long key can be pinned */
+    assert_int_equal(pin(t, "", 1, 0, -1, 10), -1);
+    char longkey[RATELIMIT_KEY_MAX + 2];
+    memset(longkey, 'k', sizeof longkey - 1);
+    longkey[sizeof longkey - 1] = '\0';
+    assert_int_equal(pin(t, longkey, 1, 0, -1, 10), -1);
+    ratelimit_table_free(t);
+}
+
+static void test_take_uses_pinned_limit(void **state)
+{
+    (void)state;
+    struct ratelimit_table *t = table(100, 10, 1);
+    assert_int_equal(pin(t, "vip", 3, 0, -1, 0), 0);
+    struct ratelimit_result r = take(t, "vip", 1);
+    assert_int_equal(r.limit, 3);
+    assert_int_equal(r.remaining, 2);
+    assert_int_equal(r.reset, -1);
+    take(t, "vip", 100);
+    take(t, "vip", 100);
+    r = take(t, "vip", 1000); /* rate 0: never refills */
+    assert_int_equal(r.verdict, RATELIMIT_LIMITED);
+    assert_true(peek(t, "vip", 2000) == 0.0);
+    r = take(t, "other", 1);
+    assert_int_equal(r.limit, 10);
+    /* loading a saved bucket keeps the pin and its limit */
+    assert_int_equal(ratelimit_set(t, "vip", 3, NULL, 2.5, 5), 0);
+    r = take(t, "vip", 6);
+    assert_int_equal(r.limit, 3);
+    assert_int_equal(r.remaining, 1);
+    ratelimit_table_free(t);
+}
+
+static void test_change_limit_clamps_tokens(void **state)
+{
+    (void)state;
+    struct ratelimit_table *t = table(100, 10, 1);
+    assert_int_equal(pin(t, "c", 8, 2, -1, 0), 0);
+    take(t, "c", 0);
+    take(t, "c", 0); /* 6 tokens at 0 */
+    struct ratelimit_limit l;
+    double tokens;
+    /* smaller: refilled under the old limit to now (6 + 0.5 * 2 = 7), capped at 4 */
+    assert_int_equal(pin(t, "c", 4, 1, -1, 0.5), 0);
+    assert_true(ratelimit_lookup(t, "c", 1, 0.5, &l, &tokens));
+    assert_int_equal(l.capacity, 4);
+    assert_true(l.rate_per_sec == 1.0);
+    assert_true(tokens == 4.0);
+    take(t, "c", 0.5);
+    take(t, "c", 0.5);
+    take(t, "c", 0.5); /* 1 token at 0.5 */
+    /* bigger: never raised, fills at the new rate */
+    assert_int_equal(pin(t, "c", 100, 4, -1, 0.5), 0);
+    assert_true(ratelimit_lookup(t, "c", 1, 0.5, &l, &tokens));
+    assert_true(tokens == 1.0);
+    assert_true(ratelimit_lookup(t, "c", 1, 1.0, &l, &tokens));
+    assert_true(tokens == 3.0);
+    /* explicit tokens (PATCH tokens) are set, capped at capacity */
+    assert_int_equal(pin(t, "c", 100, 4, 50, 1.0), 0);
+    assert_true(ratelimit_lookup(t, "c", 1, 1.0, &l, &tokens));
+    assert_true(tokens == 50.0);
+    assert_int_equal(pin(t, "c", 20, 4, 50, 1.0), 0);
+    assert_true(ratelimit_lookup(t, "c", 1, 1.0, &l, &tokens));
+    assert_true(tokens == 20.0);
+    ratelimit_table_free(t);
+}
+
+static void test_unpin_restores_default(void **state)
+{
+    (void)state;
+    struct ratelimit_table *t = table(100, 10, 1);
+    assert_int_equal(pin(t, "c", 50, 0, 30, 0), 0);
+    assert_true(ratelimit_unpin(t, "c", 1, 1));
+    assert_false(ratelimit_unpin(t, "c", 1, 1));
+    struct ratelimit_limit l;
+    double tokens;
+    assert_false(ratelimit_lookup(t, "c", 1, 1, &l, &tokens));
+    assert_true(peek(t, "c", 1) == 10.0); /* 30 capped at the default 10 */
+    struct ratelimit_result r = take(t, "c", 1);
+    assert_int_equal(r.limit, 10);
+    assert_int_equal(r.remaining, 9);
+    /* an unpinned bucket is evictable again, and unpinning never adds tokens */
+    assert_int_equal(pin(t, "d", 50, 0, 2, 1), 0);
+    assert_true(ratelimit_unpin(t, "d", 1, 1));
+    assert_true(peek(t, "d", 1) == 2.0);
+    assert_int_equal(ratelimit_count(t), 2);
+    ratelimit_table_free(t);
+}
+
 /* A model with a bucket per key and no memory bound: the table must agree with
  * it on every take it serves from a key's own bucket. */
 static void test_eviction_never_gains_tokens(void **state)
@@ -416,6 +533,10 @@ int main(void)
         cmocka_unit_test(test_key_client_ip_ipv6_prefix),
         cmocka_unit_test(test_key_header_missing_uses_ip),
         cmocka_unit_test(test_threads_share_one_bucket),
+        cmocka_unit_test(test_pinned_override_never_evicted),
+        cmocka_unit_test(test_take_uses_pinned_limit),
+        cmocka_unit_test(test_change_limit_clamps_tokens),
+        cmocka_unit_test(test_unpin_restores_default),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -38,9 +38,12 @@ STRIPE_MIN_CLIENTS = 16  # a stripe holds at least this many buckets
 SECONDS_MAX = 2147483647  # Reset / Retry-After are clamped to this
 CAPACITY_MAX = 1000000000  # config's ceiling
 
-# struct ratelimit_slot: hash, key_len (0 = empty), pad, capacity, pad, rate, tokens, at, key
+# struct ratelimit_slot: hash, key_len (0 = empty), flags, capacity, pad, rate, tokens, at, key
 _SLOT = struct.Struct("=IHHIIddd%ds" % KEY_MAX)
 _SLOT_HEAD = struct.Struct("=IH")  # hash, key_len
+_SLOT_FLAGS = struct.Struct("=H")  # at offset 6: RATELIMIT_SLOT_F_*
+_SLOT_FLAGS_OFF = 6
+SLOT_F_PINNED = 0x1  # an admin override: its limit is the slot's, never evicted
 _SLOT_STATE = struct.Struct("=IIddd")  # at offset 8: capacity, pad, rate, tokens, at
 _SLOT_STATE_OFF = 8
 _SLOT_KEY_OFF = 40
@@ -243,6 +246,13 @@ class Table:
             buf[oi : oi + SLOT_SIZE] = buf[oj : oj + SLOT_SIZE]
             i = j
 
+    def _flags(self, off: int) -> int:
+        flags: int = _SLOT_FLAGS.unpack_from(self._buf, off + _SLOT_FLAGS_OFF)[0]
+        return flags
+
+    def _set_flags(self, off: int, flags: int) -> None:
+        _SLOT_FLAGS.pack_into(self._buf, off + _SLOT_FLAGS_OFF, flags)
+
     def _state(self, off: int) -> tuple[Limit, Bucket]:
         cap, _, rate, tokens, at = _SLOT_STATE.unpack_from(self._buf, off + _SLOT_STATE_OFF)
         return Limit(cap, rate), Bucket(tokens, at)
@@ -260,7 +270,7 @@ class Table:
         for _ in range(n):
             off = self._off(s, i)
             _, klen = _SLOT_HEAD.unpack_from(self._buf, off)
-            if klen != 0:
+            if klen != 0 and not self._flags(off) & SLOT_F_PINNED:
                 lim, b = self._state(off)
                 if bucket_full(b, lim, now):
                     self._delete(s, i)
@@ -312,7 +322,9 @@ class Table:
         the client's override, or None for the default. A new key gets a fresh bucket;
         at its stripe's share a full bucket is evicted first; when none is full (and for
         keys longer than KEY_MAX or empty) the one overflow bucket (default limit) serves.
-        A bucket taken with a new limit keeps its tokens, capped at the new capacity."""
+        A bucket taken with a new limit keeps its tokens, capped at the new capacity.
+        lim None on a pinned slot: the slot's own limit."""
+        given = lim is not None
         if lim is None:
             lim = self.default
         if not 0 < len(key) <= KEY_MAX:
@@ -325,6 +337,8 @@ class Table:
                 i = self._insert(s, h, key, lim, now)
             if i >= 0:
                 off = self._off(s, i)
+                if not given and self._flags(off) & SLOT_F_PINNED:
+                    lim = self._state(off)[0]
                 b = self._under(off, lim, now)
                 r = bucket_take(b, lim, now)
                 self._put_state(off, lim, b)
@@ -333,7 +347,8 @@ class Table:
 
     def peek(self, key: bytes, lim: Limit | None, now: float) -> float:
         """ratelimit_peek: tokens key's bucket holds at now (not stored); capacity when the
-        key has no bucket."""
+        key has no bucket. lim None on a pinned slot: the slot's own limit."""
+        given = lim is not None
         if lim is None:
             lim = self.default
         if not 0 < len(key) <= KEY_MAX:
@@ -344,31 +359,120 @@ class Table:
             i = self._find(s, h, key)
             if i < 0:
                 return float(lim.capacity)
-            b = self._under(self._off(s, i), lim, now)
+            off = self._off(s, i)
+            if not given and self._flags(off) & SLOT_F_PINNED:
+                lim = self._state(off)[0]
+            b = self._under(off, lim, now)
             refill(b, lim, now)
             return b.tokens
 
     def set(self, key: bytes, lim: Limit | None, tokens: float, at: float) -> bool:
         """ratelimit_set: key's bucket becomes (tokens clamped to 0..capacity, at) under
         lim, created if needed (eviction judged at `at`). False when the key cannot have
-        a bucket (too long, empty, no room)."""
+        a bucket (too long, empty, no room). lim None: the default, or a pinned slot's own
+        limit (pinning survives)."""
+        given = lim is not None
         if lim is None:
             lim = self.default
         if not 0 < len(key) <= KEY_MAX:
             return False
         if not tokens >= 0:  # also NaN
             tokens = 0.0
-        tokens = min(float(tokens), float(lim.capacity))
         h = zlib.crc32(key)
         s = h & (self.n_stripes - 1)
         with self._locks[s]:
             i = self._find(s, h, key)
+            if i >= 0 and not given and self._flags(self._off(s, i)) & SLOT_F_PINNED:
+                lim = self._state(self._off(s, i))[0]
+            tokens = min(float(tokens), float(lim.capacity))
             if i < 0:
                 i = self._insert(s, h, key, lim, at)
             if i < 0:
                 return False
             self._put_state(self._off(s, i), lim, Bucket(tokens, at))
             return True
+
+    # -- pinned overrides (the admin API's /clients); docs in c-proxy/src/ratelimit.h --
+
+    def pin(self, key: bytes, lim: Limit, tokens: float | None, now: float) -> bool:
+        """ratelimit_pin: pin key with lim (creating its slot, evicting a full unpinned
+        bucket at the stripe's share). Existing tokens are refilled under the old limit to
+        now and capped (never raised); tokens not None sets them (capped). False when the
+        key is empty or too long, or a new slot is needed and the stripe has no room."""
+        if not 0 < len(key) <= KEY_MAX:
+            return False
+        h = zlib.crc32(key)
+        s = h & (self.n_stripes - 1)
+        with self._locks[s]:
+            i = self._find(s, h, key)
+            if i < 0:
+                i = self._insert(s, h, key, lim, now)
+            if i < 0:
+                return False
+            off = self._off(s, i)
+            b = self._under(off, lim, now)
+            refill(b, lim, now)
+            if tokens is not None:  # an explicit value (admin POST/PATCH tokens)
+                b.tokens = float(lim.capacity) if tokens > lim.capacity else float(tokens)
+                b.at = now
+            self._put_state(off, lim, b)
+            self._set_flags(off, self._flags(off) | SLOT_F_PINNED)
+            return True
+
+    def unpin(self, key: bytes, now: float) -> bool:
+        """ratelimit_unpin: back to the default limit (refilled to now under the old limit,
+        then capped). Whether key was pinned."""
+        if not 0 < len(key) <= KEY_MAX:
+            return False
+        h = zlib.crc32(key)
+        s = h & (self.n_stripes - 1)
+        with self._locks[s]:
+            i = self._find(s, h, key)
+            if i < 0:
+                return False
+            off = self._off(s, i)
+            flags = self._flags(off)
+            if not flags & SLOT_F_PINNED:
+                return False
+            b = self._under(off, self.default, now)
+            refill(b, self.default, now)
+            self._put_state(off, self.default, b)
+            self._set_flags(off, flags & ~SLOT_F_PINNED)
+            return True
+
+    def lookup(self, key: bytes, now: float) -> tuple[Limit, float] | None:
+        """ratelimit_lookup: (limit, tokens at now) of a pinned key, else None."""
+        if not 0 < len(key) <= KEY_MAX:
+            return None
+        h = zlib.crc32(key)
+        s = h & (self.n_stripes - 1)
+        with self._locks[s]:
+            i = self._find(s, h, key)
+            if i < 0:
+                return None
+            off = self._off(s, i)
+            if not self._flags(off) & SLOT_F_PINNED:
+                return None
+            lim, b = self._state(off)
+            refill(b, lim, now)
+            return lim, b.tokens
+
+    def pinned(self, now: float) -> list[tuple[bytes, Limit, float]]:
+        """ratelimit_pinned: (key, limit, tokens at now) of every pinned slot, in table
+        order (the caller sorts), one stripe locked at a time."""
+        out: list[tuple[bytes, Limit, float]] = []
+        buf = self._buf
+        for s in range(self.n_stripes):
+            with self._locks[s]:
+                for i in range(self.slots_per_stripe):
+                    off = self._off(s, i)
+                    _, klen, flags, cap, _, rate, tokens, at, key = _SLOT.unpack_from(buf, off)
+                    if klen != 0 and flags & SLOT_F_PINNED:
+                        lim = Limit(cap, rate)
+                        b = Bucket(tokens, at)
+                        refill(b, lim, now)
+                        out.append((key[:klen], lim, b.tokens))
+        return out
 
     def snapshot(self) -> list[tuple[bytes, float, float]]:
         """ratelimit_snapshot: (key, tokens, at) of every bucket, one stripe locked at a

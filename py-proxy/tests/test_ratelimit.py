@@ -311,3 +311,88 @@ def test_threads_share_one_bucket() -> None:
     finally:
         t.close()
         shm.unlink()
+
+
+# ---- pinned overrides (admin /clients) ----
+
+
+def pin(t: Table, key: str, cap: int, rate: float, tokens: float | None, now: float) -> bool:
+    return t.pin(key.encode(), Limit(cap, rate), tokens, now)
+
+
+def test_pinned_override_never_evicted() -> None:
+    t = table(2, 2, 1)
+    assert pin(t, "vip", 5, 1, None, 0)  # full, but pinned
+    take(t, "a", 0)
+    take(t, "a", 0)  # a: 0 tokens
+    r = take(t, "b", 10)  # a is full again: evicted, never vip
+    assert not r.overflow
+    assert t.lookup(b"vip", 10) == (Limit(5, 1), 5.0)
+    assert t.count() == 2
+    # the stripe is full of a pinned slot and an empty bucket: no room for a new pin
+    take(t, "b", 10)
+    assert not pin(t, "c", 1, 0, None, 10)
+    assert t.lookup(b"c", 10) is None
+    # neither an empty nor an over-long key can be pinned
+    assert not pin(t, "", 1, 0, None, 10)
+    assert not pin(t, "k" * (KEY_MAX + 1), 1, 0, None, 10)
+    t.close()
+
+
+def test_take_uses_pinned_limit() -> None:
+    t = table(100, 10, 1)
+    assert pin(t, "vip", 3, 0, None, 0)
+    r = take(t, "vip", 1)
+    assert (r.limit, r.remaining, r.reset) == (3, 2, None)
+    take(t, "vip", 100)
+    take(t, "vip", 100)
+    r = take(t, "vip", 1000)  # rate 0: never refills
+    assert not r.allowed
+    assert peek(t, "vip", 2000) == 0.0
+    r = take(t, "other", 1)
+    assert r.limit == 10
+    # loading a saved bucket keeps the pin and its limit
+    assert t.set(b"vip", None, 2.5, 5)
+    r = take(t, "vip", 6)
+    assert (r.limit, r.remaining) == (3, 1)
+    t.close()
+
+
+def test_change_limit_clamps_tokens() -> None:
+    t = table(100, 10, 1)
+    assert pin(t, "c", 8, 2, None, 0)
+    take(t, "c", 0)
+    take(t, "c", 0)  # 6 tokens at 0
+    # smaller: refilled under the old limit to now (6 + 0.5 * 2 = 7), capped at 4
+    assert pin(t, "c", 4, 1, None, 0.5)
+    assert t.lookup(b"c", 0.5) == (Limit(4, 1.0), 4.0)
+    take(t, "c", 0.5)
+    take(t, "c", 0.5)
+    take(t, "c", 0.5)  # 1 token at 0.5
+    # bigger: never raised, fills at the new rate
+    assert pin(t, "c", 100, 4, None, 0.5)
+    assert t.lookup(b"c", 0.5) == (Limit(100, 4), 1.0)
+    assert t.lookup(b"c", 1.0) == (Limit(100, 4), 3.0)
+    # explicit tokens (PATCH tokens) are set, capped at capacity
+    assert pin(t, "c", 100, 4, 50, 1.0)
+    assert t.lookup(b"c", 1.0) == (Limit(100, 4), 50.0)
+    assert pin(t, "c", 20, 4, 50, 1.0)
+    assert t.lookup(b"c", 1.0) == (Limit(20, 4), 20.0)
+    t.close()
+
+
+def test_unpin_restores_default() -> None:
+    t = table(100, 10, 1)
+    assert pin(t, "c", 50, 0, 30, 0)
+    assert t.unpin(b"c", 1)
+    assert not t.unpin(b"c", 1)
+    assert t.lookup(b"c", 1) is None
+    assert peek(t, "c", 1) == 10.0  # 30 capped at the default 10
+    r = take(t, "c", 1)
+    assert (r.limit, r.remaining) == (10, 9)
+    # an unpinned bucket is evictable again, and unpinning never adds tokens
+    assert pin(t, "d", 50, 0, 2, 1)
+    assert t.unpin(b"d", 1)
+    assert peek(t, "d", 1) == 2.0
+    assert t.count() == 2
+    t.close()
