@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 
-from harness import build_request, chunked, pattern
+from harness import assert_proxy_error, build_request, chunked, free_port, pattern
 
 
 def test_pipelined_gets_in_order(upstream, proxy):
@@ -97,3 +97,25 @@ def test_many_pipelined_requests_beyond_buffer_sizes(upstream, proxy):
                 )
             else:
                 assert r.body == pattern(0, arg)
+
+
+def test_pipelined_self_answered_all_answered(proxy):
+    # 200 pipelined GETs in one send that the proxy answers itself (502: the only
+    # upstream refuses connections): every one is answered, in order, with keep-alive
+    # kept, long before timeouts.header/idle (30 s) could wake a stalled connection.
+    p = proxy(
+        [{"address": f"127.0.0.1:{free_port()}", "name": "dead"}],
+        timeouts={"header": "30s", "idle": "30s"},
+    )
+    n = 200
+    with p.connect(timeout=10) as c:
+        c.send(
+            b"".join(
+                build_request("GET", f"/p/{i}", [("X-Request-ID", f"pipe-{i}")])
+                for i in range(n)
+            )
+        )
+        for i in range(n):
+            r = c.read_response()
+            assert_proxy_error(r, 502, close=False, request_id=f"pipe-{i}")
+        assert c.is_open()

@@ -15,7 +15,9 @@
 #define IN_MIN 16384            /* client input buffer floor (bytes) */
 #define UIN_SIZE (16384 + 1024) /* upstream input: also the longest response head */
 #define LINGER_SECONDS 2.0      /* lingering close: discard client input this long at most */
-#define RUN_GUARD 64            /* client_run() passes before yielding to the loop */
+#ifndef RUN_GUARD
+#define RUN_GUARD 64 /* client_run() passes before yielding to the loop (-D for tests) */
+#endif
 
 static void client_run(struct client *c);
 static void client_close(struct client *c);
@@ -988,7 +990,8 @@ static void client_defer(struct client *c)
 
 static void client_run(struct client *c)
 {
-    for (int pass = 0; pass < RUN_GUARD; pass++) {
+    int pass;
+    for (pass = 0; pass < RUN_GUARD; pass++) {
         uint64_t before = progress_sig(c);
         switch (c->state) {
         case CLIENT_ST_IDLE:
@@ -1077,6 +1080,8 @@ static void client_run(struct client *c)
         if (progress_sig(c) == before)
             break;
     }
+    if (pass == RUN_GUARD)
+        client_defer(c); /* still progressing: yield to the loop, never wait for an event */
     update_io(c);
     refresh_timer(c);
 }
