@@ -206,16 +206,33 @@ static enum upstream_acquire_result conn_connect(struct upstream *u, struct upst
     return UPSTREAM_CONNECTING;
 }
 
+/* A pooled conn the upstream closed (or reset, or sent unasked bytes on) while it
+ * sat idle, found before the loop delivered the event: one MSG_PEEK look, no
+ * byte is consumed. nginx does the same with getsockopt(SO_ERROR) + recv(MSG_PEEK). */
+static bool conn_stale(const struct upstream_conn *conn)
+{
+    char b;
+    ssize_t n = recv(conn->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == -1)
+        return !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+    return true; /* 0: EOF; > 0: bytes nobody asked for */
+}
+
 enum upstream_acquire_result upstream_acquire(struct upstream *u, struct upstream_owner *c,
                                               struct upstream_conn **conn, const char **reason)
 {
     const struct config *cfg = u->set->cfg->cfg;
     *conn = NULL;
-    if (!list_empty(&u->idle)) {
+    while (!list_empty(&u->idle)) {
         /* rio stays on (a BUSY conn is read for its client, which turns it off when
          * it must) and the idle timer stays armed, ignored while BUSY: no watcher
          * stop/start pair per request (libev "be smart about timeouts") */
         struct upstream_conn *x = list_first_entry(&u->idle, struct upstream_conn, idle_link);
+        if (conn_stale(x)) {
+            upstream_close(x); /* not an attempt: take the next one, or connect */
+            u->stale++;
+            continue;
+        }
         idle_unlink(x);
         x->state = UPC_BUSY;
         x->owner = c;

@@ -102,6 +102,7 @@ struct upstream {
     struct list_head waiters;          /* FIFO of owners waiting for a slot (wait_link) */
     unsigned n_waiting;                /* owners in the queue */
     uint64_t requests;                 /* attempts started (metrics) */
+    uint64_t stale;                    /* pooled conns found closed when taken (not attempts) */
     uint64_t fails;                    /* failed attempts (health, metrics) */
 };
 
@@ -131,7 +132,10 @@ void upstream_set_release(struct upstream_set *s);
 /* Mark replaced: close idle conns now, busy ones on release. Does not drop a ref. */
 void upstream_set_retire(struct upstream_set *s);
 
-/* Get a connection to u for owner o (see enum upstream_acquire_result). */
+/* Get a connection to u for owner o (see enum upstream_acquire_result). A pooled
+ * conn is checked first (recv MSG_PEEK|MSG_DONTWAIT): one the upstream closed, reset
+ * or sent bytes on is closed and replaced (the next pooled one, or a new connect);
+ * that is not an attempt and not a failure. */
 enum upstream_acquire_result upstream_acquire(struct upstream *u, struct upstream_owner *o,
                                               struct upstream_conn **conn, const char **reason);
 /* CONNECTING conn became writable: returns 0 (now BUSY) or -1 with *reason

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +262,30 @@ static void test_cancel_wait(void **state)
     assert_int_equal(a->state, UPC_IDLE); /* nobody waits: pooled */
 }
 
+static void test_stale_pooled_connection_replaced(void **state)
+{
+    (void)state;
+    struct upstream_conn *a = busy_conn(&E.o[0]);
+    upstream_release(a, true);
+    assert_int_equal(a->state, UPC_IDLE);
+    /* the upstream closes the pooled connection; its FIN arrives but the loop does
+     * not run, so the idle watcher has not seen it yet: only the check can */
+    int sfd = accept(E.lfd, NULL, NULL);
+    assert_true(sfd != -1);
+    close(sfd);
+    struct pollfd pfd = {.fd = a->fd, .events = POLLIN | POLLRDHUP};
+    assert_int_equal(poll(&pfd, 1, 5000), 1);
+    struct upstream_conn *got = NULL;
+    const char *reason = NULL;
+    assert_int_equal(upstream_acquire(E.u, &E.o[1].uo, &got, &reason), UPSTREAM_CONNECTING);
+    assert_ptr_not_equal(got, a);
+    assert_int_equal(a->state, UPC_CLOSED);
+    assert_int_equal(E.u->n_idle, 0);
+    assert_int_equal(E.u->stale, 1);
+    assert_int_equal(E.u->n_open, 1);
+    upstream_close(got);
+}
+
 static void test_retired_set_does_not_pool(void **state)
 {
     (void)state;
@@ -287,6 +312,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_when_max_connections, setup_max1, teardown),
         cmocka_unit_test_setup_teardown(test_release_wakes_first_waiter, setup_max1, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_wait, setup_max1, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_pooled_connection_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retired_set_does_not_pool, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
