@@ -212,6 +212,7 @@ static void request_reset(struct client *c)
     if (c->set) {
         upstream_set_release(c->set);
         c->set = NULL;
+        c->w->requests_in_flight--;
     }
     exchange_init(&c->x);
     c->crlf = 0;
@@ -540,6 +541,7 @@ static void client_route(struct client *c)
 {
     if (!c->set) {
         c->set = upstream_set_acquire(c->w->set);
+        c->w->requests_in_flight++;
         exchange_route_begin(&c->x, c->set->n);
     }
     const struct config *cfg = c->set->cfg->cfg;

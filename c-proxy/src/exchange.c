@@ -18,6 +18,8 @@ void exchange_init(struct exchange *x)
     drop_kept(&x->request_id, x->rid_buf);
     if (x->tried.bits != x->tried_small)
         free(x->tried.bits);
+    if (x->key_owned)
+        free((char *)x->key);
     /* everything up to the inline buffers; their bytes are dead once the pointers are */
     memset(x, 0, offsetof(struct exchange, path_buf));
     x->tried.bits = x->tried_small;
@@ -107,6 +109,34 @@ static bool has_idempotency_key(const struct http1_msg *m)
     return false;
 }
 
+/* The hash_key bytes of this request (see exchange_classify_request). */
+static int keep_hash_key(struct exchange *x, const struct http1_msg *m, const struct config *cfg)
+{
+    if (cfg->hash_key == CONFIG_KEY_PATH && x->path) {
+        x->key = x->path;
+        x->key_len = strcspn(x->path, "?");
+    } else if (cfg->hash_key == CONFIG_KEY_HEADER && cfg->hash_header) {
+        for (size_t i = 0; i < m->n_hdrs; i++) {
+            const struct http1_header *h = &m->hdrs[i];
+            if (!http1_span_eq(h->name, cfg->hash_header))
+                continue;
+            size_t n = h->value.len;
+            char *k = n < sizeof x->key_buf ? x->key_buf : malloc(n + 1);
+            if (!k)
+                return -1;
+            memcpy(k, h->value.p, n);
+            k[n] = '\0';
+            x->key = k;
+            x->key_len = n;
+            x->key_owned = k != x->key_buf;
+            break;
+        }
+    }
+    if (x->key_len == 0)
+        x->key = NULL; /* no key: the client ip */
+    return 0;
+}
+
 int exchange_classify_request(struct exchange *x, const struct http1_parser *req,
                               const struct config *cfg, bool draining, const char **why)
 {
@@ -136,6 +166,10 @@ int exchange_classify_request(struct exchange *x, const struct http1_parser *req
         x->flags |= EXCHANGE_F_EXPECT;
     if (draining)
         x->flags |= EXCHANGE_F_CLOSE_AFTER;
+    if (cfg->balancer == CONFIG_BALANCER_HASH && keep_hash_key(x, m, cfg) == -1) {
+        *why = "out of memory";
+        return 400;
+    }
     return 0;
 }
 

@@ -46,6 +46,7 @@
 
 #define EXCHANGE_INLINE_PATH 128 /* targets shorter than this are kept in the struct */
 #define EXCHANGE_INLINE_RID 64   /* request ids shorter than this are kept in the struct */
+#define EXCHANGE_INLINE_KEY 64   /* hash keys shorter than this are kept in the struct */
 
 struct exchange {
     unsigned flags; /* EXCHANGE_F_* */
@@ -54,6 +55,11 @@ struct exchange {
     bool chunked; /* the request body is chunked (re-chunked upstream) */
     bool has_cl;  /* the request has a Content-Length */
     uint64_t cl;  /* its value */
+
+    /* balancer: hash key (balancer: hash only) */
+    const char *key; /* path (up to '?'), key_buf or owned; NULL: hash the client ip */
+    size_t key_len;  /* bytes of key */
+    bool key_owned;  /* key is a malloc'ed copy */
 
     /* attempts */
     struct balancer_tried tried; /* upstreams tried by this request (bits: tried_small or owned) */
@@ -72,6 +78,7 @@ struct exchange {
     uint64_t bytes_out; /* bytes of this request written to the client */
     char path_buf[EXCHANGE_INLINE_PATH]; /* most targets: no malloc per request */
     char rid_buf[EXCHANGE_INLINE_RID];   /* generated ids (32 hex) and short client ones */
+    char key_buf[EXCHANGE_INLINE_KEY];   /* most header hash keys */
 };
 
 /* Start the next request: free owned copies, reset every field. A zeroed struct
@@ -87,9 +94,12 @@ int exchange_keep_head(struct exchange *x, const struct http1_msg *m);
 char *exchange_generated_id(struct exchange *x);
 
 /* Classify a complete request head (req: the request parser, inside its
- * on_head). Sets KEEPALIVE / HTTP10 / HEAD_METHOD / UPGRADE / EXPECT /
- * IDEMPOTENT, CLOSE_AFTER when draining, and the body framing (chunked, has_cl,
- * cl). Returns 0, or the status to answer (400, 413, 501, 505) with *why set. */
+ * on_head; after exchange_keep_head). Sets KEEPALIVE / HTTP10 / HEAD_METHOD /
+ * UPGRADE / EXPECT / IDEMPOTENT, CLOSE_AFTER when draining, the body framing
+ * (chunked, has_cl, cl) and, for balancer: hash, the key (hash_key path: the
+ * target up to '?'; header:NAME: the first NAME's value, none when absent or
+ * empty; client_ip: none). Returns 0, or the status to answer (400, 413, 501,
+ * 505) with *why set (or 400 "out of memory"). */
 int exchange_classify_request(struct exchange *x, const struct http1_parser *req,
                               const struct config *cfg, bool draining, const char **why);
 

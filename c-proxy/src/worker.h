@@ -80,6 +80,8 @@ struct worker {
     unsigned n_conns;                     /* live connections on this worker */
     struct list_head graveyard;           /* buried objects, freed by the reaper */
     ev_prepare reaper;                    /* each iteration: free graveyard, flush log */
+    unsigned requests_in_flight;          /* exchanges routed to upstreams now (retry budget) */
+    unsigned retries_in_flight;           /* attempts after a request's first, now (budget) */
     struct log_buf *alog;                 /* access-log buffer */
     struct util_rng rng;                  /* request ids */
     struct buffer_pool pool_out;          /* freed client `out` buffers, for reuse */

@@ -206,6 +206,34 @@ static void test_classify_draining_closes(void **state)
     done(&r);
 }
 
+static void test_classify_hash_key(void **state)
+{
+    (void)state;
+    struct run r;
+    cfg.balancer = CONFIG_BALANCER_HASH;
+    cfg.hash_key = CONFIG_KEY_PATH;
+    run_request(&r, "GET /a/b?c=d HTTP/1.1\r\nHost: x\r\n\r\n", false);
+    assert_int_equal(r.x.key_len, 4);
+    assert_memory_equal(r.x.key, "/a/b", 4);
+    done(&r);
+    cfg.hash_key = CONFIG_KEY_HEADER;
+    cfg.hash_header = "X-User";
+    run_request(&r, "GET / HTTP/1.1\r\nHost: x\r\nx-user:  alice \r\nX-User: bob\r\n\r\n", false);
+    assert_int_equal(r.x.key_len, 5); /* the first one, trimmed */
+    assert_memory_equal(r.x.key, "alice", 5);
+    done(&r);
+    /* absent or empty: no key (the client ip is hashed) */
+    run_request(&r, "GET / HTTP/1.1\r\nHost: x\r\nX-User:\r\n\r\n", false);
+    assert_null(r.x.key);
+    assert_int_equal(r.x.key_len, 0);
+    done(&r);
+    cfg.hash_key = CONFIG_KEY_CLIENT_IP;
+    run_request(&r, "GET /p HTTP/1.1\r\nHost: x\r\n\r\n", false);
+    assert_null(r.x.key);
+    done(&r);
+    cfg.hash_header = NULL;
+}
+
 /* ---------------------------------------------------------------- framing */
 
 static void test_framing_content_length(void **state)
@@ -434,6 +462,7 @@ int main(void)
         cmocka_unit_test_setup(test_classify_upgrade, setup),
         cmocka_unit_test_setup(test_classify_expect_continue, setup),
         cmocka_unit_test_setup(test_classify_draining_closes, setup),
+        cmocka_unit_test_setup(test_classify_hash_key, setup),
         cmocka_unit_test_setup(test_framing_content_length, setup),
         cmocka_unit_test_setup(test_framing_chunked_http11, setup),
         cmocka_unit_test_setup(test_framing_http10_close_delimited, setup),
