@@ -15,11 +15,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing Debian packages: ${missing[*]}"
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-  # The packaged nginx/haproxy services are contenders, not daemons: keep them stopped.
-  $sudo systemctl disable --now nginx haproxy >/dev/null 2>&1 || true
-  $sudo pkill -x nginx >/dev/null 2>&1 || true
-  $sudo pkill -x haproxy >/dev/null 2>&1 || true
+  # nginx and haproxy are contenders the lab starts itself with private configs and pid
+  # files: ask Debian's maintainer scripts not to start the packaged services they would
+  # install (policy-rc.d, exit 101 = "action forbidden"), only for this install and only
+  # if no policy is in place already. Nothing the user already runs is stopped or changed.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && own_policy=1
+  fi
+  rc=0
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null || rc=$?
+  [ -n "$own_policy" ] && $sudo rm -f "$policy"
+  [ "$rc" -eq 0 ] || exit "$rc"
 fi
 if [ ! -x .venv/bin/python ]; then
   echo "deps: creating .venv"

@@ -1,8 +1,11 @@
 /* balancer_roundrobin: smooth weighted round robin, as nginx's
  * ngx_http_upstream_get_peer(): every pick adds each eligible peer's weight to
- * its current weight, takes the highest, and subtracts the total from it. With
- * weights 5:1:1 the sequence is a a b a c a a; with equal weights N*k picks
- * give exactly k each. Peers already tried or down take no part in a pick.
+ * its current weight, takes the highest (the first on a tie), and subtracts the
+ * total from it. With weights 5:1:1 the sequence is a a b a c a a; with equal
+ * weights N*k picks give exactly k each. Peers not eligible (tried, down,
+ * drained) take no part in a pick.
+ *
+ * Twin: py-proxy/pyproxy/balancer_roundrobin.py.
  */
 #include <stdlib.h>
 
@@ -34,7 +37,7 @@ static int rr_pick(void *state, const struct balancer_peer *peers, size_t n,
     long total = 0;
     int best = -1;
     for (size_t i = 0; i < n && i < s->n; i++) {
-        if (peers[i].down || (ctx->tried && balancer_tried_has(ctx->tried, i)))
+        if (!balancer_peer_eligible(peers, i, ctx))
             continue;
         s->current[i] += (long)peers[i].weight;
         total += (long)peers[i].weight;

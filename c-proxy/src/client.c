@@ -292,11 +292,12 @@ int client_new(struct worker *w, int fd, const struct sockaddr *peer)
     return 0;
 }
 
-/* The current attempt no longer counts as active on its upstream (least_conn). */
+/* The current attempt no longer counts as active on its upstream (least_conn).
+ * Outcome NEUTRAL for now: wiring OK/FAIL here feeds passive health. */
 static void peer_done(struct client *c)
 {
-    if (c->peer_counted && c->up && c->set && c->set->peers[c->up->index].active)
-        c->set->peers[c->up->index].active--;
+    if (c->peer_counted && c->up && c->set)
+        balancer_attempt_end(&c->set->bal, c->up->index, HEALTH_NEUTRAL, NULL, now_of(c));
     c->peer_counted = false;
 }
 
@@ -562,7 +563,7 @@ static void client_route(struct client *c)
         c->up = u;
         c->x.attempts++;
         u->requests++;
-        c->set->peers[idx].active++;
+        balancer_attempt_begin(&c->set->bal, (size_t)idx, now_of(c));
         c->peer_counted = true;
         c->up_start = now_of(c);
         c->state = CLIENT_ST_UPSTREAM;

@@ -71,6 +71,7 @@ struct field {
     const struct field *sub; /* FIELD_MAP: the nested keys, NULL-key terminated */
     bool flag;               /* FIELD_MAP: offset names a bool set when the map is present */
     field_parse_fn *parse;   /* FIELD_CUSTOM */
+    bool unsupported;        /* refused at the key: "KEY is not supported yet" */
 };
 
 /* ---- messages ---------------------------------------------------------- */
@@ -554,6 +555,9 @@ static int walk_mapping(struct loader *ld, const yaml_node_t *map, const char *p
             if (key_is(yaml_document_get_node(ld->doc, prev->key), f->key))
                 return fail(ld, node_line(key), "", "%s%sduplicate key %s", path, sep,
                             quote(q, node_text(key), key->data.scalar.length));
+        if (f->unsupported)
+            return fail(ld, node_line(key), "", "%s%s%s is not supported yet", path,
+                        path[0] == '\0' ? "" : ".", f->key);
         path_join(child, path, f->key);
         if (parse_field(ld, f, key, value, child, base) == -1)
             return -1;
@@ -863,6 +867,16 @@ static const struct field health_fields[] = {
     {.key = NULL},
 };
 
+static const struct field retry_budget_fields[] = {
+    {.key = "percent", .kind = FIELD_UINT, .offset = C(retry_budget.percent), .min = 0, .max = 100},
+    {.key = "min_concurrent",
+     .kind = FIELD_UINT,
+     .offset = C(retry_budget.min_concurrent),
+     .min = 0,
+     .max = 1000000},
+    {.key = NULL},
+};
+
 static const struct field bucket_fields[] = {
     {.key = "capacity", .kind = FIELD_NUMBER, .offset = C(rate_limit.default_capacity), .min = 1},
     {.key = "rate_per_sec",
@@ -899,7 +913,7 @@ static const struct field log_fields[] = {
 static const struct field root_fields[] = {
     {.key = "listen", .kind = FIELD_ADDR, .offset = C(listen)},
     {.key = "workers", .kind = FIELD_UINT, .offset = C(workers), .min = 1, .max = 1024},
-    {.key = "admin", .kind = FIELD_MAP, .sub = admin_fields},
+    {.key = "admin", .kind = FIELD_MAP, .sub = admin_fields, .unsupported = true},
     {.key = "upstreams", .kind = FIELD_CUSTOM, .parse = parse_upstreams},
     {.key = "balancer", .kind = FIELD_CUSTOM, .parse = parse_balancer},
     {.key = "hash_key", .kind = FIELD_CUSTOM, .parse = parse_hash_key},
@@ -907,11 +921,13 @@ static const struct field root_fields[] = {
     {.key = "timeouts", .kind = FIELD_MAP, .sub = timeouts_fields},
     {.key = "health", .kind = FIELD_MAP, .sub = health_fields},
     {.key = "retries", .kind = FIELD_UINT, .offset = C(retries), .min = 0, .max = 100},
+    {.key = "retry_budget", .kind = FIELD_MAP, .sub = retry_budget_fields},
     {.key = "rate_limit",
      .kind = FIELD_MAP,
      .sub = rate_limit_fields,
      .flag = true,
-     .offset = C(rate_limit.enabled)},
+     .offset = C(rate_limit.enabled),
+     .unsupported = true},
     {.key = "log", .kind = FIELD_MAP, .sub = log_fields},
     {.key = NULL},
 };
@@ -962,6 +978,8 @@ static struct config *config_new_defaults(const char *name)
     cfg->health.check.rise = 2;
     cfg->health.check.fall = 2;
     cfg->retries = 2;
+    cfg->retry_budget.percent = 20;
+    cfg->retry_budget.min_concurrent = 3;
     cfg->rate_limit.key = CONFIG_KEY_CLIENT_IP;
     cfg->rate_limit.default_capacity = 100;
     cfg->rate_limit.default_rate_per_sec = 50;

@@ -31,13 +31,10 @@ struct upstream_set *upstream_set_new(struct worker *w, struct cfgref *cfg)
         s->ups[i].cfg = &c->upstreams[i];
         s->ups[i].index = i;
         s->peers[i].weight = c->upstreams[i].weight ? c->upstreams[i].weight : 1;
+        s->peers[i].name = c->upstreams[i].name; /* hash ring identity */
     }
-    bool fallback;
-    const struct balancer_ops *ops = balancer_ops_for(c->balancer, &fallback);
-    if (balancer_init(&s->bal, ops, s->peers, s->n) == -1)
+    if (balancer_init(&s->bal, balancer_ops_for(c->balancer), s->peers, s->n) == -1)
         goto error;
-    if (fallback && w && w->id == 0)
-        log_event(CONFIG_LOG_WARN, "balancer_fallback", json_pack("{s:s}", "balancer", ops->name));
     s->cfg = cfgref_acquire(cfg);
     s->refs = 1;
     return s;

@@ -1,64 +1,135 @@
 """balancer: picks the upstream for an attempt. Twin: c-proxy/src/balancer.c.
 
-A strategy is a small callbacks table (as h2o's balancer.h): `pick(tried)` returns the index
-of an eligible upstream not in the `tried` bitmask, or -1. Concrete strategies live in
-balancer_<name>.py and register in STRATEGIES; random, least_conn and hash come later.
+A strategy is a small callbacks table (as h2o's balancer.h): `pick(peers, ctx)` returns the
+index of an eligible peer (peer_eligible) or -1; `attempt_begin/attempt_end(peers, i)` are its
+bookkeeping hooks. Concrete strategies live in balancer_<name>.py; only balancer_ops_for()
+knows the list. A Peer carries what every strategy may read: the configured weight, the
+attempts in flight and the shared health verdict. Time, the tried bitmask and the hash key
+come in through BalancerCtx, so strategies are pure functions of their inputs.
+
+Only balancer code writes peer state: `active` changes in Balancer.attempt_begin/attempt_end,
+which also tell health (HealthState.attempt_begin/attempt_end).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from pyproxy import balancer_roundrobin
+from pyproxy.health import HealthOutcome, HealthState
+
+
+@dataclass(slots=True)
+class Peer:
+    """struct balancer_peer."""
+
+    weight: int  # configured weight, 1..1000
+    active: int = 0  # attempts in flight on it (this worker); balancer writes
+    health: HealthState | None = None  # shared verdict; None = always healthy (unit tests)
+    name: str = ""  # upstream name: its identity on the hash ring ("": the index)
+
+
+@dataclass(slots=True)
+class BalancerCtx:
+    """struct balancer_ctx."""
+
+    tried: int  # skip these (bit i = peer i)
+    now: float  # loop time
+    client_ip: str = ""  # hash fallback key
+    key: bytes = b""  # hash key bytes (header value / path); empty: hash client_ip instead
+
+
+def peer_eligible(peers: Sequence[Peer], i: int, ctx: BalancerCtx) -> bool:
+    """Not in ctx.tried, and its health is available at ctx.now (not down, not drained, or
+    the single passive probe after fail_timeout is free)."""
+    if ctx.tried >> i & 1:
+        return False
+    h = peers[i].health
+    return h is None or h.available(ctx.now)
 
 
 class Strategy(Protocol):
-    """The callbacks table every strategy implements."""
+    """The callbacks table every strategy implements (struct balancer_ops)."""
 
-    def pick(self, tried: int) -> int:
-        """Index of the next upstream not in `tried` (bit i = upstream i), or -1 if none."""
+    name: str  # config name
+
+    def pick(self, peers: Sequence[Peer], ctx: BalancerCtx) -> int:
+        """Index of an eligible peer to try, or -1 when none is."""
         ...
 
-    def release(self, index: int) -> None:
-        """An attempt on upstream `index` finished (least_conn bookkeeping)."""
+    def attempt_begin(self, peers: Sequence[Peer], i: int) -> None:
+        """An attempt on peer i starts (after `active` went up)."""
+        ...
+
+    def attempt_end(self, peers: Sequence[Peer], i: int) -> None:
+        """That attempt ended (before `active` goes down)."""
         ...
 
 
-#: strategy name (config `balancer:`) -> constructor taking the upstream weights
-STRATEGIES: dict[str, Callable[[Sequence[int]], Strategy]] = {
-    "round_robin": balancer_roundrobin.RoundRobin,
-}
-
-
-class Balancer:
-    """One per config generation (a reload builds a new one). Owns its strategy state."""
-
-    def __init__(self, strategy: str, weights: Sequence[int]) -> None:
-        make = STRATEGIES.get(strategy)
-        if make is None:
-            raise ValueError("balancer %s not implemented" % strategy)
-        self.n = len(weights)  # number of upstreams
-        self.strategy = make(weights)  # the concrete strategy
-
-    def pick(self, tried: int) -> int:
-        """Next upstream index for an attempt, never one in `tried`; -1 when all are tried."""
-        if tried == (1 << self.n) - 1:
-            return -1
-        return self.strategy.pick(tried)
-
-    def release(self, index: int) -> None:
-        self.strategy.release(index)
+StrategyFactory = Callable[[Sequence[Peer]], Strategy]
 
 
 def strategy_name(strategy: object) -> str:
-    """The config spelling of a strategy (a string, or an enum whose name is the strategy)."""
-    name = getattr(strategy, "name", None)
-    return (name if isinstance(name, str) else str(strategy)).lower()
+    """The config spelling of a strategy (a string, or an enum whose value is the spelling)."""
+    value = getattr(strategy, "value", strategy)
+    return str(value).lower()
 
 
-def balancer_new(strategy: object, weights: Sequence[int]) -> Balancer:
-    """Balancer for a config value. A strategy not implemented yet runs as round_robin (the
-    runtime logs a warning) rather than refusing a config the contract allows."""
-    key = strategy_name(strategy)
-    return Balancer(key if key in STRATEGIES else "round_robin", weights)
+def balancer_ops_for(strategy: object) -> StrategyFactory:
+    """The strategy for a config value (every config strategy exists); ValueError otherwise."""
+    from pyproxy import balancer_hash, balancer_leastconn, balancer_random, balancer_roundrobin
+
+    table: dict[str, StrategyFactory] = {
+        "round_robin": balancer_roundrobin.RoundRobin,
+        "random": balancer_random.Random,
+        "least_conn": balancer_leastconn.LeastConn,
+        "hash": balancer_hash.Hash,
+    }
+    name = strategy_name(strategy)
+    make = table.get(name)
+    if make is None:
+        raise ValueError("unknown balancer %s" % name)
+    return make
+
+
+class Balancer:
+    """struct balancer: one per upstream set (a reload builds a new one). Owns its peers and
+    its strategy state."""
+
+    def __init__(self, strategy: object, peers: Sequence[Peer]) -> None:
+        self.peers = list(peers)  # one per upstream, same order
+        self.n = len(self.peers)  # number of upstreams
+        self.strategy = balancer_ops_for(strategy)(self.peers)  # the concrete strategy
+
+    def pick(self, ctx: BalancerCtx) -> int:
+        """Index of the peer for the next attempt, or -1 when no peer is eligible."""
+        return self.strategy.pick(self.peers, ctx)
+
+    def attempt_begin(self, i: int, now: float) -> None:
+        """An attempt on peer i starts: active += 1, the strategy hook, health (which claims
+        the probe of an upstream whose fail_timeout is over)."""
+        if not 0 <= i < self.n:
+            return
+        p = self.peers[i]
+        p.active += 1
+        self.strategy.attempt_begin(self.peers, i)
+        if p.health is not None:
+            p.health.attempt_begin(now)
+
+    def attempt_end(self, i: int, outcome: HealthOutcome, reason: str | None, now: float) -> None:
+        """That attempt ended with `outcome`: the strategy hook, active -= 1, health.
+        Call exactly once per attempt_begin."""
+        if not 0 <= i < self.n:
+            return
+        p = self.peers[i]
+        self.strategy.attempt_end(self.peers, i)
+        if p.active:
+            p.active -= 1
+        if p.health is not None:
+            p.health.attempt_end(outcome, reason, now)
+
+
+def balancer_new(strategy: object, peers: Sequence[Peer]) -> Balancer:
+    """Balancer for a config value (ConfigBalancer or its spelling)."""
+    return Balancer(strategy, peers)

@@ -36,6 +36,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, cast
 
 from pyproxy import http1
+from pyproxy.balancer import BalancerCtx
 from pyproxy.http1 import (
     BODY_CHUNKED,
     BODY_LENGTH,
@@ -553,7 +554,7 @@ class ClientConn(asyncio.Protocol):
         if self.attempts >= 1 + cfg.retries:
             self.client_error(502)
             return
-        idx = uset.balancer.pick(self.tried)
+        idx = uset.balancer.pick(BalancerCtx(self.tried, self.loop.time(), self.ip))
         if idx < 0:
             self.client_error(502 if self.attempts else 503)
             return

@@ -19,7 +19,6 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-from pyproxy.balancer import STRATEGIES, strategy_name
 from pyproxy.client import ClientConn
 from pyproxy.log import Log
 from pyproxy.upstream import UpstreamSet
@@ -102,11 +101,7 @@ class Runtime:
         self.uset = self._new_set(cfg)  # current upstream set
 
     def _new_set(self, cfg: Config) -> UpstreamSet:
-        uset = UpstreamSet(self.loop, cfg)
-        name = strategy_name(cfg.balancer)
-        if name not in STRATEGIES:
-            self.log.event("warn", "balancer_fallback", balancer=name, using="round_robin")
-        return uset
+        return UpstreamSet(self.loop, cfg)
 
     def take_config(self, cfg: Config) -> None:
         """Reload: new requests use `cfg`; in-flight ones finish on the set they started with.

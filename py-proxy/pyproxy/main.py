@@ -24,6 +24,7 @@ import time
 import httptools
 
 from pyproxy.config import Config, ConfigError, config_load
+from pyproxy.health import health_registry_init
 from pyproxy.listener import BindError, ClientCounter, Listener, Runtime, listener_bind
 from pyproxy.log import Log, log_open, stderr_line
 from pyproxy.util import VERSION, reseed
@@ -194,6 +195,7 @@ def supervise(cfg: Config, socks: list[socket.socket], loop_kind: str) -> int:
     log = Log(cfg.log.level.value, "off", cfg.log.format.value)
     children: dict[int, int] = {}  # pid -> socket index
     counter = ClientCounter(shared=True)  # client connections of every worker
+    health_registry_init(shared=True)  # upstream verdicts of every worker: before the fork
     stopping = False
 
     def spawn(i: int) -> None:

@@ -288,12 +288,13 @@ class UpstreamSet:
     (current set) and borrowed by every exchange routed with it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, cfg: Config) -> None:
-        from pyproxy.balancer import balancer_new
+        from pyproxy.balancer import Peer, balancer_new
 
         self.loop = loop
         self.cfg = cfg  # immutable
         self.ups = [Upstream(self, i) for i in range(len(cfg.upstreams))]
-        self.balancer = balancer_new(cfg.balancer, [u.weight for u in cfg.upstreams])
+        peers = [Peer(u.weight or 1, name=u.name) for u in cfg.upstreams]  # name: ring identity
+        self.balancer = balancer_new(cfg.balancer, peers)
         self.retired = False  # replaced by a reload (or shutting down): no pooling
         t = cfg.timeouts  # in seconds, for client.deadline() (hot)
         self.idle_s = t.idle_ms / 1000.0
