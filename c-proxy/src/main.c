@@ -22,6 +22,7 @@
 
 #include "client.h"
 #include "config.h"
+#include "health.h"
 #include "listener.h"
 #include "log.h"
 #include "upstream.h"
@@ -248,6 +249,7 @@ int main(int argc, char **argv)
     free(app.workers);
     free(app.listeners);
     log_event(CONFIG_LOG_INFO, "stop", NULL);
+    health_registry_free(); /* every set is gone: nobody holds a state */
     cfgref_release(app.cfg);
     log_close();
     ev_loop_destroy(loop);

@@ -32,6 +32,9 @@ struct upstream_set *upstream_set_new(struct worker *w, struct cfgref *cfg)
         s->ups[i].index = i;
         s->peers[i].weight = c->upstreams[i].weight ? c->upstreams[i].weight : 1;
         s->peers[i].name = c->upstreams[i].name; /* hash ring identity */
+        /* the shared verdict for this name (NULL when out of memory: always healthy) */
+        s->peers[i].health = health_state_get(c->upstreams[i].name, c->upstreams[i].addr.text);
+        health_configure(s->peers[i].health, c);
     }
     if (balancer_init(&s->bal, balancer_ops_for(c->balancer), s->peers, s->n) == -1)
         goto error;
@@ -65,6 +68,8 @@ void upstream_set_release(struct upstream_set *s)
 void upstream_set_retire(struct upstream_set *s)
 {
     s->retired = true;
+    health_checker_stop(s->checker);
+    s->checker = NULL;
     for (size_t i = 0; i < s->n; i++)
         while (!list_empty(&s->ups[i].idle))
             upstream_close(list_first_entry(&s->ups[i].idle, struct upstream_conn, idle_link));
@@ -78,6 +83,16 @@ int upstream_set_install(struct worker *w, struct cfgref *cfg)
     struct upstream_set *old = w->set;
     w->set = s;
     w->cfg = s->cfg;
+    if (w->id == 0 && !w->draining) {
+        /* active checks run in one worker only: the verdicts are shared */
+        struct health_state **states = calloc(s->n ? s->n : 1, sizeof *states);
+        if (states) {
+            for (size_t i = 0; i < s->n; i++)
+                states[i] = s->peers[i].health;
+            s->checker = health_checker_start(w->loop, cfg->cfg, states, s->n);
+            free(states);
+        }
+    }
     if (old) {
         upstream_set_retire(old);
         upstream_set_release(old);
@@ -378,4 +393,39 @@ static void conn_on_idle_timeout(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     upstream_close(conn);
+}
+
+/* ---------------------------------------------------------------- queries */
+
+void upstream_info(const struct upstream_set *s, size_t i, struct upstream_info *out)
+{
+    const struct upstream *u = &s->ups[i];
+    const struct health_state *h = s->peers[i].health;
+    out->name = u->cfg->name;
+    out->address = u->cfg->addr.text;
+    out->weight = s->peers[i].weight;
+    out->state = health_is_drained(h) ? "drain" : "active";
+    out->healthy = health_is_healthy(h);
+    out->active = s->peers[i].active;
+    out->idle = u->n_idle;
+    out->requests = u->requests;
+    out->fails = u->fails;
+    out->last_error = h ? health_last_error(h) : "";
+}
+
+struct upstream *upstream_find(const struct upstream_set *s, const char *name)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->ups[i].cfg->name, name) == 0)
+            return &s->ups[i];
+    return NULL;
+}
+
+int upstream_set_drain(const struct upstream_set *s, const char *name, bool drain)
+{
+    struct upstream *u = upstream_find(s, name);
+    if (!u)
+        return -1;
+    health_set_drain(s->peers[u->index].health, drain);
+    return 0;
 }

@@ -40,6 +40,7 @@
 
 #include "balancer.h"
 #include "config.h"
+#include "health.h"
 #include "list.h"
 #include "util.h"
 #include "worker.h"
@@ -107,14 +108,15 @@ struct upstream {
 };
 
 struct upstream_set {
-    struct worker *w;            /* owning worker (one thread) */
-    struct cfgref *cfg;          /* the config this set was built from (ref) */
-    struct upstream *ups;        /* n upstreams */
-    struct balancer_peer *peers; /* n balancer peers, same order */
-    size_t n;                    /* upstreams */
-    struct balancer bal;         /* strategy over peers */
-    unsigned refs;               /* holders (worker, exchanges, open conns) */
-    bool retired;                /* replaced by a reload: no pooling */
+    struct worker *w;               /* owning worker (one thread) */
+    struct cfgref *cfg;             /* the config this set was built from (ref) */
+    struct upstream *ups;           /* n upstreams */
+    struct balancer_peer *peers;    /* n balancer peers, same order */
+    size_t n;                       /* upstreams */
+    struct balancer bal;            /* strategy over peers */
+    unsigned refs;                  /* holders (worker, exchanges, open conns) */
+    bool retired;                   /* replaced by a reload: no pooling */
+    struct health_checker *checker; /* worker 0's active checks for this config (owned) */
 };
 
 enum upstream_acquire_result {
@@ -157,5 +159,30 @@ void upstream_conn_want(struct upstream_conn *conn, bool rd, bool wr);
 int upstream_set_install(struct worker *w, struct cfgref *cfg);
 /* Teardown: retire and release the worker's set (w->set = NULL). */
 void upstream_set_uninstall(struct worker *w);
+
+/* One upstream as GET /upstreams shows it (contract 8). Strings are borrowed from the
+ * set's config or have static storage. requests/fails/active/idle are this worker's;
+ * state/healthy/last_error are the shared health verdict (all workers). */
+struct upstream_info {
+    const char *name;       /* config name */
+    const char *address;    /* config address text */
+    unsigned weight;        /* 1..1000 */
+    const char *state;      /* operator state: "active" | "drain" */
+    bool healthy;           /* health verdict: not down (passive or active) */
+    unsigned active;        /* attempts in flight on it */
+    unsigned idle;          /* pooled keep-alive connections */
+    uint64_t requests;      /* attempts started */
+    uint64_t fails;         /* attempts that failed (health FAIL outcomes) */
+    const char *last_error; /* reason of the last failure, "" if none */
+};
+
+/* Fill *out for upstream i of s (i < s->n). */
+void upstream_info(const struct upstream_set *s, size_t i, struct upstream_info *out);
+/* The upstream named name in s, or NULL. */
+struct upstream *upstream_find(const struct upstream_set *s, const char *name);
+/* Operator drain (admin PATCH /upstreams/{name}, later): the upstream gets no new
+ * attempts, in-flight ones finish; shared by every worker and kept across reloads
+ * (health_set_drain on the name's state). Returns 0, or -1 for an unknown name. */
+int upstream_set_drain(const struct upstream_set *s, const char *name, bool drain);
 
 #endif

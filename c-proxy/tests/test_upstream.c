@@ -107,6 +107,7 @@ static int teardown(void **state)
     (void)state;
     upstream_set_uninstall(&E.w); /* idle conns close; busy ones were closed by the test */
     worker_join_and_deinit(&E.w); /* frees the graveyard, the loop */
+    health_registry_free();
     close(E.lfd);
     return 0;
 }
