@@ -119,3 +119,32 @@ def test_pipelined_self_answered_all_answered(proxy):
             r = c.read_response()
             assert_proxy_error(r, 502, close=False, request_id=f"pipe-{i}")
         assert c.is_open()
+
+
+def test_pipelined_all_down_all_answered(proxy):
+    # The synchronous case: both upstreams refuse, the first request marks them down
+    # (max_fails: 1), then 200 pipelined GETs get 503 without any upstream socket
+    # event in between. Every one is answered, keep-alive kept, long before
+    # timeouts.header/idle (30 s).
+    p = proxy(
+        [
+            {"address": f"127.0.0.1:{free_port()}", "name": "a"},
+            {"address": f"127.0.0.1:{free_port()}", "name": "b"},
+        ],
+        health={"max_fails": 1, "fail_timeout": "30s"},
+        timeouts={"header": "30s", "idle": "30s"},
+    )
+    n = 200
+    with p.connect(timeout=10) as c:
+        c.send(build_request("GET", "/first", [("X-Request-ID", "first")]))
+        assert_proxy_error(c.read_response(), 502, close=False, request_id="first")
+        c.send(
+            b"".join(
+                build_request("GET", f"/p/{i}", [("X-Request-ID", f"down-{i}")])
+                for i in range(n)
+            )
+        )
+        for i in range(n):
+            r = c.read_response()
+            assert_proxy_error(r, 503, close=False, request_id=f"down-{i}")
+        assert c.is_open()

@@ -23,6 +23,7 @@ static void client_run(struct client *c);
 static void client_close(struct client *c);
 static void client_error(struct client *c, int code, const char *why);
 static void client_route(struct client *c);
+static void attempt_end(struct client *c, enum health_outcome o, const char *reason);
 static void peer_done(struct client *c);
 
 /* ---------------------------------------------------------------- helpers */
@@ -292,13 +293,28 @@ int client_new(struct worker *w, int fd, const struct sockaddr *peer)
     return 0;
 }
 
-/* The current attempt no longer counts as active on its upstream (least_conn).
- * Outcome NEUTRAL for now: wiring OK/FAIL here feeds passive health. */
+/* The current attempt ends with outcome o (reason: a HEALTH_FAIL's constant): the
+ * balancer and health hear it once (active--, passive accounting), the retry budget
+ * counts one retry less if it was one. No-op when no attempt is running. */
+static void attempt_end(struct client *c, enum health_outcome o, const char *reason)
+{
+    if (c->peer_counted && c->up && c->set) {
+        if (o == HEALTH_FAIL)
+            c->up->fails++;
+        balancer_attempt_end(&c->set->bal, c->up->index, o, reason, now_of(c));
+    }
+    c->peer_counted = false;
+    if (c->retry_counted) {
+        c->w->retries_in_flight--;
+        c->retry_counted = false;
+    }
+}
+
+/* The attempt ends without a failure: OK once a response head parsed, else neutral
+ * (the client went away, the proxy answered). */
 static void peer_done(struct client *c)
 {
-    if (c->peer_counted && c->up && c->set)
-        balancer_attempt_end(&c->set->bal, c->up->index, HEALTH_NEUTRAL, NULL, now_of(c));
-    c->peer_counted = false;
+    attempt_end(c, (c->x.flags & EXCHANGE_F_HEAD_OK) ? HEALTH_OK : HEALTH_NEUTRAL, NULL);
 }
 
 static void drop_upstream(struct client *c)
@@ -512,7 +528,8 @@ static void client_attach(struct client *c, struct upstream_conn *conn)
     c->resp.out_mode = HTTP1_OUT_NONE;
     c->uin.rpos = c->uin.wpos = 0;
     c->up_last = c->uout_last = now;
-    c->x.flags &= ~(EXCHANGE_F_UP_EOF | EXCHANGE_F_UP_DIRTY | EXCHANGE_F_UP_WFAIL);
+    c->x.flags &= ~EXCHANGE_F_ATTEMPT;
+    c->up_err = NULL;
     if (c->x.flags & EXCHANGE_F_EXPECT) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         out_compact(c);
@@ -521,21 +538,61 @@ static void client_attach(struct client *c, struct upstream_conn *conn)
     }
 }
 
-/* The attempt on c->up failed (reason): count it and try the next upstream. */
-static void attempt_failed(struct client *c, const char *reason)
+/* Is there an upstream this request has not tried that may take an attempt now? */
+static bool eligible_left(const struct client *c)
 {
-    if (c->up) {
-        c->up->fails++;
-        peer_done(c);
+    struct balancer_ctx ctx = {.tried = &c->x.tried, .now = now_of(c), .client_ip = c->ip};
+    for (size_t i = 0; i < c->set->n; i++)
+        if (balancer_peer_eligible(c->set->peers, i, &ctx))
+            return true;
+    return false;
+}
+
+/* The attempt on c->up failed in `phase` (contract 6): end it with health outcome o,
+ * close its connection, then retry on another upstream when exchange_attempt_failed()
+ * says so and one is eligible (event retry), else answer `status` (502, or 504 after a
+ * read timeout; event retry_skipped when the budget said no). */
+static void attempt_failed(struct client *c, enum retry_phase phase, const char *reason,
+                           enum health_outcome o, int status)
+{
+    struct upstream *u = c->up;
+    attempt_end(c, o, reason);
+    if (c->conn) {
+        upstream_close(c->conn);
+        c->conn = NULL;
     }
-    c->conn = NULL;
-    const struct config *cfg = cur_cfg(c);
-    if (c->x.attempts < 1 + cfg->retries && c->x.attempts < c->set->n) {
+    const struct config *cfg = c->set->cfg->cfg;
+    struct retry_budget b = {
+        .percent = cfg->retry_budget.percent,
+        .min_concurrent = cfg->retry_budget.min_concurrent,
+        .requests_in_flight = c->w->requests_in_flight,
+        .retries_in_flight = c->w->retries_in_flight,
+    };
+    enum retry_verdict v = exchange_attempt_failed(&c->x, phase, &b, 1 + cfg->retries);
+    const char *name = u ? u->cfg->name : "";
+    if (v == RETRY_GO && eligible_left(c)) {
         log_event(CONFIG_LOG_WARN, "retry",
-                  json_pack("{s:s,s:s,s:i}", "upstream", c->up ? c->up->cfg->name : "", "reason",
-                            reason, "attempt", (int)c->x.attempts + 1));
+                  json_pack("{s:s,s:s,s:s,s:i}", "upstream", name, "reason", reason, "phase",
+                            retry_phase_name(phase), "attempt", (int)c->x.attempts + 1));
+        /* the request goes again from its first byte (it is all in uout: replayable) */
+        c->uout.rpos = 0;
+        c->uout_pending = false;
+        client_route(c);
+        return;
     }
-    client_route(c);
+    if (v == RETRY_NO_BUDGET)
+        log_event(CONFIG_LOG_WARN, "retry_skipped",
+                  json_pack("{s:s,s:s,s:s}", "upstream", name, "reason", retry_verdict_name(v),
+                            "phase", retry_phase_name(phase)));
+    client_error(c, status, reason);
+}
+
+/* Connect failures (refused, failed, timed out): nothing was sent. */
+static void connect_failed(struct client *c, const char *reason)
+{
+    /* a local shortage is not the upstream's fault */
+    bool local = strcmp(reason, "socket") == 0 || strcmp(reason, "out_of_memory") == 0;
+    attempt_failed(c, RETRY_PHASE_CONNECT, reason, local ? HEALTH_NEUTRAL : HEALTH_FAIL, 502);
 }
 
 static void client_route(struct client *c)
@@ -545,48 +602,47 @@ static void client_route(struct client *c)
         c->w->requests_in_flight++;
         exchange_route_begin(&c->x, c->set->n);
     }
-    const struct config *cfg = c->set->cfg->cfg;
-    for (;;) {
-        if (c->x.attempts >= 1 + cfg->retries) {
-            client_error(c, 502, "no attempt left");
-            return;
-        }
-        struct balancer_ctx ctx = {.tried = &c->x.tried, .now = now_of(c), .client_ip = c->ip};
-        int idx = balancer_pick(&c->set->bal, &ctx);
-        if (idx < 0) {
-            client_error(c, c->x.attempts ? 502 : 503,
-                         c->x.attempts ? "every upstream failed" : "no upstream available");
-            return;
-        }
-        balancer_tried_add(&c->x.tried, (size_t)idx);
-        struct upstream *u = &c->set->ups[idx];
-        c->up = u;
-        c->x.attempts++;
-        u->requests++;
-        balancer_attempt_begin(&c->set->bal, (size_t)idx, now_of(c));
-        c->peer_counted = true;
-        c->up_start = now_of(c);
-        c->state = CLIENT_ST_UPSTREAM;
-        struct upstream_conn *conn = NULL;
-        const char *reason = NULL;
-        switch (upstream_acquire(u, &c->uo, &conn, &reason)) {
-        case UPSTREAM_READY:
-            client_attach(c, conn);
-            return;
-        case UPSTREAM_CONNECTING:
-            c->conn = conn;
-            return;
-        case UPSTREAM_QUEUED:
-            return;
-        case UPSTREAM_FAILED:
-            u->fails++;
-            peer_done(c);
-            if (c->x.attempts < 1 + cfg->retries && c->x.attempts < c->set->n)
-                log_event(CONFIG_LOG_WARN, "retry",
-                          json_pack("{s:s,s:s,s:i}", "upstream", u->cfg->name, "reason", reason,
-                                    "attempt", (int)c->x.attempts + 1));
-            continue;
-        }
+    struct balancer_ctx ctx = {
+        .tried = &c->x.tried,
+        .now = now_of(c),
+        .client_ip = c->ip,
+        .key = c->x.key,
+        .key_len = c->x.key_len,
+    };
+    int idx = balancer_pick(&c->set->bal, &ctx);
+    if (idx < 0) {
+        /* nobody eligible: all down or drained (503), or every one tried (502) */
+        client_error(c, c->x.attempts ? 502 : 503,
+                     c->x.attempts ? "every upstream failed" : "no upstream available");
+        return;
+    }
+    balancer_tried_add(&c->x.tried, (size_t)idx);
+    struct upstream *u = &c->set->ups[idx];
+    c->up = u;
+    c->x.attempts++;
+    u->requests++;
+    balancer_attempt_begin(&c->set->bal, (size_t)idx, now_of(c));
+    c->peer_counted = true;
+    if (c->x.attempts > 1) {
+        c->w->retries_in_flight++;
+        c->retry_counted = true;
+    }
+    c->up_start = now_of(c);
+    c->state = CLIENT_ST_UPSTREAM;
+    struct upstream_conn *conn = NULL;
+    const char *reason = NULL;
+    switch (upstream_acquire(u, &c->uo, &conn, &reason)) {
+    case UPSTREAM_READY:
+        client_attach(c, conn);
+        return;
+    case UPSTREAM_CONNECTING:
+        c->conn = conn;
+        return;
+    case UPSTREAM_QUEUED:
+        return;
+    case UPSTREAM_FAILED:
+        connect_failed(c, reason); /* retries through client_route() when it may */
+        return;
     }
 }
 
@@ -626,7 +682,7 @@ static int client_on_response_head(struct http1_parser *p)
         return -1;
     }
     c->out.wpos += n;
-    c->x.flags |= EXCHANGE_F_RESP_STARTED;
+    c->x.flags |= EXCHANGE_F_RESP_STARTED | EXCHANGE_F_HEAD_OK;
     c->x.status = (int)m->status;
     c->x.flags &= ~EXCHANGE_F_REPLAYABLE; /* the upstream answered: no replay */
     return ret;
@@ -680,6 +736,9 @@ static void pump_response(struct client *c)
         c->uin.rpos += used;
         if (r == HTTP1_ERROR) {
             c->x.flags |= EXCHANGE_F_UP_DIRTY;
+            /* an invalid head is a health failure; a bad body after a good head is not */
+            if (!(c->x.flags & EXCHANGE_F_HEAD_OK))
+                attempt_end(c, HEALTH_FAIL, "invalid_response");
             client_error(c, 502, c->resp.error_reason);
             return;
         }
@@ -692,8 +751,10 @@ static void pump_response(struct client *c)
     }
     if (!c->resp.in_head)
         buffer_reset_if_empty(&c->uin);
-    else if (c->conn && buffer_space(&c->uin) == 0)
+    else if (c->conn && buffer_space(&c->uin) == 0) {
+        attempt_end(c, HEALTH_FAIL, "invalid_response");
         client_error(c, 502, "upstream response head too large"); /* cannot grow: uin is full */
+    }
 }
 
 /* The upstream closed (or failed): finish or fail the exchange. */
@@ -701,25 +762,25 @@ static void upstream_eof(struct client *c)
 {
     if (c->x.flags & EXCHANGE_F_RESP_DONE)
         return;
-    bool nothing = c->resp.phase == HTTP1_PH_HEAD && !c->resp.in_head &&
-                   !(c->x.flags & EXCHANGE_F_RESP_STARTED) && c->x.status == 0;
-    if (nothing && c->conn && c->conn->exchanges > 0 && (c->x.flags & EXCHANGE_F_REPLAYABLE)) {
-        /* a pooled connection the upstream had closed: replay the request elsewhere */
-        upstream_close(c->conn);
-        c->conn = NULL;
-        c->uout.rpos = 0;
-        c->uout_pending = false;
-        attempt_failed(c, "keepalive_closed");
+    const char *why = c->up_err ? c->up_err : "upstream_closed";
+    if (!(c->x.flags & EXCHANGE_F_UP_READ)) {
+        /* not one response byte: a send- or head-phase failure (contract 6). A reused
+         * connection closing here is the keep-alive race (it passed the pool check
+         * before the upstream's close arrived), not a sign of a sick upstream. */
+        bool reused = c->conn && c->conn->exchanges > 0;
+        enum retry_phase ph = exchange_failure_phase(&c->x, true, buffer_len(&c->uout) == 0);
+        attempt_failed(c, ph, why, reused ? HEALTH_NEUTRAL : HEALTH_FAIL, 502);
         return;
     }
     enum http1_result r = http1_finish(&c->resp);
+    c->x.flags |= EXCHANGE_F_UP_DIRTY;
     if (r == HTTP1_DONE) {
-        c->x.flags |= EXCHANGE_F_UP_DIRTY;
         response_done(c);
         return;
     }
-    c->x.flags |= EXCHANGE_F_UP_DIRTY;
-    client_error(c, 502, nothing ? "upstream closed before responding" : "upstream closed early");
+    if (!(c->x.flags & EXCHANGE_F_HEAD_OK))
+        attempt_end(c, HEALTH_FAIL, why); /* closed in the middle of the head */
+    client_error(c, 502, "upstream closed early");
 }
 
 /* ---------------------------------------------------------------- errors */
@@ -847,6 +908,7 @@ static void upstream_read(struct client *c)
     ssize_t n = recv(conn->fd, buffer_tail(&c->uin), buffer_space(&c->uin), 0);
     if (n > 0) {
         c->uin.wpos += (size_t)n;
+        c->x.flags |= EXCHANGE_F_UP_READ;
         c->up_last = now_of(c);
         if (c->state == CLIENT_ST_TUNNEL)
             c->idle_since = c->up_last;
@@ -854,6 +916,7 @@ static void upstream_read(struct client *c)
     }
     if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
+    c->up_err = n == 0 ? "upstream_closed" : "upstream_reset";
     c->x.flags |= EXCHANGE_F_UP_EOF;
 }
 
@@ -1121,7 +1184,7 @@ static void absorb_granted(struct client *c)
     } else if (c->uo.granted_err) {
         const char *why = c->uo.granted_err;
         c->uo.granted_err = NULL;
-        attempt_failed(c, why);
+        connect_failed(c, why);
     }
 }
 
@@ -1150,7 +1213,7 @@ static void client_on_upstream_io(struct upstream_owner *o, int revents)
         const char *reason = NULL;
         if (upstream_connect_done(conn, &reason) == -1) {
             c->conn = NULL;
-            attempt_failed(c, reason);
+            connect_failed(c, reason);
         } else {
             client_attach(c, conn);
         }
@@ -1193,15 +1256,21 @@ static void client_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
         client_error(c, 503, "queue timeout");
         break;
     case CLIENT_TO_CONNECT:
-        if (c->conn) {
-            upstream_close(c->conn);
-            c->conn = NULL;
-        }
-        attempt_failed(c, "connect_timeout");
+        connect_failed(c, "connect_timeout");
         break;
     case CLIENT_TO_READ:
+        if (c->conn && !(c->x.flags & EXCHANGE_F_UP_READ)) {
+            /* not one response byte: a head-phase failure (send if still writing) */
+            enum retry_phase ph = exchange_failure_phase(&c->x, true, buffer_len(&c->uout) == 0);
+            attempt_failed(c, ph, "read_timeout", HEALTH_FAIL, 504);
+            break;
+        }
+        if (!(c->x.flags & EXCHANGE_F_HEAD_OK))
+            attempt_end(c, HEALTH_FAIL, "read_timeout"); /* stalled inside the head */
+        client_error(c, 504, "read timeout");
+        break;
     case CLIENT_TO_TOTAL:
-        client_error(c, 504, which == CLIENT_TO_READ ? "read timeout" : "total timeout");
+        client_error(c, 504, "total timeout");
         break;
     }
     if (c->state != CLIENT_ST_CLOSED)

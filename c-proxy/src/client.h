@@ -113,7 +113,9 @@ struct client {
     struct upstream_set *set;   /* exchange's upstream set (ref), NULL between requests */
     struct upstream *up;        /* upstream of the current attempt */
     struct upstream_conn *conn; /* attached conn (CONNECTING/BUSY) */
-    bool peer_counted;          /* this attempt counts in its peer's `active` */
+    bool peer_counted;          /* an attempt is running: balancer_attempt_end() is owed */
+    bool retry_counted;         /* ... and it is a retry (worker's retries_in_flight) */
+    const char *up_err;         /* why the upstream side ended (EOF/reset), a reason constant */
     size_t resp_mark;           /* `out` length before the response head (to undo it) */
 
     ev_tstamp accepted;     /* accept time (first head deadline) */

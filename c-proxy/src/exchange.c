@@ -83,22 +83,6 @@ void exchange_route_begin(struct exchange *x, size_t n)
 
 /* ---------------------------------------------------------------- request */
 
-/* RFC 9110 9.2.2: GET HEAD OPTIONS TRACE PUT DELETE. */
-static bool method_idempotent(unsigned method)
-{
-    switch (method) {
-    case HTTP_GET:
-    case HTTP_HEAD:
-    case HTTP_OPTIONS:
-    case HTTP_TRACE:
-    case HTTP_PUT:
-    case HTTP_DELETE:
-        return true;
-    default:
-        return false;
-    }
-}
-
 static bool has_idempotency_key(const struct http1_msg *m)
 {
     for (size_t i = 0; i < m->n_hdrs; i++) {
@@ -150,7 +134,9 @@ int exchange_classify_request(struct exchange *x, const struct http1_parser *req
         x->flags |= EXCHANGE_F_HEAD_METHOD;
     if (http1_request_keepalive(m))
         x->flags |= EXCHANGE_F_KEEPALIVE;
-    if (method_idempotent(m->method) || has_idempotency_key(m))
+    /* retry_idempotent(method, has_key), the header looked for only when the method
+     * does not settle it */
+    if (retry_idempotent(x->method, false) || retry_idempotent(x->method, has_idempotency_key(m)))
         x->flags |= EXCHANGE_F_IDEMPOTENT;
     x->chunked = m->n_te == 1;
     x->has_cl = (req->llp.flags & F_CONTENT_LENGTH) != 0;
@@ -241,4 +227,30 @@ bool exchange_error_closes(const struct exchange *x, int code, bool draining, bo
 bool exchange_closes_after(const struct exchange *x, bool draining, bool client_eof)
 {
     return (x->flags & EXCHANGE_F_CLOSE_AFTER) || client_eof || draining;
+}
+
+/* ---------------------------------------------------------------- attempts */
+
+enum retry_phase exchange_failure_phase(const struct exchange *x, bool attached, bool request_sent)
+{
+    if (!attached)
+        return RETRY_PHASE_CONNECT;
+    if (!request_sent || (x->flags & EXCHANGE_F_UP_WFAIL) || !(x->flags & EXCHANGE_F_REQ_DONE))
+        return RETRY_PHASE_SEND;
+    return RETRY_PHASE_HEAD;
+}
+
+enum retry_verdict exchange_attempt_failed(struct exchange *x, enum retry_phase phase,
+                                           const struct retry_budget *b, unsigned max_attempts)
+{
+    struct retry_attempt a = {
+        .phase = phase,
+        .idempotent = (x->flags & EXCHANGE_F_IDEMPOTENT) != 0,
+        .replayable = (x->flags & EXCHANGE_F_REPLAYABLE) != 0,
+        .response_started = (x->flags & (EXCHANGE_F_RESP_STARTED | EXCHANGE_F_RESP_SENT)) != 0,
+        .attempts = x->attempts,
+        .max_attempts = max_attempts,
+    };
+    x->phase = phase;
+    return retry_decide(&a, b);
 }

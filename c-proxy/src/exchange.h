@@ -24,6 +24,7 @@
 #include "balancer.h"
 #include "config.h"
 #include "http1.h"
+#include "retry.h"
 
 /* Per-request flags (values as the former CLIENT_F_* of the same names). */
 #define EXCHANGE_F_KEEPALIVE 0x0001    /* the client may keep the connection after this request */
@@ -43,6 +44,13 @@
 #define EXCHANGE_F_IN_REQUEST 0x20000  /* a request started (bytes seen): its clocks run */
 #define EXCHANGE_F_UP_WFAIL 0x40000    /* writing upstream failed: stop sending, keep reading */
 #define EXCHANGE_F_IDEMPOTENT 0x80000  /* idempotent method or Idempotency-Key: retry-safe */
+#define EXCHANGE_F_UP_READ 0x100000    /* this attempt: bytes arrived from the upstream */
+#define EXCHANGE_F_HEAD_OK 0x200000    /* this attempt: a response head parsed (health OK) */
+
+/* Flags that describe one attempt: cleared when the next one is attached. */
+#define EXCHANGE_F_ATTEMPT                                                                         \
+    (EXCHANGE_F_UP_EOF | EXCHANGE_F_UP_DIRTY | EXCHANGE_F_UP_WFAIL | EXCHANGE_F_UP_READ |          \
+     EXCHANGE_F_HEAD_OK)
 
 #define EXCHANGE_INLINE_PATH 128 /* targets shorter than this are kept in the struct */
 #define EXCHANGE_INLINE_RID 64   /* request ids shorter than this are kept in the struct */
@@ -65,6 +73,7 @@ struct exchange {
     struct balancer_tried tried; /* upstreams tried by this request (bits: tried_small or owned) */
     uint64_t tried_small[2];     /* inline storage for tried (<= 128 upstreams) */
     unsigned attempts;           /* upstream attempts started */
+    enum retry_phase phase;      /* phase of the last failed attempt */
 
     /* access-log fields */
     double start_wall;  /* wall clock at the request's first byte */
@@ -134,5 +143,18 @@ bool exchange_closes_after(const struct exchange *x, bool draining, bool client_
 
 /* Size the tried bitmap for n upstreams and clear it (attempts = 0). */
 void exchange_route_begin(struct exchange *x, size_t n);
+
+/* Where the current attempt failed: connect (not attached: nothing was sent), send
+ * (attached, the request not all written: request_sent false, or a write failed),
+ * head (all written, no response head yet). */
+enum retry_phase exchange_failure_phase(const struct exchange *x, bool attached, bool request_sent);
+
+/* An attempt failed in `phase`: may the request go to another upstream? Records the
+ * phase; calls retry_decide() with the exchange's idempotency, replayability,
+ * response progress and attempts, the worker's budget b and max_attempts (1 +
+ * retries). The caller still needs an untried eligible upstream for RETRY_GO, and
+ * answers 502 (504 after a read timeout) otherwise. */
+enum retry_verdict exchange_attempt_failed(struct exchange *x, enum retry_phase phase,
+                                           const struct retry_budget *b, unsigned max_attempts);
 
 #endif

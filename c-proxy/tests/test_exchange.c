@@ -410,6 +410,95 @@ static void test_error_closes_when_request_incomplete(void **state)
     exchange_deinit(&x);
 }
 
+/* ---------------------------------------------------------------- attempts */
+
+static const struct retry_budget roomy = {
+    .percent = 20, .min_concurrent = 3, .requests_in_flight = 1, .retries_in_flight = 0};
+
+static void test_attempt_failed_connect_retries_post(void **state)
+{
+    (void)state;
+    struct run r;
+    run_request(&r, "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", false);
+    assert_false(r.x.flags & EXCHANGE_F_IDEMPOTENT);
+    r.x.flags |= EXCHANGE_F_REQ_DONE | EXCHANGE_F_REPLAYABLE;
+    r.x.attempts = 1;
+    assert_int_equal(exchange_failure_phase(&r.x, false, false), RETRY_PHASE_CONNECT);
+    assert_int_equal(exchange_attempt_failed(&r.x, RETRY_PHASE_CONNECT, &roomy, 3), RETRY_GO);
+    assert_int_equal(r.x.phase, RETRY_PHASE_CONNECT);
+    r.x.attempts = 3; /* 1 + retries made */
+    assert_int_equal(exchange_attempt_failed(&r.x, RETRY_PHASE_CONNECT, &roomy, 3),
+                     RETRY_NO_ATTEMPTS);
+    done(&r);
+}
+
+static void test_attempt_failed_head_post_not_retried(void **state)
+{
+    (void)state;
+    struct run r;
+    run_request(&r, "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", false);
+    r.x.flags |= EXCHANGE_F_REQ_DONE | EXCHANGE_F_REPLAYABLE;
+    r.x.attempts = 1;
+    assert_int_equal(exchange_failure_phase(&r.x, true, true), RETRY_PHASE_HEAD);
+    assert_int_equal(exchange_attempt_failed(&r.x, RETRY_PHASE_HEAD, &roomy, 3), RETRY_NO_UNSAFE);
+    assert_int_equal(exchange_failure_phase(&r.x, true, false), RETRY_PHASE_SEND);
+    assert_int_equal(exchange_attempt_failed(&r.x, RETRY_PHASE_SEND, &roomy, 3), RETRY_NO_UNSAFE);
+    done(&r);
+    /* a GET is */
+    run_request(&r, "GET /g HTTP/1.1\r\nHost: x\r\n\r\n", false);
+    r.x.flags |= EXCHANGE_F_REQ_DONE | EXCHANGE_F_REPLAYABLE;
+    r.x.attempts = 1;
+    assert_int_equal(exchange_attempt_failed(&r.x, RETRY_PHASE_HEAD, &roomy, 3), RETRY_GO);
+    r.x.flags &= ~EXCHANGE_F_REPLAYABLE; /* the body outgrew the buffer */
+    assert_int_equal(exchange_attempt_failed(&r.x, RETRY_PHASE_HEAD, &roomy, 3), RETRY_NO_REPLAY);
+    done(&r);
+}
+
+static void test_attempt_failed_head_post_with_key_retried(void **state)
+{
+    (void)state;
+    struct run r;
+    run_request(&r,
+                "POST /p HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k1\r\n"
+                "Content-Length: 0\r\n\r\n",
+                false);
+    assert_true(r.x.flags & EXCHANGE_F_IDEMPOTENT);
+    r.x.flags |= EXCHANGE_F_REQ_DONE | EXCHANGE_F_REPLAYABLE;
+    r.x.attempts = 1;
+    assert_int_equal(exchange_attempt_failed(&r.x, RETRY_PHASE_HEAD, &roomy, 3), RETRY_GO);
+    done(&r);
+}
+
+static void test_attempt_failed_after_response_bytes(void **state)
+{
+    (void)state;
+    struct run r;
+    run_request(&r, "GET /g HTTP/1.1\r\nHost: x\r\n\r\n", false);
+    r.x.flags |= EXCHANGE_F_REQ_DONE | EXCHANGE_F_REPLAYABLE | EXCHANGE_F_RESP_SENT;
+    r.x.attempts = 1;
+    assert_int_equal(exchange_attempt_failed(&r.x, RETRY_PHASE_HEAD, &roomy, 3), RETRY_NO_RESPONSE);
+    done(&r);
+}
+
+static void test_attempt_failed_budget_exhausted(void **state)
+{
+    (void)state;
+    struct run r;
+    run_request(&r, "GET /g HTTP/1.1\r\nHost: x\r\n\r\n", false);
+    r.x.flags |= EXCHANGE_F_REQ_DONE | EXCHANGE_F_REPLAYABLE;
+    r.x.attempts = 1;
+    /* 3 retries in flight, 10 requests: max(3, 20% of 10 = 2) = 3 are allowed */
+    struct retry_budget b = {
+        .percent = 20, .min_concurrent = 3, .requests_in_flight = 10, .retries_in_flight = 3};
+    assert_int_equal(exchange_attempt_failed(&r.x, RETRY_PHASE_CONNECT, &b, 3), RETRY_NO_BUDGET);
+    b.retries_in_flight = 2;
+    assert_int_equal(exchange_attempt_failed(&r.x, RETRY_PHASE_CONNECT, &b, 3), RETRY_GO);
+    /* percent 0, min_concurrent 0: no retry ever */
+    struct retry_budget off = {.requests_in_flight = 1};
+    assert_int_equal(exchange_attempt_failed(&r.x, RETRY_PHASE_CONNECT, &off, 3), RETRY_NO_BUDGET);
+    done(&r);
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 static void test_init_resets_request_state(void **state)
@@ -473,6 +562,11 @@ int main(void)
         cmocka_unit_test_setup(test_error_closes_4xx, setup),
         cmocka_unit_test_setup(test_error_502_keeps_keepalive, setup),
         cmocka_unit_test_setup(test_error_closes_when_request_incomplete, setup),
+        cmocka_unit_test_setup(test_attempt_failed_connect_retries_post, setup),
+        cmocka_unit_test_setup(test_attempt_failed_head_post_not_retried, setup),
+        cmocka_unit_test_setup(test_attempt_failed_head_post_with_key_retried, setup),
+        cmocka_unit_test_setup(test_attempt_failed_after_response_bytes, setup),
+        cmocka_unit_test_setup(test_attempt_failed_budget_exhausted, setup),
         cmocka_unit_test_setup(test_init_resets_request_state, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
