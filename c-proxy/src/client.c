@@ -1039,10 +1039,10 @@ static void update_io(struct client *c)
 /* Signature of everything a pass can change, to stop when a pass did nothing. */
 static uint64_t progress_sig(const struct client *c)
 {
-    return (uint64_t)c->state * 1000003u ^ (uint64_t)c->flags * 7919u ^
-           (uint64_t)c->x.flags * 104729u ^ c->in.rpos ^ (c->in.wpos << 8) ^ (c->out.wpos << 16) ^
-           (c->out.rpos << 24) ^ (c->uin.rpos << 32) ^ (c->uout.wpos << 40) ^ (c->uout.rpos << 48) ^
-           (uint64_t)(uintptr_t)c->conn;
+    /* CLIENT_F_* and EXCHANGE_F_* use distinct bits: one OR covers both */
+    return (uint64_t)c->state * 1000003u ^ (uint64_t)(c->flags | c->x.flags) * 7919u ^ c->in.rpos ^
+           (c->in.wpos << 8) ^ (c->out.wpos << 16) ^ (c->out.rpos << 24) ^ (c->uin.rpos << 32) ^
+           (c->uout.wpos << 40) ^ (c->uout.rpos << 48) ^ (uint64_t)(uintptr_t)c->conn;
 }
 
 /* Continue on the next loop iteration (zero-delay `defer` timer). */

@@ -7,7 +7,7 @@
 
 static void drop_kept(char **s, char *small)
 {
-    if (*s != small)
+    if (*s && *s != small)
         free(*s);
     *s = NULL;
 }
@@ -65,6 +65,12 @@ char *exchange_generated_id(struct exchange *x)
 
 void exchange_route_begin(struct exchange *x, size_t n)
 {
+    x->attempts = 0;
+    if (n <= 128 && x->tried.bits == x->tried_small) {
+        x->tried_small[0] = x->tried_small[1] = 0; /* the common case: inline bits */
+        x->tried.n = n;
+        return;
+    }
     size_t words = (n + 63) / 64;
     if (x->tried.bits != x->tried_small)
         free(x->tried.bits);
@@ -78,10 +84,26 @@ void exchange_route_begin(struct exchange *x, size_t n)
     }
     memset(x->tried_small, 0, sizeof x->tried_small);
     x->tried.n = n;
-    x->attempts = 0;
 }
 
 /* ---------------------------------------------------------------- request */
+
+/* retry_idempotent(method, false) on llhttp's method code: GET HEAD OPTIONS PUT
+ * DELETE TRACE (RFC 9110 9.2.2), without a string compare per request. */
+static bool method_idempotent(unsigned method)
+{
+    switch (method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+    case HTTP_TRACE:
+        return true;
+    default:
+        return false;
+    }
+}
 
 static bool has_idempotency_key(const struct http1_msg *m)
 {
@@ -136,7 +158,7 @@ int exchange_classify_request(struct exchange *x, const struct http1_parser *req
         x->flags |= EXCHANGE_F_KEEPALIVE;
     /* retry_idempotent(method, has_key), the header looked for only when the method
      * does not settle it */
-    if (retry_idempotent(x->method, false) || retry_idempotent(x->method, has_idempotency_key(m)))
+    if (method_idempotent(m->method) || has_idempotency_key(m))
         x->flags |= EXCHANGE_F_IDEMPOTENT;
     x->chunked = m->n_te == 1;
     x->has_cl = (req->llp.flags & F_CONTENT_LENGTH) != 0;
@@ -175,7 +197,7 @@ int exchange_response_framing(struct exchange *x, const struct http1_parser *res
                               struct http1_resp_opts *o, enum http1_out *out_mode, const char **why)
 {
     const struct http1_msg *m = &resp->msg;
-    memset(o, 0, sizeof *o);
+    o->close = o->keepalive = o->upgrade = false;
     if (m->status == 101) {
         if (!(x->flags & EXCHANGE_F_UPGRADE)) {
             *why = "101 without an upgrade request";
