@@ -115,6 +115,12 @@ static void run_one(llhttp_type_t type, const uint8_t *data, size_t size)
     f.p.body_limit = 1 << 20;
     f.cfg.limits.max_body_bytes = 1 << 20;
     f.draining = size > 1 && (data[1] & 0x80);
+    /* balancer: hash with each hash_key kind, so the key is kept from the head too */
+    static char hdr[] = "X-Key";
+    f.cfg.balancer =
+        size > 2 && (data[2] & 0x4) ? CONFIG_BALANCER_HASH : CONFIG_BALANCER_ROUND_ROBIN;
+    f.cfg.hash_key = size > 2 ? (enum config_key_kind)(data[2] % 3) : CONFIG_KEY_CLIENT_IP;
+    f.cfg.hash_header = f.cfg.hash_key == CONFIG_KEY_HEADER ? hdr : NULL;
     exchange_init(&f.x);
     if (type == HTTP_RESPONSE && size > 1) {
         /* the request this response answers: flags picked by the input */
@@ -169,6 +175,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #ifndef FUZZ_WITH_LIBFUZZER
 static const char *const corpus[] = {
     "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X\r\nX: 1\r\n\r\n",
+    "POST /k?q HTTP/1.1\r\nHost: a\r\nX-Key:  v \r\nIdempotency-Key: 1\r\nContent-Length: "
+    "1\r\n\r\nz",
     "POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: "
     "b\r\n\r\n",
     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\nX-T: "
