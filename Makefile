@@ -8,7 +8,7 @@ export LLHTTP
 C_DIRS := c-proxy upstreams loadtest/olgen
 
 .PHONY: all deps build test test-unit test-conformance asan test-asan fmt lint clean \
-        bench bench-quick bench-smoke valgrind
+        bench bench-quick bench-smoke valgrind perf-per-request perf-capacity
 
 all: build
 
@@ -60,6 +60,18 @@ bench-quick: build
 
 bench-smoke: build
 	$(PY) -m loadtest.bench --profile smoke --force --out build/bench-smoke
+
+# CPU per keep-alive GET (callgrind instructions, strace syscalls; docs/performance.md).
+# PERF_IMPLS: c-proxy[=BINARY] py-proxy[=BINARY] nginx haproxy; PERF_ARGS: e.g. -r 2 -n 20000
+PERF_IMPLS ?= c-proxy
+PERF_ARGS ?=
+perf-per-request: build
+	bash loadtest/perf/per_request.sh $(PERF_ARGS) $(PERF_IMPLS)
+
+# S1-shaped wrk capacity of c-proxy binaries, alternating them (noisy: wall clock)
+PERF_BINARIES ?= c-proxy/build/c-proxy
+perf-capacity: build
+	bash loadtest/perf/capacity.sh $(PERF_ARGS) $(PERF_BINARIES)
 
 clean:
 	@for d in $(C_DIRS); do [ -f $$d/Makefile ] && $(MAKE) -s -C $$d clean; done
