@@ -270,8 +270,20 @@ class Conn:
     """One client TCP connection with a hand-rolled HTTP/1.1 response reader, so tests
     control every byte they send and see every byte they get."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = IO_TIMEOUT):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        timeout: float = IO_TIMEOUT,
+        source: str | None = None,
+    ):
+        # source: the local address to connect from (any 127.0.0.0/8 address is loopback
+        # on Linux), so tests can be different clients by IP.
+        self.sock = socket.create_connection(
+            (host, port),
+            timeout=timeout,
+            source_address=(source, 0) if source else None,
+        )
         self.sock.settimeout(timeout)
         self.buf = bytearray()
         self.eof = False
@@ -636,25 +648,35 @@ class Upstream:
         flags: dict[str, Any],
         workdir: Path,
         ports: dict[str, int] | None = None,
+        listener_flags: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         if not (UPSTREAM_BIN.is_file() and os.access(UPSTREAM_BIN, os.X_OK)):
             pytest.fail(f"upstream server missing: {UPSTREAM_BIN}", pytrace=False)
         self.names = list(names)
         self.flags = dict(flags)
+        self.listener_flags = dict(listener_flags or {})
         self.workdir = workdir
         self.ports = dict(ports) if ports else {n: free_port() for n in names}
         self.proc: subprocess.Popen | None = None
         self._start()
 
+    @staticmethod
+    def _flag_args(flags: dict[str, Any]) -> list[str]:
+        out: list[str] = []
+        for k, v in flags.items():
+            if v is True:
+                out.append("--" + k.replace("_", "-"))
+            elif v not in (False, None):
+                out += ["--" + k.replace("_", "-"), str(v)]
+        return out
+
     def _start(self) -> None:
-        argv = [str(UPSTREAM_BIN)]
+        # Flags before the first --listen are every listener's defaults; per-listener ones
+        # (--fault, --idle-close-ms) follow their --listen.
+        argv = [str(UPSTREAM_BIN)] + self._flag_args(self.flags)
         for n in self.names:
             argv += ["--listen", f"127.0.0.1:{self.ports[n]}", "--name", n]
-        for k, v in self.flags.items():
-            if v is True:
-                argv.append("--" + k.replace("_", "-"))
-            elif v not in (False, None):
-                argv += ["--" + k.replace("_", "-"), str(v)]
+            argv += self._flag_args(self.listener_flags.get(n, {}))
         tag = "-".join(self.names)
         self.stdout_path = self.workdir / f"upstream-{tag}-{time.monotonic_ns()}.out"
         self.stderr_path = self.stdout_path.with_suffix(".err")
@@ -697,6 +719,12 @@ class Upstream:
         headers = list(kw.pop("headers", [])) + [("Connection", "close")]
         with Conn(self.port(name)) as c:
             return c.request(path, headers=headers, **kw)
+
+    def set_fault(self, name: str, fault: str) -> None:
+        """Switch one listener's fault mode: none | reset | drop | stall | delay/MS
+        (upstreams/README.md, `/fault/...`)."""
+        r = self.request(f"/fault/{fault}", name)
+        assert r.status == 200, r
 
     def stats(self, name: str | None = None) -> dict[str, Any]:
         r = self.request("/stats", name)
@@ -920,13 +948,32 @@ class Proxy:
         self.proc.send_signal(sig)
 
     # --- talking ------------------------------------------------------------------
-    def connect(self, timeout: float = IO_TIMEOUT) -> Conn:
-        return Conn(self.port, timeout=timeout)
+    def connect(self, timeout: float = IO_TIMEOUT, source: str | None = None) -> Conn:
+        return Conn(self.port, timeout=timeout, source=source)
 
-    def request(self, target: str = "/", method: str = "GET", **kw: Any) -> Response:
-        """One request on a fresh connection."""
-        with self.connect() as c:
+    def request(
+        self,
+        target: str = "/",
+        method: str = "GET",
+        source: str | None = None,
+        **kw: Any,
+    ) -> Response:
+        """One request on a fresh connection (from the local address `source`)."""
+        with self.connect(source=source) as c:
             return c.request(target, method=method, **kw)
+
+    def access_records(self) -> list[dict[str, Any]]:
+        """The access log as dicts (log.format json)."""
+        return [json.loads(line) for line in self.access_log_lines()]
+
+    def reload(self, config: dict[str, Any]) -> None:
+        """Write config, SIGHUP, wait for the `reload` event (a `reload_failed` fails)."""
+        self.config = config
+        self.write_config(config)
+        ok, failed = len(self.events("reload")), len(self.events("reload_failed"))
+        self.signal(signal.SIGHUP)
+        self.wait_event("reload", ok + 1)
+        assert len(self.events("reload_failed")) == failed, self.stderr_text()[-2000:]
 
     # --- teardown -------------------------------------------------------------------
     def kill(self) -> None:
@@ -960,14 +1007,30 @@ class Proxy:
 
 
 class UpstreamFactory:
-    """upstream(["u1", "u2"], **flags) -> a started Upstream; all stopped by close()."""
+    """upstream(["u1", "u2"], **flags) -> a started Upstream; all stopped by close().
+
+    flags apply to every listener (`idle_close_ms=1` -> `--idle-close-ms 1`);
+    per_listener={"u1": {"fault": "reset"}} to one listener only; ports={"u1": P} picks
+    the port (e.g. one a proxy has been refused on)."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.started: list[Upstream] = []
 
-    def __call__(self, names: list[str] | None = None, **flags: Any) -> Upstream:
-        up = Upstream(names or ["u1"], flags, self.workdir)
+    def __call__(
+        self,
+        names: list[str] | None = None,
+        per_listener: dict[str, dict[str, Any]] | None = None,
+        ports: dict[str, int] | None = None,
+        **flags: Any,
+    ) -> Upstream:
+        up = Upstream(
+            names or ["u1"],
+            flags,
+            self.workdir,
+            ports=ports,
+            listener_flags=per_listener,
+        )
         self.started.append(up)
         return up
 

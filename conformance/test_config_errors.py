@@ -72,6 +72,14 @@ BAD = {
     "rate-limit-not-supported": (GOOD + "rate_limit:\n  key: client_ip\n", 20),
     "admin-not-supported": (GOOD + "admin:\n  listen: 127.0.0.1:9\n", 20),
     "retry-budget-percent": (GOOD + "retry_budget: {percent: 101}\n", 20),
+    "retry-budget-negative": (
+        GOOD + "retry_budget:\n  percent: -5\n  min_concurrent: 3\n",
+        21,
+    ),
+    "retry-budget-unknown-key": (
+        GOOD + "retry_budget:\n  percent: 20\n  burst: 3\n",
+        22,
+    ),
 }
 
 UNSUPPORTED = {"rate-limit-not-supported": "rate_limit", "admin-not-supported": "admin"}
@@ -195,6 +203,23 @@ def test_check_accepts_every_implemented_key(impl, tmp_path):
     path = _write(tmp_path, "implemented", text)
     proc = run_impl(impl, ["--check", "--config", str(path)])
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("balancer", ["round_robin", "random", "least_conn", "hash"])
+def test_every_balancer_accepted(impl, tmp_path, balancer):
+    text = GOOD.replace("balancer: round_robin\n", f"balancer: {balancer}\n")
+    path = _write(tmp_path, balancer, text)
+    proc = run_impl(impl, ["--check", "--config", str(path)])
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_retry_budget_accepted(impl, tmp_path):
+    for i, budget in enumerate(
+        ("{percent: 20, min_concurrent: 3}", "{percent: 0, min_concurrent: 0}")
+    ):
+        path = _write(tmp_path, f"budget{i}", GOOD + f"retry_budget: {budget}\n")
+        proc = run_impl(impl, ["--check", "--config", str(path)])
+        assert proc.returncode == 0, proc.stderr
 
 
 def test_port_in_use_names_the_listen_line(impl, tmp_path):

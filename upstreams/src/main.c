@@ -7,10 +7,38 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#define MAX_LISTENERS 64
+
+/* A per-listener option given (set) or not (falls back to the value before any --listen). */
+struct opt_fault {
+    int set;
+    enum fault_kind kind;
+    uint64_t ms;
+};
+struct opt_u64 {
+    int set;
+    uint64_t v;
+};
+
+static int parse_ms(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+    if (*s < '0' || *s > '9')
+        return -1;
+    v = strtoull(s, &end, 10);
+    if (*end != '\0' || v > 86400000ULL)
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: upstream --listen HOST:PORT [--name NAME] [--listen HOST:PORT [--name NAME]]"
-               "... [--health-fail] [--quiet]\n");
+    fprintf(f, "usage: upstream [OPTS] --listen HOST:PORT [--name NAME] [OPTS] [--listen ...]..."
+               " [--health-fail] [--quiet]\n"
+               "  OPTS: --fault none|reset|drop|stall|delay/MS  --idle-close-ms N\n"
+               "        (before the first --listen: every listener; after one: that listener)\n");
 }
 
 /* Benchmarks open many connections: take the hard limit on descriptors. */
@@ -27,14 +55,16 @@ int main(int argc, char **argv)
 {
     struct server srv;
     struct ev_loop *loop;
-    const char *addrs[64];
-    const char *names[64];
+    const char *addrs[MAX_LISTENERS];
+    const char *names[MAX_LISTENERS];
+    struct opt_fault faults[MAX_LISTENERS + 1] = {{0}}; /* [0]: default, [i + 1]: listener i */
+    struct opt_u64 idles[MAX_LISTENERS + 1] = {{0}};
     size_t n = 0;
     int failing = 0, quiet = 0;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
-            if (n == sizeof(addrs) / sizeof(addrs[0])) {
+            if (n == MAX_LISTENERS) {
                 fprintf(stderr, "upstream: too many --listen\n");
                 return 2;
             }
@@ -46,6 +76,20 @@ int main(int argc, char **argv)
                 return 2;
             }
             names[n - 1] = argv[++i];
+        } else if (strcmp(argv[i], "--fault") == 0 && i + 1 < argc) {
+            struct opt_fault *f = &faults[n];
+            const char *v = argv[++i];
+            if (route_fault_parse(v, strlen(v), &f->kind, &f->ms) == -1) {
+                fprintf(stderr, "upstream: --fault %s: want none|reset|drop|stall|delay/MS\n", v);
+                return 2;
+            }
+            f->set = 1;
+        } else if (strcmp(argv[i], "--idle-close-ms") == 0 && i + 1 < argc) {
+            if (parse_ms(argv[++i], &idles[n].v) == -1) {
+                fprintf(stderr, "upstream: --idle-close-ms %s: want milliseconds\n", argv[i]);
+                return 2;
+            }
+            idles[n].set = 1;
         } else if (strcmp(argv[i], "--health-fail") == 0) {
             failing = 1;
         } else if (strcmp(argv[i], "--quiet") == 0) {
@@ -73,7 +117,15 @@ int main(int argc, char **argv)
     }
     server_init(&srv, loop, quiet);
     for (size_t i = 0; i < n; i++) {
-        if (server_add_listener(&srv, addrs[i], names[i], failing) == -1) {
+        const struct opt_fault *f = faults[i + 1].set ? &faults[i + 1] : &faults[0];
+        const struct opt_u64 *idle = idles[i + 1].set ? &idles[i + 1] : &idles[0];
+        struct listener_opts o = {
+            .health_failing = failing,
+            .fault = f->kind,
+            .fault_ms = f->ms,
+            .idle_close_ms = idle->v,
+        };
+        if (server_add_listener(&srv, addrs[i], names[i], &o) == -1) {
             server_deinit(&srv);
             return 1;
         }

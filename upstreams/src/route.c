@@ -197,10 +197,13 @@ void route_parse(const char *target, size_t len, char *scratch, struct route *ou
             out->kind = ROUTE_ECHO;
         } else if (path_is(target, plen, "/health")) {
             out->kind = ROUTE_HEALTH;
+            out->control = 1;
         } else if (path_is(target, plen, "/health/fail")) {
             out->kind = ROUTE_HEALTH_FAIL;
+            out->control = 1;
         } else if (path_is(target, plen, "/health/ok")) {
             out->kind = ROUTE_HEALTH_OK;
+            out->control = 1;
         } else if (path_is(target, plen, "/drop")) {
             out->kind = ROUTE_DROP;
         } else if (path_is(target, plen, "/reset")) {
@@ -247,11 +250,55 @@ void route_parse(const char *target, size_t len, char *scratch, struct route *ou
             out->kind = ROUTE_UPGRADE;
         } else if (path_is(target, plen, "/stats")) {
             out->kind = ROUTE_STATS;
+            out->control = 1;
         } else if (path_is(target, plen, "/stats/reset")) {
             out->kind = ROUTE_STATS_RESET;
+            out->control = 1;
+        } else if (path_is(target, plen, "/stall")) {
+            out->kind = ROUTE_STALL;
+        } else if (match_arg(target, plen, "/fault/", &seg, &slen)) {
+            out->kind = ROUTE_FAULT;
+            out->control = 1;
+            if (route_fault_parse(seg, slen, &out->fault, &out->n) == -1) {
+                bad(out, "fault");
+                return;
+            }
         }
         return;
     }
+}
+
+int route_fault_parse(const char *s, size_t len, enum fault_kind *kind, uint64_t *ms)
+{
+    static const struct {
+        const char *name;
+        enum fault_kind kind;
+    } names[] = {
+        {"none", FAULT_NONE},
+        {"reset", FAULT_RESET},
+        {"drop", FAULT_DROP},
+        {"stall", FAULT_STALL},
+    };
+    const char *seg;
+    size_t slen;
+
+    *ms = 0;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (path_is(s, len, names[i].name)) {
+            *kind = names[i].kind;
+            return 0;
+        }
+    }
+    if (match_arg(s, len, "delay/", &seg, &slen) && parse_u64(seg, slen, ms) == 0) {
+        *kind = FAULT_DELAY;
+        return 0;
+    }
+    return -1;
+}
+
+int route_faultable(const struct route *r)
+{
+    return !r->control;
 }
 
 const char *route_reason(unsigned code)

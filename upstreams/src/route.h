@@ -25,6 +25,18 @@ enum route_kind {
     ROUTE_UPGRADE,     /* /upgrade */
     ROUTE_STATS,       /* /stats */
     ROUTE_STATS_RESET, /* /stats/reset */
+    ROUTE_STALL,       /* /stall: read the request, never answer */
+    ROUTE_FAULT,       /* /fault/KIND: set this listener's fault */
+};
+
+/* A listener's fault mode (--fault, /fault/KIND): applied to every request except the
+ * control paths (route_faultable). */
+enum fault_kind {
+    FAULT_NONE = 0, /* answer normally */
+    FAULT_RESET,    /* as /reset: TCP RST after the request head */
+    FAULT_DROP,     /* as /drop: close after the request head, no response */
+    FAULT_STALL,    /* as /stall: read the request, never answer */
+    FAULT_DELAY,    /* answer normally after fault_ms more milliseconds */
 };
 
 enum invalid_kind {
@@ -47,6 +59,8 @@ struct route {
     const char *query;         /* ROUTE_HEADERS: raw query (borrowed from target or scratch) */
     size_t query_len;          /* length of query */
     const char *bad;           /* ROUTE_BAD_PARAM: why, a const string */
+    enum fault_kind fault;     /* ROUTE_FAULT: the mode to set (`n`: its delay in ms) */
+    int control;               /* a control path: never faulted (route_faultable) */
 };
 
 /* Parses a request target (origin-form, or absolute-form whose authority is skipped) into
@@ -54,6 +68,15 @@ struct route {
  * may point into `target` or `scratch`, so both must outlive it. Never fails: unusable
  * parameters give ROUTE_BAD_PARAM. */
 void route_parse(const char *target, size_t len, char *scratch, struct route *out);
+
+/* Parses a fault spec `none`, `reset`, `drop`, `stall` or `delay/MS` (the --fault value and
+ * the /fault/ path tail). Returns 0, or -1 when unusable. */
+int route_fault_parse(const char *s, size_t len, enum fault_kind *kind, uint64_t *ms);
+
+/* Whether a listener's fault applies to the request: to every path except the control paths
+ * /stats, /stats/reset, /fault/... (also with an unusable tail), /health, /health/ok and
+ * /health/fail. */
+int route_faultable(const struct route *r);
 
 /* Finds `key` in a raw query string (`a=b&c=d`); returns the raw value and its length via
  * `val`/`val_len`, or 0 when absent. */

@@ -47,6 +47,7 @@ enum conn_state {
     CONN_TUNNEL,      /* after 101: echo every byte */
     CONN_CLOSING,     /* flush what is queued, then close */
     CONN_LINGER,      /* write side shut; discard input until EOF or timeout */
+    CONN_STALLED,     /* /stall or --fault stall: never answer; discard input until EOF */
 };
 
 #define CONN_F_REQ_DONE 0x001   /* a complete request waits for its response */
@@ -59,6 +60,8 @@ enum conn_state {
 #define CONN_F_HARD_CLOSE 0x080 /* close without the lingering half-close */
 #define CONN_F_ABORT 0x100      /* /drop or /reset seen after the head: stop parsing */
 #define CONN_F_UPGRADE 0x200    /* request carried Upgrade + Connection: upgrade */
+#define CONN_F_IN_MSG 0x400     /* llhttp is inside a request (some of it was parsed) */
+#define CONN_F_SERVED 0x800     /* at least one response completed: idle means keep-alive idle */
 
 enum body_kind {
     BODY_NONE = 0, /* nothing left to generate */
@@ -278,7 +281,7 @@ static void conn_update_read(struct conn *c)
 
     if (c->flags & (CONN_F_CLOSED | CONN_F_PEER_EOF))
         want = 0;
-    else if (c->state == CONN_LINGER)
+    else if (c->state == CONN_LINGER || c->state == CONN_STALLED)
         want = 1;
     else if (c->state == CONN_CLOSING)
         want = 0;
@@ -322,6 +325,7 @@ static void conn_response_done(struct conn *c)
     c->body = BODY_NONE;
     free(c->mem);
     c->mem = NULL;
+    c->flags |= CONN_F_SERVED;
     c->state = (c->flags & CONN_F_KEEPALIVE) ? CONN_READING : CONN_CLOSING;
 }
 
@@ -337,6 +341,7 @@ static int req_on_message_begin(llhttp_t *p)
     c->body_len = 0;
     c->crc = 0;
     c->flags &= ~(CONN_F_HEAD | CONN_F_UPGRADE | CONN_F_DELAYED);
+    c->flags |= CONN_F_IN_MSG;
     return 0;
 }
 
@@ -424,6 +429,21 @@ static const char *conn_header(const struct conn *c, const char *name, size_t *l
     return NULL;
 }
 
+/* The listener's fault replaces (or delays) what the request would have got. */
+static void apply_fault(const struct listener *l, struct route *r)
+{
+    switch (l->fault) {
+    case FAULT_NONE: break;
+    case FAULT_RESET:
+    case FAULT_DROP:
+        r->kind = l->fault == FAULT_RESET ? ROUTE_RESET : ROUTE_DROP;
+        r->delay_ms = 0;
+        break;
+    case FAULT_STALL: r->kind = ROUTE_STALL; break;
+    case FAULT_DELAY: r->delay_ms += l->fault_ms; break;
+    }
+}
+
 static int req_on_headers_complete(llhttp_t *p)
 {
     struct conn *c = p->data;
@@ -439,6 +459,8 @@ static int req_on_headers_complete(llhttp_t *p)
     if (p->upgrade)
         c->flags |= CONN_F_UPGRADE;
     route_parse(c->url, c->url_len, c->scratch, &c->route);
+    if (c->l->fault != FAULT_NONE && route_faultable(&c->route))
+        apply_fault(c->l, &c->route);
     if ((c->route.kind == ROUTE_DROP || c->route.kind == ROUTE_RESET) && c->route.delay_ms == 0) {
         c->flags |= CONN_F_ABORT;
         return HPE_PAUSED;
@@ -464,6 +486,7 @@ static int req_on_message_complete(llhttp_t *p)
 {
     struct conn *c = p->data;
     c->flags |= CONN_F_REQ_DONE;
+    c->flags &= ~CONN_F_IN_MSG;
     if (llhttp_should_keep_alive(p))
         c->flags |= CONN_F_KEEPALIVE;
     else
@@ -777,6 +800,16 @@ static enum advance conn_respond(struct conn *c)
         c->l->requests_total = 0;
         out_simple(c, 200, NULL, 0, "ok\n", 3);
         break;
+    case ROUTE_FAULT:
+        c->l->fault = r->fault;
+        c->l->fault_ms = r->n;
+        out_simple(c, 200, NULL, 0, "ok\n", 3);
+        break;
+    case ROUTE_STALL:
+        /* never answered; the connection closes when the client's side does */
+        c->state = CONN_STALLED;
+        c->in_rpos = c->in_wpos = 0;
+        return ADV_IDLE;
     }
     if (c->body != BODY_NONE)
         c->state = CONN_SENDING;
@@ -882,6 +915,7 @@ static enum advance conn_advance(struct conn *c)
         return ADV_IDLE;
     case CONN_DELAYING:
     case CONN_DRIPPING:
+    case CONN_STALLED:
     case CONN_LINGER: return ADV_IDLE;
     case CONN_SENDING: return conn_fill(c);
     case CONN_TUNNEL: {
@@ -928,6 +962,22 @@ static enum advance conn_advance(struct conn *c)
     return ADV_IDLE;
 }
 
+/* --idle-close-ms: a keep-alive connection with nothing in flight (a response was
+ * completed and written, no request byte since) gets the idle timer; anything else stops it. */
+static void conn_idle_update(struct conn *c)
+{
+    struct ev_loop *loop = c->l->srv->loop;
+    int idle = c->state == CONN_READING && (c->flags & CONN_F_SERVED) &&
+               !(c->flags & (CONN_F_REQ_DONE | CONN_F_IN_MSG | CONN_F_PEER_EOF)) &&
+               c->in_wpos == c->in_rpos && c->out_wpos == c->out_rpos;
+    if (idle && !ev_is_active(&c->timer)) {
+        ev_timer_set(&c->timer, (double)c->l->idle_close_ms / 1000.0, 0.);
+        ev_timer_start(loop, &c->timer);
+    } else if (!idle && c->state == CONN_READING && ev_is_active(&c->timer)) {
+        ev_timer_stop(loop, &c->timer);
+    }
+}
+
 static void conn_process(struct conn *c)
 {
     for (;;) {
@@ -944,6 +994,8 @@ static void conn_process(struct conn *c)
             continue; /* everything was written: there is room now */
         break;
     }
+    if (c->l->idle_close_ms > 0)
+        conn_idle_update(c);
     conn_update_read(c);
 }
 
@@ -951,10 +1003,9 @@ static void conn_on_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct conn *c = container_of(w, struct conn, rio);
     ssize_t n;
-    (void)loop;
     (void)revents;
 
-    if (c->state == CONN_LINGER) {
+    if (c->state == CONN_LINGER || c->state == CONN_STALLED) {
         char sink[16384];
         for (int i = 0; i < 16; i++) { /* bounded: a firehose must not starve the loop */
             n = read(c->fd, sink, sizeof(sink));
@@ -986,6 +1037,9 @@ static void conn_on_readable(struct ev_loop *loop, ev_io *w, int revents)
         return;
     } else {
         c->in_wpos += (size_t)n;
+        /* a request arrives: an --idle-close-ms timer restarts once it is answered */
+        if (c->state == CONN_READING && ev_is_active(&c->timer))
+            ev_timer_stop(loop, &c->timer);
     }
     conn_process(c);
 }
@@ -1022,6 +1076,16 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
         }
         break;
     case CONN_LINGER: conn_close(c); return;
+    case CONN_READING: {
+        /* --idle-close-ms elapsed. Bytes already here are a request that raced the timer:
+         * the read watcher takes them. Otherwise close with nothing unread (a FIN, no RST). */
+        char b;
+        if (recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+            break;
+        c->flags |= CONN_F_HARD_CLOSE;
+        conn_close(c);
+        return;
+    }
     default: ev_timer_stop(loop, &c->timer); break;
     }
     conn_process(c);
@@ -1092,7 +1156,8 @@ static void listener_on_pause(struct ev_loop *loop, ev_timer *w, int revents)
     ev_io_start(loop, &l->io);
 }
 
-int server_add_listener(struct server *srv, const char *addr, const char *name, int failing)
+int server_add_listener(struct server *srv, const char *addr, const char *name,
+                        const struct listener_opts *opts)
 {
     char host[256];
     const char *port;
@@ -1140,7 +1205,10 @@ int server_add_listener(struct server *srv, const char *addr, const char *name, 
     memset(l, 0, sizeof(*l));
     l->fd = fd;
     l->srv = srv;
-    l->health_failing = failing;
+    l->health_failing = opts->health_failing;
+    l->fault = opts->fault;
+    l->fault_ms = opts->fault_ms;
+    l->idle_close_ms = opts->idle_close_ms;
     snprintf(l->name, sizeof(l->name), "%s", name != NULL ? name : addr);
     l->xup_len = (size_t)snprintf(l->xup, sizeof(l->xup), "X-Upstream: %s\r\n", l->name);
     freeaddrinfo(res);

@@ -6,7 +6,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "route.h"
+
 struct conn;
+
+/* Per-listener options from the command line. */
+struct listener_opts {
+    int health_failing;     /* --health-fail: /health starts at 503 */
+    enum fault_kind fault;  /* --fault: applied to every non-control request */
+    uint64_t fault_ms;      /* FAULT_DELAY: added milliseconds */
+    uint64_t idle_close_ms; /* --idle-close-ms: close idle keep-alive connections (0: never) */
+};
 
 /* One --listen address. Owned by its server; counters are what /stats reports. */
 struct listener {
@@ -18,6 +28,9 @@ struct listener {
     char xup[160];               /* preformatted "X-Upstream: <name>\r\n" */
     size_t xup_len;              /* length of xup */
     int health_failing;          /* /health answers 503 */
+    enum fault_kind fault;       /* --fault, /fault/KIND */
+    uint64_t fault_ms;           /* FAULT_DELAY milliseconds */
+    uint64_t idle_close_ms;      /* close a keep-alive connection idle this long (0: never) */
     uint64_t connections_total;  /* accepted since start or /stats/reset */
     uint64_t connections_active; /* currently open */
     uint64_t requests_total;     /* request heads parsed since start or /stats/reset */
@@ -38,7 +51,8 @@ struct server {
 
 /* Adds a listener for `addr` ("host:port", "[v6]:port"). `name` may be NULL (the address).
  * Returns 0, or -1 after logging why. Call before server_start(). */
-int server_add_listener(struct server *srv, const char *addr, const char *name, int failing);
+int server_add_listener(struct server *srv, const char *addr, const char *name,
+                        const struct listener_opts *opts);
 
 /* Initialises `srv` on `loop`. */
 void server_init(struct server *srv, struct ev_loop *loop, int quiet);

@@ -961,6 +961,167 @@ def test_upgrade_request_to_other_path_stays_http(up: Upstream) -> None:
         assert read_response(f).body == b"ok\n"
 
 
+# ---- faults (--fault, /fault/KIND) and --idle-close-ms ----
+
+
+def set_fault(up: Upstream, idx: int, spec: str) -> int:
+    with up.connect(idx) as s, s.makefile("rb") as f:
+        s.sendall(request(target=f"/fault/{spec}"))
+        return read_response(f).status
+
+
+def assert_reset(s: socket.socket) -> None:
+    with pytest.raises(ConnectionResetError):
+        while s.recv(4096):
+            pass
+
+
+def test_fault_reset_per_listener_and_control_paths(
+    make_upstream: Callable[..., Upstream],
+) -> None:
+    up = make_upstream(["a", "b"])
+    assert set_fault(up, 0, "reset") == 200
+    for target in ("/", "/bytes/5", "/echo", "/delay/10?then=%2Fbytes%2F3"):
+        with up.connect(0) as s:
+            s.sendall(request(target=target))
+            assert_reset(s)
+    # the other listener is not affected; control paths are never faulted
+    with up.connect(1) as s, s.makefile("rb") as f:
+        s.sendall(request(target="/bytes/3"))
+        assert read_response(f).body == b"012"
+    assert stats(up)["requests_total"] == 1 + 4 + 1  # /fault, 4 reset, this /stats
+    with up.connect(0) as s, s.makefile("rb") as f:
+        s.sendall(request(target="/health"))
+        assert read_response(f).status == 200
+    assert set_fault(up, 0, "bogus") == 400  # unusable: 400, not faulted
+    assert set_fault(up, 0, "none") == 200
+    assert exchange(up, "/bytes/4").body == b"0123"
+
+
+def test_fault_drop(up: Upstream) -> None:
+    assert set_fault(up, 0, "drop") == 200
+    with up.connect() as s, s.makefile("rb") as f:
+        s.sendall(request(target="/bytes/10"))
+        assert f.read() == b""
+
+
+def test_fault_stall_never_answers_and_closes_with_the_client(up: Upstream) -> None:
+    assert set_fault(up, 0, "stall") == 200
+    s = up.connect(timeout=0.3)
+    s.sendall(request(method="POST", target="/echo", body=b"x" * 100))
+    with pytest.raises(TimeoutError):
+        s.recv(1)
+    assert stats(up)["connections_active"] == 2  # the stalled one and this /stats
+    s.close()
+    deadline = time.monotonic() + 5
+    while stats(up)["connections_active"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stats(up)["connections_active"] == 1
+    set_fault(up, 0, "none")
+    assert exchange(up, "/").status == 200
+
+
+def test_stall_path(up: Upstream) -> None:
+    with up.connect(timeout=0.3) as s:
+        s.sendall(request(target="/stall"))
+        with pytest.raises(TimeoutError):
+            s.recv(1)
+
+
+def test_fault_delay(up: Upstream) -> None:
+    assert set_fault(up, 0, "delay/150") == 200
+    t0 = time.monotonic()
+    r = exchange(up, "/bytes/4")
+    assert r.body == b"0123" and time.monotonic() - t0 >= 0.14
+    t0 = time.monotonic()
+    assert exchange(up, "/stats").status == 200  # control paths are not delayed
+    assert time.monotonic() - t0 < 0.14
+
+
+def test_fault_flag_default_and_per_listener(
+    make_upstream: Callable[..., Upstream],
+) -> None:
+    # before the first --listen: every listener; after a --listen: that one only
+    ports = [free_port(), free_port()]
+    proc = subprocess.Popen(
+        [BIN, "--fault", "reset", "--listen", f"127.0.0.1:{ports[0]}", "--name", "a"]
+        + ["--listen", f"127.0.0.1:{ports[1]}", "--name", "b", "--fault", "none"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    up = Upstream(proc, ports, ["a", "b"])
+    try:
+        with up.connect(0) as s:
+            s.sendall(request())
+            assert_reset(s)
+        with up.connect(1) as s, s.makefile("rb") as f:
+            s.sendall(request())
+            assert read_response(f).status == 200
+    finally:
+        assert up.stop() == 0
+
+
+def test_idle_close_after_response(make_upstream: Callable[..., Upstream]) -> None:
+    up = make_upstream(["a"], ["--idle-close-ms", "50"])
+    with up.connect() as s, s.makefile("rb") as f:
+        # not before the first response: a fresh connection is not idle-closed
+        time.sleep(0.15)
+        s.sendall(request(target="/bytes/2"))
+        assert read_response(f).body == b"01"
+        # requests within the idle time keep it
+        for _ in range(3):
+            time.sleep(0.01)
+            s.sendall(request())
+            assert read_response(f).status == 200
+        t0 = time.monotonic()
+        assert f.read() == b""  # a FIN (nothing was unread, so no RST)
+        assert time.monotonic() - t0 >= 0.04
+    st = stats(up)
+    assert st["connections_total"] == 2 and st["requests_total"] == 5
+
+
+def test_idle_close_serves_a_request_that_raced_the_timer(
+    make_upstream: Callable[..., Upstream],
+) -> None:
+    # many requests paced around the idle time: each is either answered or finds the
+    # connection closed before it was sent (peeked), never reset mid-request here
+    up = make_upstream(["a"], ["--idle-close-ms", "1"])
+    closed = 0
+    s = up.connect()
+    f = s.makefile("rb")
+    for _ in range(200):
+        time.sleep(0.003)
+        s.setblocking(False)
+        try:
+            gone = s.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            gone = False
+        s.setblocking(True)
+        if gone:
+            closed += 1
+            f.close()
+            s.close()
+            s = up.connect()
+            f = s.makefile("rb")
+        s.sendall(request())
+        assert read_response(f).status == 200
+    f.close()
+    s.close()
+    assert closed >= 150  # 3 ms pauses against a 1 ms idle close: nearly always closed
+
+
+def test_fault_cli_errors() -> None:
+    for args in (["--fault", "sometimes"], ["--idle-close-ms", "x"]):
+        p = subprocess.run(
+            [BIN, *args, "--listen", f"127.0.0.1:{free_port()}"],
+            check=False,
+            capture_output=True,
+            timeout=10,
+        )
+        assert p.returncode == 2 and b"ready" not in p.stdout
+
+
 # ---- stats ----
 
 
