@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 
-from harness import build_request, chunked, pattern
+from harness import assert_proxy_error, build_request, chunked, free_port, pattern
 
 
 def test_pipelined_gets_in_order(upstream, proxy):
@@ -97,3 +97,54 @@ def test_many_pipelined_requests_beyond_buffer_sizes(upstream, proxy):
                 )
             else:
                 assert r.body == pattern(0, arg)
+
+
+def test_pipelined_self_answered_all_answered(proxy):
+    # 200 pipelined GETs in one send that the proxy answers itself (502: the only
+    # upstream refuses connections): every one is answered, in order, with keep-alive
+    # kept, long before timeouts.header/idle (30 s) could wake a stalled connection.
+    p = proxy(
+        [{"address": f"127.0.0.1:{free_port()}", "name": "dead"}],
+        timeouts={"header": "30s", "idle": "30s"},
+    )
+    n = 200
+    with p.connect(timeout=10) as c:
+        c.send(
+            b"".join(
+                build_request("GET", f"/p/{i}", [("X-Request-ID", f"pipe-{i}")])
+                for i in range(n)
+            )
+        )
+        for i in range(n):
+            r = c.read_response()
+            assert_proxy_error(r, 502, close=False, request_id=f"pipe-{i}")
+        assert c.is_open()
+
+
+def test_pipelined_all_down_all_answered(proxy):
+    # The synchronous case: both upstreams refuse, the first request marks them down
+    # (max_fails: 1), then 200 pipelined GETs get 503 without any upstream socket
+    # event in between. Every one is answered, keep-alive kept, long before
+    # timeouts.header/idle (30 s).
+    p = proxy(
+        [
+            {"address": f"127.0.0.1:{free_port()}", "name": "a"},
+            {"address": f"127.0.0.1:{free_port()}", "name": "b"},
+        ],
+        health={"max_fails": 1, "fail_timeout": "30s"},
+        timeouts={"header": "30s", "idle": "30s"},
+    )
+    n = 200
+    with p.connect(timeout=10) as c:
+        c.send(build_request("GET", "/first", [("X-Request-ID", "first")]))
+        assert_proxy_error(c.read_response(), 502, close=False, request_id="first")
+        c.send(
+            b"".join(
+                build_request("GET", f"/p/{i}", [("X-Request-ID", f"down-{i}")])
+                for i in range(n)
+            )
+        )
+        for i in range(n):
+            r = c.read_response()
+            assert_proxy_error(r, 503, close=False, request_id=f"down-{i}")
+        assert c.is_open()

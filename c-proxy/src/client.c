@@ -9,27 +9,28 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "listener.h"
 #include "log.h"
-#include "upstream.h"
 #include "util.h"
 
 #define IN_MIN 16384            /* client input buffer floor (bytes) */
 #define UIN_SIZE (16384 + 1024) /* upstream input: also the longest response head */
 #define LINGER_SECONDS 2.0      /* lingering close: discard client input this long at most */
-#define RUN_GUARD 64            /* client_run() passes before yielding to the loop */
+#ifndef RUN_GUARD
+#define RUN_GUARD 64 /* client_run() passes before yielding to the loop (-D for tests) */
+#endif
 
 static void client_run(struct client *c);
 static void client_close(struct client *c);
 static void client_error(struct client *c, int code, const char *why);
 static void client_route(struct client *c);
+static void attempt_end(struct client *c, enum health_outcome o, const char *reason);
 static void peer_done(struct client *c);
 
 /* ---------------------------------------------------------------- helpers */
 
 static const struct config *cur_cfg(const struct client *c)
 {
-    return c->set ? c->set->cfg->cfg : c->w->set->cfg->cfg;
+    return c->set ? c->set->cfg->cfg : c->w->cfg->cfg;
 }
 
 static ev_tstamp now_of(const struct client *c)
@@ -51,31 +52,10 @@ static double wall_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* A NUL-terminated copy of n bytes: in `small` (small_cap bytes) when it fits,
- * else a new allocation (NULL when that fails). Release with drop_kept(). */
-static char *keep_span(char *small, size_t small_cap, const char *p, size_t n)
-{
-    char *s = n < small_cap ? small : malloc(n + 1);
-    if (s) {
-        memcpy(s, p, n);
-        s[n] = '\0';
-    }
-    return s;
-}
-
-static void drop_kept(char **s, char *small)
-{
-    if (*s != small)
-        free(*s);
-    *s = NULL;
-}
-
-/* A generated request id, in rid_buf. */
+/* A generated request id, in the exchange's rid_buf. */
 static void new_request_id(struct client *c)
 {
-    _Static_assert(CLIENT_INLINE_RID >= 33, "rid_buf holds a generated id");
-    util_request_id(&c->w->rng, c->rid_buf);
-    c->request_id = c->rid_buf;
+    util_request_id(&c->w->rng, exchange_generated_id(&c->x));
 }
 
 static size_t in_cap_for(const struct config *cfg)
@@ -85,7 +65,7 @@ static size_t in_cap_for(const struct config *cfg)
 }
 
 /* Exchange buffers: out, uin, uout (in lives as long as the connection). */
-static int exchange_buffers_alloc(struct client *c)
+static int buffers_alloc(struct client *c)
 {
     struct worker *w = c->w;
     if (!c->out.data &&
@@ -99,7 +79,7 @@ static int exchange_buffers_alloc(struct client *c)
 }
 
 /* Back to the worker's pools (freed there when they are full). */
-static void exchange_buffers_free(struct client *c)
+static void buffers_free(struct client *c)
 {
     struct worker *w = c->w;
     buffer_release_to(&w->pool_out, &c->out);
@@ -141,14 +121,14 @@ ev_tstamp client_deadline(const struct client *c, const struct config *cfg,
         break;
     case CLIENT_ST_UPSTREAM:
         consider(&best, which, c->req_start + SEC(cfg->timeouts.total_ms), CLIENT_TO_TOTAL);
-        if (c->flags & CLIENT_F_QUEUED)
+        if (c->uo.queued)
             consider(&best, which, c->up_start + SEC(cfg->timeouts.queue_ms), CLIENT_TO_QUEUE);
         else if (c->conn)
             consider(&best, which, c->up_start + SEC(cfg->timeouts.connect_ms), CLIENT_TO_CONNECT);
         break;
     case CLIENT_ST_FORWARD: {
         consider(&best, which, c->req_start + SEC(cfg->timeouts.total_ms), CLIENT_TO_TOTAL);
-        if (c->conn && !(c->flags & CLIENT_F_RESP_DONE)) {
+        if (c->conn && !(c->x.flags & EXCHANGE_F_RESP_DONE)) {
             /* a response is awaited or streaming; a pause caused by a slow client is
              * covered by the write timeout, so client progress also counts */
             ev_tstamp last = c->up_last > c->out_last ? c->up_last : c->out_last;
@@ -204,46 +184,40 @@ static void refresh_timer(struct client *c)
 
 static void log_request(struct client *c)
 {
-    if (c->flags & CLIENT_F_LOGGED)
+    if (c->x.flags & EXCHANGE_F_LOGGED)
         return;
-    if (!c->method && c->status == 0)
+    if (!c->x.method && c->x.status == 0)
         return; /* no request head and nothing sent: not a request */
-    c->flags |= CLIENT_F_LOGGED;
+    c->x.flags |= EXCHANGE_F_LOGGED;
     struct access_rec r = {
-        .start_wall = c->start_wall,
+        .start_wall = c->x.start_wall,
         .client = c->ip,
-        .method = c->method ? c->method : "",
-        .path = c->path ? c->path : "",
-        .status = (c->flags & CLIENT_F_RESP_SENT) ? c->status : 0, /* 0: nothing reached it */
+        .method = c->x.method ? c->x.method : "",
+        .path = c->x.path ? c->x.path : "",
+        .status = (c->x.flags & EXCHANGE_F_RESP_SENT) ? c->x.status : 0, /* 0: nothing reached it */
         .upstream = c->up ? c->up->cfg->name : "",
-        .attempts = c->attempts,
-        .bytes_in = c->bytes_in,
-        .bytes_out = c->bytes_out,
-        .duration_ms = ((c->end_mono ? c->end_mono : mono_now()) - c->start_mono) * 1000.0,
-        .request_id = c->request_id ? c->request_id : "",
+        .attempts = c->x.attempts,
+        .bytes_in = c->x.bytes_in,
+        .bytes_out = c->x.bytes_out,
+        .duration_ms = ((c->x.end_mono ? c->x.end_mono : mono_now()) - c->x.start_mono) * 1000.0,
+        .request_id = c->x.request_id ? c->x.request_id : "",
     };
     log_access(c->w->alog, &r);
 }
 
-/* Forget the request: log fields, exchange, flags. */
+/* Forget the request: the exchange, its upstream set and attempt. */
 static void request_reset(struct client *c)
 {
-    c->method = NULL;
-    drop_kept(&c->path, c->path_buf);
-    drop_kept(&c->request_id, c->rid_buf);
-    c->status = 0;
-    c->end_mono = 0;
-    c->bytes_in = c->bytes_out = 0;
-    c->attempts = 0;
     peer_done(c);
     c->up = NULL;
     if (c->set) {
         upstream_set_release(c->set);
         c->set = NULL;
+        c->w->requests_in_flight--;
     }
+    exchange_init(&c->x);
     c->crlf = 0;
     c->head_bytes = 0;
-    c->flags = 0;
     c->out_pending = c->uout_pending = false;
 }
 
@@ -256,14 +230,31 @@ static void client_on_defer(struct ev_loop *loop, ev_timer *w, int revents);
 static int client_on_request_head(struct http1_parser *p);
 static int client_on_response_head(struct http1_parser *p);
 
-struct client *client_new(struct worker *w, int fd, const struct sockaddr *peer)
+static void client_wc_shutdown(struct worker_conn *wc);
+static void client_wc_abort(struct worker_conn *wc);
+static void client_wc_free(struct worker_conn *wc);
+static void client_on_upstream_io(struct upstream_owner *o, int revents);
+static void client_on_upstream_slot(struct upstream_owner *o);
+
+static const struct worker_conn_ops client_wc_ops = {
+    .shutdown = client_wc_shutdown,
+    .abort = client_wc_abort,
+    .free = client_wc_free,
+};
+
+static const struct upstream_owner_ops client_uo_ops = {
+    .on_io = client_on_upstream_io,
+    .on_slot = client_on_upstream_slot,
+};
+
+int client_new(struct worker *w, int fd, const struct sockaddr *peer)
 {
     struct client *c = calloc(1, sizeof *c);
     if (!c) {
         close(fd);
-        return NULL;
+        return -1;
     }
-    const struct config *cfg = w->set->cfg->cfg;
+    const struct config *cfg = w->cfg->cfg;
     if (buffer_alloc(&c->in, in_cap_for(cfg)) == -1 ||
         http1_parser_init(&c->req, HTTP_REQUEST) == -1 ||
         http1_parser_init(&c->resp, HTTP_RESPONSE) == -1) {
@@ -272,7 +263,7 @@ struct client *client_new(struct worker *w, int fd, const struct sockaddr *peer)
         http1_parser_deinit(&c->resp);
         free(c);
         close(fd);
-        return NULL;
+        return -1;
     }
     c->req.owner = c;
     c->req.on_head = client_on_request_head;
@@ -291,38 +282,51 @@ struct client *client_new(struct worker *w, int fd, const struct sockaddr *peer)
     ev_io_init(&c->wio, client_on_write, fd, EV_WRITE);
     ev_timer_init(&c->timer, client_on_timer, 0, 0);
     ev_timer_init(&c->defer, client_on_defer, 0, 0);
-    c->tried.bits = c->tried_small;
+    upstream_owner_init(&c->uo, &client_uo_ops);
+    exchange_init(&c->x);
     /* a fresh connection must send its head within timeouts.header */
     c->state = CLIENT_ST_HEAD;
     c->accepted = c->head_start = now_of(c);
-    c->next = w->clients;
-    if (w->clients)
-        w->clients->prev = c;
-    w->clients = c;
-    w->n_clients++;
+    worker_conn_add(w, &c->wc, &client_wc_ops);
     ev_io_start(w->loop, &c->rio);
     refresh_timer(c);
-    return c;
+    return 0;
 }
 
-/* The current attempt no longer counts as active on its upstream (least_conn).
- * Outcome NEUTRAL for now: wiring OK/FAIL here feeds passive health. */
+/* The current attempt ends with outcome o (reason: a HEALTH_FAIL's constant): the
+ * balancer and health hear it once (active--, passive accounting), the retry budget
+ * counts one retry less if it was one. No-op when no attempt is running. */
+static void attempt_end(struct client *c, enum health_outcome o, const char *reason)
+{
+    if (c->peer_counted && c->up && c->set) {
+        if (o == HEALTH_FAIL)
+            c->up->fails++;
+        balancer_attempt_end(&c->set->bal, c->up->index, o, reason, now_of(c));
+    }
+    c->peer_counted = false;
+    if (c->retry_counted) {
+        c->w->retries_in_flight--;
+        c->retry_counted = false;
+    }
+}
+
+/* The attempt ends without a failure: OK once a response head parsed, else neutral
+ * (the client went away, the proxy answered). */
 static void peer_done(struct client *c)
 {
-    if (c->peer_counted && c->up && c->set)
-        balancer_attempt_end(&c->set->bal, c->up->index, HEALTH_NEUTRAL, NULL, now_of(c));
-    c->peer_counted = false;
+    attempt_end(c, (c->x.flags & EXCHANGE_F_HEAD_OK) ? HEALTH_OK : HEALTH_NEUTRAL, NULL);
 }
 
 static void drop_upstream(struct client *c)
 {
     peer_done(c);
-    if (c->flags & CLIENT_F_QUEUED)
-        upstream_cancel_wait(c->up, c);
-    if (c->granted) {
-        upstream_close(c->granted);
-        c->granted = NULL;
+    if (c->uo.queued)
+        upstream_cancel_wait(c->up, &c->uo);
+    if (c->uo.granted) {
+        upstream_close(c->uo.granted);
+        c->uo.granted = NULL;
     }
+    c->uo.granted_err = NULL;
     if (c->conn) {
         upstream_close(c->conn);
         c->conn = NULL;
@@ -344,30 +348,18 @@ static void client_close(struct client *c)
         close(c->fd);
     c->fd = -1;
     c->state = CLIENT_ST_CLOSED;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->next = w->dead_clients;
-    c->prev = NULL;
-    w->dead_clients = c;
-    w->n_clients--;
-    worker_client_gone(w);
+    worker_conn_bury(w, &c->wc);
 }
 
-void client_free(struct client *c)
+static void client_wc_free(struct worker_conn *wc)
 {
-    if (!c)
-        return;
+    struct client *c = container_of(wc, struct client, wc);
     request_reset(c);
+    exchange_deinit(&c->x);
     buffer_release(&c->in);
-    exchange_buffers_free(c);
+    buffers_free(c);
     http1_parser_deinit(&c->req);
     http1_parser_deinit(&c->resp);
-    if (c->tried.bits != c->tried_small)
-        free(c->tried.bits);
     free(c);
 }
 
@@ -377,19 +369,20 @@ static void client_abort_exchange(struct client *c)
     client_close(c);
 }
 
-void client_abort(struct client *c)
+static void client_wc_abort(struct worker_conn *wc)
 {
-    client_close(c);
+    client_close(container_of(wc, struct client, wc));
 }
 
-void client_shutdown(struct client *c)
+static void client_wc_shutdown(struct worker_conn *wc)
 {
+    struct client *c = container_of(wc, struct client, wc);
     if (c->state == CLIENT_ST_IDLE ||
-        (c->state == CLIENT_ST_HEAD && !(c->flags & CLIENT_F_IN_REQUEST))) {
+        (c->state == CLIENT_ST_HEAD && !(c->x.flags & EXCHANGE_F_IN_REQUEST))) {
         client_close(c);
         return;
     }
-    c->flags |= CLIENT_F_CLOSE_AFTER;
+    c->x.flags |= EXCHANGE_F_CLOSE_AFTER;
 }
 
 /* ---------------------------------------------------------------- request */
@@ -398,12 +391,12 @@ void client_shutdown(struct client *c)
 static void request_begin(struct client *c)
 {
     c->state = CLIENT_ST_HEAD;
-    if (c->flags & CLIENT_F_IN_REQUEST)
+    if (c->x.flags & EXCHANGE_F_IN_REQUEST)
         return;
-    c->flags |= CLIENT_F_IN_REQUEST;
+    c->x.flags |= EXCHANGE_F_IN_REQUEST;
     c->req_start = now_of(c);
-    c->start_wall = wall_now();
-    c->start_mono = mono_now();
+    c->x.start_wall = wall_now();
+    c->x.start_mono = mono_now();
 }
 
 static int client_on_request_head(struct http1_parser *p)
@@ -411,55 +404,28 @@ static int client_on_request_head(struct http1_parser *p)
     struct client *c = p->owner;
     struct http1_msg *m = &p->msg;
     const struct config *cfg = cur_cfg(c);
-    c->method = llhttp_method_name((llhttp_method_t)m->method);
-    c->path = keep_span(c->path_buf, sizeof c->path_buf, m->url.p ? m->url.p : "", m->url.len);
-    if (m->request_id >= 0) {
-        const struct http1_span *v = &m->hdrs[m->request_id].value;
-        c->request_id = keep_span(c->rid_buf, sizeof c->rid_buf, v->p, v->len);
-    } else {
-        new_request_id(c);
-    }
-    if (!c->method || !c->path || !c->request_id) {
+    if (exchange_keep_head(&c->x, m) == -1) {
         p->error_status = 400;
         p->error_reason = "out of memory";
         return -1;
     }
-    if (m->major == 1 && m->minor == 0)
-        c->flags |= CLIENT_F_HTTP10;
+    if (m->request_id < 0)
+        new_request_id(c);
     const char *why = NULL;
-    int st = http1_request_check(m, &why);
+    int st = exchange_classify_request(&c->x, p, cfg, c->w->draining, &why);
     if (st) {
         p->error_status = st;
         p->error_reason = why;
         return -1;
     }
-    if (m->method == HTTP_HEAD)
-        c->flags |= CLIENT_F_HEAD_METHOD;
-    if (http1_request_keepalive(m))
-        c->flags |= CLIENT_F_KEEPALIVE;
-    bool chunked = m->n_te == 1;
-    bool has_cl = (p->llp.flags & F_CONTENT_LENGTH) != 0;
-    uint64_t cl = has_cl ? p->llp.content_length : 0;
-    uint64_t max_body = cfg->limits.max_body_bytes;
-    if (max_body && has_cl && cl > max_body) {
-        p->error_status = 413;
-        p->error_reason = "Content-Length over max_body_bytes";
-        return -1;
-    }
-    p->body_limit = max_body;
-    if (p->llp.upgrade && m->upgrade >= 0 && (m->conn & HTTP1_CONN_UPGRADE) && m->minor == 1)
-        c->flags |= CLIENT_F_UPGRADE;
-    if (m->expect_continue && m->minor == 1 && (chunked || cl > 0))
-        c->flags |= CLIENT_F_EXPECT;
-    if (c->w->draining)
-        c->flags |= CLIENT_F_CLOSE_AFTER;
+    p->body_limit = cfg->limits.max_body_bytes;
     struct http1_fwd f = {
         .client_ip = c->ip,
-        .request_id = c->request_id,
-        .chunked = chunked,
-        .has_cl = has_cl,
-        .cl = cl,
-        .upgrade = (c->flags & CLIENT_F_UPGRADE) != 0,
+        .request_id = c->x.request_id,
+        .chunked = c->x.chunked,
+        .has_cl = c->x.has_cl,
+        .cl = c->x.cl,
+        .upgrade = (c->x.flags & EXCHANGE_F_UPGRADE) != 0,
     };
     size_t n = http1_build_request_head(m, &f, buffer_tail(&c->uout), buffer_space(&c->uout));
     if (n > buffer_space(&c->uout)) {
@@ -468,9 +434,9 @@ static int client_on_request_head(struct http1_parser *p)
         return -1;
     }
     c->uout.wpos += n;
-    c->flags |= CLIENT_F_REPLAYABLE;
+    c->x.flags |= EXCHANGE_F_REPLAYABLE;
     p->out = &c->uout;
-    p->out_mode = chunked ? HTTP1_OUT_CHUNKED : has_cl ? HTTP1_OUT_IDENTITY : HTTP1_OUT_NONE;
+    p->out_mode = exchange_request_out_mode(&c->x);
     c->state = CLIENT_ST_UPSTREAM;
     return 0;
 }
@@ -480,7 +446,7 @@ static void pump_head(struct client *c)
 {
     const struct config *cfg = cur_cfg(c);
     while (c->state == CLIENT_ST_HEAD && buffer_len(&c->in) > 0) {
-        if (exchange_buffers_alloc(c) == -1) {
+        if (buffers_alloc(c) == -1) {
             client_close(c);
             return;
         }
@@ -492,7 +458,7 @@ static void pump_head(struct client *c)
         enum http1_result r = http1_execute(&c->req, p, n, &used);
         c->in.rpos += used; /* no compaction: the head's spans point here */
         c->head_bytes += used;
-        c->bytes_in += used;
+        c->x.bytes_in += used;
         if (r == HTTP1_ERROR) {
             client_error(c, c->req.error_status ? c->req.error_status : 400, c->req.error_reason);
             return;
@@ -508,7 +474,7 @@ static void pump_head(struct client *c)
                 return;
             }
             if (r == HTTP1_DONE)
-                c->flags |= CLIENT_F_REQ_DONE;
+                c->x.flags |= EXCHANGE_F_REQ_DONE;
             return;
         }
         if (found)
@@ -522,12 +488,12 @@ static void pump_head(struct client *c)
 /* Feed request body bytes from `in` into `uout`. */
 static void pump_body(struct client *c)
 {
-    while (!(c->flags & CLIENT_F_REQ_DONE) && buffer_len(&c->in) > 0) {
+    while (!(c->x.flags & EXCHANGE_F_REQ_DONE) && buffer_len(&c->in) > 0) {
         if (buffer_space(&c->uout) <= HTTP1_SLACK) {
             if (c->uout.rpos == 0)
                 return;
             buffer_compact(&c->uout);
-            c->flags &= ~CLIENT_F_REPLAYABLE;
+            c->x.flags &= ~EXCHANGE_F_REPLAYABLE;
             if (buffer_space(&c->uout) <= HTTP1_SLACK)
                 return;
         }
@@ -538,36 +504,19 @@ static void pump_body(struct client *c)
         size_t used = 0;
         enum http1_result r = http1_execute(&c->req, buffer_head(&c->in), n, &used);
         buffer_consume(&c->in, used);
-        c->bytes_in += used;
+        c->x.bytes_in += used;
         if (r == HTTP1_ERROR) {
             client_error(c, c->req.error_status ? c->req.error_status : 400, c->req.error_reason);
             return;
         }
         if (r == HTTP1_DONE)
-            c->flags |= CLIENT_F_REQ_DONE;
+            c->x.flags |= EXCHANGE_F_REQ_DONE;
     }
     if (buffer_len(&c->in) == 0)
         buffer_reset_if_empty(&c->in);
 }
 
 /* ---------------------------------------------------------------- routing */
-
-static void tried_reset(struct client *c, size_t n)
-{
-    size_t words = (n + 63) / 64;
-    if (c->tried.bits != c->tried_small)
-        free(c->tried.bits);
-    c->tried.bits = c->tried_small;
-    if (words > 2) {
-        uint64_t *bits = calloc(words, sizeof(uint64_t));
-        if (bits)
-            c->tried.bits = bits;
-        else
-            n = 128; /* out of memory: only the first 128 upstreams are candidates */
-    }
-    memset(c->tried_small, 0, sizeof c->tried_small);
-    c->tried.n = n;
-}
 
 static void client_attach(struct client *c, struct upstream_conn *conn)
 {
@@ -579,81 +528,121 @@ static void client_attach(struct client *c, struct upstream_conn *conn)
     c->resp.out_mode = HTTP1_OUT_NONE;
     c->uin.rpos = c->uin.wpos = 0;
     c->up_last = c->uout_last = now;
-    c->flags &= ~(CLIENT_F_UP_EOF | CLIENT_F_UP_DIRTY | CLIENT_F_UP_WFAIL);
-    if (c->flags & CLIENT_F_EXPECT) {
+    c->x.flags &= ~EXCHANGE_F_ATTEMPT;
+    c->up_err = NULL;
+    if (c->x.flags & EXCHANGE_F_EXPECT) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         out_compact(c);
         buffer_put(&c->out, cont, sizeof cont - 1);
-        c->flags &= ~CLIENT_F_EXPECT;
+        c->x.flags &= ~EXCHANGE_F_EXPECT;
     }
 }
 
-/* The attempt on c->up failed (reason): count it and try the next upstream. */
-static void attempt_failed(struct client *c, const char *reason)
+/* Is there an upstream this request has not tried that may take an attempt now? */
+static bool eligible_left(const struct client *c)
 {
-    if (c->up) {
-        c->up->fails++;
-        peer_done(c);
+    struct balancer_ctx ctx = {.tried = &c->x.tried, .now = now_of(c), .client_ip = c->ip};
+    for (size_t i = 0; i < c->set->n; i++)
+        if (balancer_peer_eligible(c->set->peers, i, &ctx))
+            return true;
+    return false;
+}
+
+/* The attempt on c->up failed in `phase` (contract 6): end it with health outcome o,
+ * close its connection, then retry on another upstream when exchange_attempt_failed()
+ * says so and one is eligible (event retry), else answer `status` (502, or 504 after a
+ * read timeout; event retry_skipped when the budget said no). */
+static void attempt_failed(struct client *c, enum retry_phase phase, const char *reason,
+                           enum health_outcome o, int status)
+{
+    struct upstream *u = c->up;
+    attempt_end(c, o, reason);
+    if (c->conn) {
+        upstream_close(c->conn);
+        c->conn = NULL;
     }
-    c->conn = NULL;
-    const struct config *cfg = cur_cfg(c);
-    if (c->attempts < 1 + cfg->retries && c->attempts < c->set->n) {
+    const struct config *cfg = c->set->cfg->cfg;
+    struct retry_budget b = {
+        .percent = cfg->retry_budget.percent,
+        .min_concurrent = cfg->retry_budget.min_concurrent,
+        .requests_in_flight = c->w->requests_in_flight,
+        .retries_in_flight = c->w->retries_in_flight,
+    };
+    enum retry_verdict v = exchange_attempt_failed(&c->x, phase, &b, 1 + cfg->retries);
+    const char *name = u ? u->cfg->name : "";
+    if (v == RETRY_GO && eligible_left(c)) {
         log_event(CONFIG_LOG_WARN, "retry",
-                  json_pack("{s:s,s:s,s:i}", "upstream", c->up ? c->up->cfg->name : "", "reason",
-                            reason, "attempt", (int)c->attempts + 1));
+                  json_pack("{s:s,s:s,s:s,s:i}", "upstream", name, "reason", reason, "phase",
+                            retry_phase_name(phase), "attempt", (int)c->x.attempts + 1));
+        /* the request goes again from its first byte (it is all in uout: replayable) */
+        c->uout.rpos = 0;
+        c->uout_pending = false;
+        client_route(c);
+        return;
     }
-    client_route(c);
+    if (v == RETRY_NO_BUDGET)
+        log_event(CONFIG_LOG_WARN, "retry_skipped",
+                  json_pack("{s:s,s:s,s:s}", "upstream", name, "reason", retry_verdict_name(v),
+                            "phase", retry_phase_name(phase)));
+    client_error(c, status, reason);
+}
+
+/* Connect failures (refused, failed, timed out): nothing was sent. */
+static void connect_failed(struct client *c, const char *reason)
+{
+    /* a local shortage is not the upstream's fault */
+    bool local = strcmp(reason, "socket") == 0 || strcmp(reason, "out_of_memory") == 0;
+    attempt_failed(c, RETRY_PHASE_CONNECT, reason, local ? HEALTH_NEUTRAL : HEALTH_FAIL, 502);
 }
 
 static void client_route(struct client *c)
 {
     if (!c->set) {
         c->set = upstream_set_acquire(c->w->set);
-        tried_reset(c, c->set->n);
-        c->attempts = 0;
+        c->w->requests_in_flight++;
+        exchange_route_begin(&c->x, c->set->n);
     }
-    const struct config *cfg = c->set->cfg->cfg;
-    for (;;) {
-        if (c->attempts >= 1 + cfg->retries) {
-            client_error(c, 502, "no attempt left");
-            return;
-        }
-        struct balancer_ctx ctx = {.tried = &c->tried, .now = now_of(c), .client_ip = c->ip};
-        int idx = balancer_pick(&c->set->bal, &ctx);
-        if (idx < 0) {
-            client_error(c, c->attempts ? 502 : 503,
-                         c->attempts ? "every upstream failed" : "no upstream available");
-            return;
-        }
-        balancer_tried_add(&c->tried, (size_t)idx);
-        struct upstream *u = &c->set->ups[idx];
-        c->up = u;
-        c->attempts++;
-        u->requests++;
-        balancer_attempt_begin(&c->set->bal, (size_t)idx, now_of(c));
-        c->peer_counted = true;
-        c->up_start = now_of(c);
-        c->state = CLIENT_ST_UPSTREAM;
-        struct upstream_conn *conn = NULL;
-        const char *reason = NULL;
-        switch (upstream_acquire(u, c, &conn, &reason)) {
-        case UPSTREAM_READY:
-            client_attach(c, conn);
-            return;
-        case UPSTREAM_CONNECTING:
-            c->conn = conn;
-            return;
-        case UPSTREAM_QUEUED:
-            return;
-        case UPSTREAM_FAILED:
-            u->fails++;
-            peer_done(c);
-            if (c->attempts < 1 + cfg->retries && c->attempts < c->set->n)
-                log_event(CONFIG_LOG_WARN, "retry",
-                          json_pack("{s:s,s:s,s:i}", "upstream", u->cfg->name, "reason", reason,
-                                    "attempt", (int)c->attempts + 1));
-            continue;
-        }
+    struct balancer_ctx ctx = {
+        .tried = &c->x.tried,
+        .now = now_of(c),
+        .client_ip = c->ip,
+        .key = c->x.key,
+        .key_len = c->x.key_len,
+    };
+    int idx = balancer_pick(&c->set->bal, &ctx);
+    if (idx < 0) {
+        /* nobody eligible: all down or drained (503), or every one tried (502) */
+        client_error(c, c->x.attempts ? 502 : 503,
+                     c->x.attempts ? "every upstream failed" : "no upstream available");
+        return;
+    }
+    balancer_tried_add(&c->x.tried, (size_t)idx);
+    struct upstream *u = &c->set->ups[idx];
+    c->up = u;
+    c->x.attempts++;
+    u->requests++;
+    balancer_attempt_begin(&c->set->bal, (size_t)idx, now_of(c));
+    c->peer_counted = true;
+    if (c->x.attempts > 1) {
+        c->w->retries_in_flight++;
+        c->retry_counted = true;
+    }
+    c->up_start = now_of(c);
+    c->state = CLIENT_ST_UPSTREAM;
+    struct upstream_conn *conn = NULL;
+    const char *reason = NULL;
+    switch (upstream_acquire(u, &c->uo, &conn, &reason)) {
+    case UPSTREAM_READY:
+        client_attach(c, conn);
+        return;
+    case UPSTREAM_CONNECTING:
+        c->conn = conn;
+        return;
+    case UPSTREAM_QUEUED:
+        return;
+    case UPSTREAM_FAILED:
+        connect_failed(c, reason); /* retries through client_route() when it may */
+        return;
     }
 }
 
@@ -665,8 +654,7 @@ static int client_on_response_head(struct http1_parser *p)
     struct http1_msg *m = &p->msg;
     struct http1_resp_opts o = {0};
     if (p->interim) {
-        /* 1xx: forwarded to HTTP/1.1 clients, dropped for HTTP/1.0 */
-        if (c->flags & CLIENT_F_HTTP10)
+        if (!exchange_forward_interim(&c->x))
             return 0;
         size_t n = http1_build_response_head(m, &o, buffer_tail(&c->out), buffer_space(&c->out));
         if (n > buffer_space(&c->out)) {
@@ -677,38 +665,15 @@ static int client_on_response_head(struct http1_parser *p)
         c->out.wpos += n;
         return 0;
     }
-    int ret = 0;
-    if (m->status == 101) {
-        if (!(c->flags & CLIENT_F_UPGRADE)) {
-            p->error_status = 502;
-            p->error_reason = "101 without an upgrade request";
-            return -1;
-        }
-        o.upgrade = true;
-        o.framing = HTTP1_FRAME_NONE;
-        ret = 2;
-    } else {
-        bool no_body = (c->flags & CLIENT_F_HEAD_METHOD) || m->status == 204 || m->status == 304;
-        bool http10 = (c->flags & CLIENT_F_HTTP10) != 0;
-        if (no_body)
-            o.framing = HTTP1_FRAME_NONE;
-        else if (p->llp.flags & F_CHUNKED)
-            o.framing = http10 ? HTTP1_FRAME_CLOSE : HTTP1_FRAME_CHUNKED;
-        else if (p->llp.flags & F_CONTENT_LENGTH)
-            o.framing = HTTP1_FRAME_LENGTH;
-        else
-            o.framing = http10 ? HTTP1_FRAME_CLOSE : HTTP1_FRAME_CHUNKED;
-        if (!(c->flags & CLIENT_F_KEEPALIVE) || c->w->draining || o.framing == HTTP1_FRAME_CLOSE ||
-            !(c->flags & CLIENT_F_REQ_DONE))
-            c->flags |= CLIENT_F_CLOSE_AFTER;
-        o.close = (c->flags & CLIENT_F_CLOSE_AFTER) != 0;
-        o.keepalive = http10 && !o.close;
-        if (c->flags & CLIENT_F_HEAD_METHOD)
-            ret = 1;
-        p->out_mode = o.framing == HTTP1_FRAME_CHUNKED ? HTTP1_OUT_CHUNKED
-                      : o.framing == HTTP1_FRAME_NONE  ? HTTP1_OUT_NONE
-                                                       : HTTP1_OUT_IDENTITY;
+    const char *why = NULL;
+    enum http1_out mode = HTTP1_OUT_NONE;
+    int ret = exchange_response_framing(&c->x, p, c->w->draining, &o, &mode, &why);
+    if (ret == -1) {
+        p->error_status = 502;
+        p->error_reason = why;
+        return -1;
     }
+    p->out_mode = mode;
     c->resp_mark = c->out.wpos;
     size_t n = http1_build_response_head(m, &o, buffer_tail(&c->out), buffer_space(&c->out));
     if (n > buffer_space(&c->out)) {
@@ -717,9 +682,9 @@ static int client_on_response_head(struct http1_parser *p)
         return -1;
     }
     c->out.wpos += n;
-    c->flags |= CLIENT_F_RESP_STARTED;
-    c->status = (int)m->status;
-    c->flags &= ~CLIENT_F_REPLAYABLE; /* the upstream answered: no replay */
+    c->x.flags |= EXCHANGE_F_RESP_STARTED | EXCHANGE_F_HEAD_OK;
+    c->x.status = (int)m->status;
+    c->x.flags &= ~EXCHANGE_F_REPLAYABLE; /* the upstream answered: no replay */
     return ret;
 }
 
@@ -727,7 +692,7 @@ static void enter_tunnel(struct client *c)
 {
     c->state = CLIENT_ST_TUNNEL;
     c->idle_since = now_of(c);
-    c->flags |= CLIENT_F_CLOSE_AFTER;
+    c->x.flags |= EXCHANGE_F_CLOSE_AFTER;
     /* bytes after the 101 head are already tunnel data, as are client bytes after
      * the upgrade request */
     if (c->conn)
@@ -737,27 +702,26 @@ static void enter_tunnel(struct client *c)
 /* The upstream answered in full: release or close its connection. */
 static void response_done(struct client *c)
 {
-    c->flags |= CLIENT_F_RESP_DONE;
-    if (c->status == 101) {
+    c->x.flags |= EXCHANGE_F_RESP_DONE;
+    if (c->x.status == 101) {
         enter_tunnel(c);
         return;
     }
-    bool reusable = !(c->flags & (CLIENT_F_UP_DIRTY | CLIENT_F_UP_EOF | CLIENT_F_UP_WFAIL)) &&
-                    llhttp_should_keep_alive(&c->resp.llp) && buffer_len(&c->uin) == 0 &&
-                    (c->flags & CLIENT_F_REQ_DONE) && buffer_len(&c->uout) == 0;
+    bool reusable = exchange_upstream_reusable(&c->x, llhttp_should_keep_alive(&c->resp.llp),
+                                               buffer_len(&c->uin), buffer_len(&c->uout));
     peer_done(c);
     if (c->conn) {
         upstream_release(c->conn, reusable);
         c->conn = NULL;
     }
-    if (!(c->flags & CLIENT_F_REQ_DONE))
-        c->flags |= CLIENT_F_CLOSE_AFTER;
+    if (!(c->x.flags & EXCHANGE_F_REQ_DONE))
+        c->x.flags |= EXCHANGE_F_CLOSE_AFTER;
 }
 
 /* Feed response bytes from `uin` into `out`. */
 static void pump_response(struct client *c)
 {
-    while (c->conn && !(c->flags & CLIENT_F_RESP_DONE) && buffer_len(&c->uin) > 0) {
+    while (c->conn && !(c->x.flags & EXCHANGE_F_RESP_DONE) && buffer_len(&c->uin) > 0) {
         bool head = c->resp.phase == HTTP1_PH_HEAD;
         size_t need = head ? c->uin.cap + HTTP1_SLACK : HTTP1_SLACK + 1;
         if (buffer_space(&c->out) < need)
@@ -771,47 +735,52 @@ static void pump_response(struct client *c)
         enum http1_result r = http1_execute(&c->resp, buffer_head(&c->uin), n, &used);
         c->uin.rpos += used;
         if (r == HTTP1_ERROR) {
-            c->flags |= CLIENT_F_UP_DIRTY;
+            c->x.flags |= EXCHANGE_F_UP_DIRTY;
+            /* an invalid head is a health failure; a bad body after a good head is not */
+            if (!(c->x.flags & EXCHANGE_F_HEAD_OK))
+                attempt_end(c, HEALTH_FAIL, "invalid_response");
             client_error(c, 502, c->resp.error_reason);
             return;
         }
         if (r == HTTP1_DONE) {
-            if (c->status != 101 && buffer_len(&c->uin) > 0)
-                c->flags |= CLIENT_F_UP_DIRTY; /* bytes after a complete response */
+            if (c->x.status != 101 && buffer_len(&c->uin) > 0)
+                c->x.flags |= EXCHANGE_F_UP_DIRTY; /* bytes after a complete response */
             response_done(c);
             return;
         }
     }
     if (!c->resp.in_head)
         buffer_reset_if_empty(&c->uin);
-    else if (c->conn && buffer_space(&c->uin) == 0)
+    else if (c->conn && buffer_space(&c->uin) == 0) {
+        attempt_end(c, HEALTH_FAIL, "invalid_response");
         client_error(c, 502, "upstream response head too large"); /* cannot grow: uin is full */
+    }
 }
 
 /* The upstream closed (or failed): finish or fail the exchange. */
 static void upstream_eof(struct client *c)
 {
-    if (c->flags & CLIENT_F_RESP_DONE)
+    if (c->x.flags & EXCHANGE_F_RESP_DONE)
         return;
-    bool nothing = c->resp.phase == HTTP1_PH_HEAD && !c->resp.in_head &&
-                   !(c->flags & CLIENT_F_RESP_STARTED) && c->status == 0;
-    if (nothing && c->conn && c->conn->exchanges > 0 && (c->flags & CLIENT_F_REPLAYABLE)) {
-        /* a pooled connection the upstream had closed: replay the request elsewhere */
-        upstream_close(c->conn);
-        c->conn = NULL;
-        c->uout.rpos = 0;
-        c->uout_pending = false;
-        attempt_failed(c, "keepalive_closed");
+    const char *why = c->up_err ? c->up_err : "upstream_closed";
+    if (!(c->x.flags & EXCHANGE_F_UP_READ)) {
+        /* not one response byte: a send- or head-phase failure (contract 6). A reused
+         * connection closing here is the keep-alive race (it passed the pool check
+         * before the upstream's close arrived), not a sign of a sick upstream. */
+        bool reused = c->conn && c->conn->exchanges > 0;
+        enum retry_phase ph = exchange_failure_phase(&c->x, true, buffer_len(&c->uout) == 0);
+        attempt_failed(c, ph, why, reused ? HEALTH_NEUTRAL : HEALTH_FAIL, 502);
         return;
     }
     enum http1_result r = http1_finish(&c->resp);
+    c->x.flags |= EXCHANGE_F_UP_DIRTY;
     if (r == HTTP1_DONE) {
-        c->flags |= CLIENT_F_UP_DIRTY;
         response_done(c);
         return;
     }
-    c->flags |= CLIENT_F_UP_DIRTY;
-    client_error(c, 502, nothing ? "upstream closed before responding" : "upstream closed early");
+    if (!(c->x.flags & EXCHANGE_F_HEAD_OK))
+        attempt_end(c, HEALTH_FAIL, why); /* closed in the middle of the head */
+    client_error(c, 502, "upstream closed early");
 }
 
 /* ---------------------------------------------------------------- errors */
@@ -819,43 +788,41 @@ static void upstream_eof(struct client *c)
 static void client_error(struct client *c, int code, const char *why)
 {
     (void)why;
-    if (c->flags & CLIENT_F_RESP_SENT) {
+    if (c->x.flags & EXCHANGE_F_RESP_SENT) {
         client_abort_exchange(c);
         return;
     }
-    if (c->flags & CLIENT_F_RESP_STARTED) {
+    if (c->x.flags & EXCHANGE_F_RESP_STARTED) {
         c->out.wpos = c->resp_mark; /* the head never left: replace it */
-        c->flags &= ~(CLIENT_F_RESP_STARTED | CLIENT_F_RESP_DONE);
+        c->x.flags &= ~(EXCHANGE_F_RESP_STARTED | EXCHANGE_F_RESP_DONE);
     }
     peer_done(c);
     drop_upstream(c);
-    if (exchange_buffers_alloc(c) == -1) {
+    if (buffers_alloc(c) == -1) {
         client_close(c);
         return;
     }
-    if (!c->request_id)
+    if (!c->x.request_id)
         new_request_id(c);
-    if (!(c->flags & CLIENT_F_IN_REQUEST)) {
-        c->flags |= CLIENT_F_IN_REQUEST;
-        c->start_wall = wall_now();
-        c->start_mono = mono_now();
+    if (!(c->x.flags & EXCHANGE_F_IN_REQUEST)) {
+        c->x.flags |= EXCHANGE_F_IN_REQUEST;
+        c->x.start_wall = wall_now();
+        c->x.start_mono = mono_now();
     }
-    bool close = http1_error_closes(code) || !(c->flags & CLIENT_F_REQ_DONE) ||
-                 !(c->flags & CLIENT_F_KEEPALIVE) || (c->flags & CLIENT_F_CLOSE_AFTER) ||
-                 c->w->draining || (c->flags & CLIENT_F_EOF);
+    bool close = exchange_error_closes(&c->x, code, c->w->draining, (c->flags & CLIENT_F_EOF) != 0);
     out_compact(c);
-    size_t n =
-        http1_build_error(code, c->request_id, close, buffer_tail(&c->out), buffer_space(&c->out));
+    size_t n = http1_build_error(code, c->x.request_id, close, buffer_tail(&c->out),
+                                 buffer_space(&c->out));
     if (n > buffer_space(&c->out)) {
         client_close(c);
         return;
     }
     c->out.wpos += n;
-    c->status = code;
-    c->flags |= CLIENT_F_RESP_STARTED | CLIENT_F_RESP_DONE;
-    c->flags &= ~CLIENT_F_EXPECT;
+    c->x.status = code;
+    c->x.flags |= EXCHANGE_F_RESP_STARTED | EXCHANGE_F_RESP_DONE;
+    c->x.flags &= ~EXCHANGE_F_EXPECT;
     if (close) {
-        c->flags |= CLIENT_F_CLOSE_AFTER;
+        c->x.flags |= EXCHANGE_F_CLOSE_AFTER;
         c->state = CLIENT_ST_DRAIN;
     } else {
         c->state = CLIENT_ST_FORWARD;
@@ -904,16 +871,16 @@ static void client_flush(struct client *c)
     }
     while (buffer_len(&c->out) > 0) {
         /* the response ends when its last byte is handed to the kernel: time it there */
-        double t = (c->flags & CLIENT_F_RESP_DONE) ? mono_now() : 0;
+        double t = (c->x.flags & EXCHANGE_F_RESP_DONE) ? mono_now() : 0;
         ssize_t n = send(c->fd, buffer_head(&c->out), buffer_len(&c->out), MSG_NOSIGNAL);
         if (n > 0) {
             if (t && (size_t)n == buffer_len(&c->out))
-                c->end_mono = t;
+                c->x.end_mono = t;
             buffer_consume(&c->out, (size_t)n);
-            c->bytes_out += (size_t)n;
+            c->x.bytes_out += (size_t)n;
             c->out_last = now;
-            if (c->flags & CLIENT_F_RESP_STARTED)
-                c->flags |= CLIENT_F_RESP_SENT;
+            if (c->x.flags & EXCHANGE_F_RESP_STARTED)
+                c->x.flags |= EXCHANGE_F_RESP_SENT;
             continue;
         }
         if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -932,7 +899,7 @@ static void client_flush(struct client *c)
 static void upstream_read(struct client *c)
 {
     struct upstream_conn *conn = c->conn;
-    if (!conn || conn->state != UPC_BUSY || (c->flags & CLIENT_F_UP_EOF))
+    if (!conn || conn->state != UPC_BUSY || (c->x.flags & EXCHANGE_F_UP_EOF))
         return;
     if (!c->resp.in_head && buffer_space(&c->uin) < c->uin.cap / 4)
         buffer_compact(&c->uin);
@@ -941,6 +908,7 @@ static void upstream_read(struct client *c)
     ssize_t n = recv(conn->fd, buffer_tail(&c->uin), buffer_space(&c->uin), 0);
     if (n > 0) {
         c->uin.wpos += (size_t)n;
+        c->x.flags |= EXCHANGE_F_UP_READ;
         c->up_last = now_of(c);
         if (c->state == CLIENT_ST_TUNNEL)
             c->idle_since = c->up_last;
@@ -948,7 +916,8 @@ static void upstream_read(struct client *c)
     }
     if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
-    c->flags |= CLIENT_F_UP_EOF;
+    c->up_err = n == 0 ? "upstream_closed" : "upstream_reset";
+    c->x.flags |= EXCHANGE_F_UP_EOF;
 }
 
 static void upstream_flush(struct client *c)
@@ -961,7 +930,7 @@ static void upstream_flush(struct client *c)
         c->uout_pending = true;
         c->uout_last = now;
     }
-    while (buffer_len(&c->uout) > 0 && !(c->flags & (CLIENT_F_UP_WFAIL | CLIENT_F_UP_EOF))) {
+    while (buffer_len(&c->uout) > 0 && !(c->x.flags & (EXCHANGE_F_UP_WFAIL | EXCHANGE_F_UP_EOF))) {
         ssize_t n = send(conn->fd, buffer_head(&c->uout), buffer_len(&c->uout), MSG_NOSIGNAL);
         if (n > 0) {
             buffer_consume(&c->uout, (size_t)n);
@@ -973,12 +942,12 @@ static void upstream_flush(struct client *c)
         if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             break;
         /* the upstream stopped reading (reset/closed): keep reading what it says */
-        c->flags |= CLIENT_F_UP_WFAIL | CLIENT_F_UP_DIRTY;
+        c->x.flags |= EXCHANGE_F_UP_WFAIL | EXCHANGE_F_UP_DIRTY;
         break;
     }
     if (buffer_len(&c->uout) == 0) {
         c->uout_pending = false;
-        if (!(c->flags & CLIENT_F_REPLAYABLE))
+        if (!(c->x.flags & EXCHANGE_F_REPLAYABLE))
             buffer_reset_if_empty(&c->uout);
     }
 }
@@ -991,7 +960,7 @@ static void pump_tunnel(struct client *c)
             buffer_compact(&c->uout);
         size_t n = buffer_put_some(&c->uout, buffer_head(&c->in), buffer_len(&c->in));
         buffer_consume(&c->in, n);
-        c->bytes_in += n;
+        c->x.bytes_in += n;
         buffer_reset_if_empty(&c->in);
     }
     if (buffer_len(&c->uin) > 0) {
@@ -1007,14 +976,14 @@ static void pump_tunnel(struct client *c)
 static void finish_request(struct client *c)
 {
     log_request(c);
-    bool close = (c->flags & (CLIENT_F_CLOSE_AFTER | CLIENT_F_EOF)) || c->w->draining;
+    bool close = exchange_closes_after(&c->x, c->w->draining, (c->flags & CLIENT_F_EOF) != 0);
     request_reset(c);
     if (close) {
         c->state = CLIENT_ST_DRAIN;
-        c->flags |= CLIENT_F_CLOSE_AFTER | CLIENT_F_LOGGED;
+        c->x.flags |= EXCHANGE_F_CLOSE_AFTER | EXCHANGE_F_LOGGED;
         return;
     }
-    exchange_buffers_free(c);
+    buffers_free(c);
     http1_parser_next(&c->req);
     c->idle_since = now_of(c);
     buffer_compact(&c->in);
@@ -1035,7 +1004,7 @@ static void begin_linger(struct client *c)
     shutdown(c->fd, SHUT_WR);
     c->linger_until = now_of(c) + LINGER_SECONDS;
     c->in.rpos = c->in.wpos = 0;
-    exchange_buffers_free(c);
+    buffers_free(c);
 }
 
 static void update_io(struct client *c)
@@ -1058,10 +1027,11 @@ static void update_io(struct client *c)
         ev_io_stop(loop, &c->wio);
     if (c->conn && c->conn->state == UPC_BUSY) {
         bool uin_room = buffer_space(&c->uin) > 0 || (!c->resp.in_head && c->uin.rpos > 0);
-        bool urd = !(c->flags & CLIENT_F_UP_EOF) && uin_room &&
+        bool urd = !(c->x.flags & EXCHANGE_F_UP_EOF) && uin_room &&
                    (c->state == CLIENT_ST_TUNNEL ||
-                    (c->state == CLIENT_ST_FORWARD && !(c->flags & CLIENT_F_RESP_DONE)));
-        bool uwr = buffer_len(&c->uout) > 0 && !(c->flags & (CLIENT_F_UP_EOF | CLIENT_F_UP_WFAIL));
+                    (c->state == CLIENT_ST_FORWARD && !(c->x.flags & EXCHANGE_F_RESP_DONE)));
+        bool uwr =
+            buffer_len(&c->uout) > 0 && !(c->x.flags & (EXCHANGE_F_UP_EOF | EXCHANGE_F_UP_WFAIL));
         upstream_conn_want(c->conn, urd, uwr);
     }
 }
@@ -1069,14 +1039,25 @@ static void update_io(struct client *c)
 /* Signature of everything a pass can change, to stop when a pass did nothing. */
 static uint64_t progress_sig(const struct client *c)
 {
-    return (uint64_t)c->state * 1000003u ^ (uint64_t)c->flags * 7919u ^ c->in.rpos ^
+    /* CLIENT_F_* and EXCHANGE_F_* use distinct bits: one OR covers both */
+    return (uint64_t)c->state * 1000003u ^ (uint64_t)(c->flags | c->x.flags) * 7919u ^ c->in.rpos ^
            (c->in.wpos << 8) ^ (c->out.wpos << 16) ^ (c->out.rpos << 24) ^ (c->uin.rpos << 32) ^
            (c->uout.wpos << 40) ^ (c->uout.rpos << 48) ^ (uint64_t)(uintptr_t)c->conn;
 }
 
+/* Continue on the next loop iteration (zero-delay `defer` timer). */
+static void client_defer(struct client *c)
+{
+    if (ev_is_active(&c->defer))
+        return;
+    ev_timer_set(&c->defer, 0, 0);
+    ev_timer_start(c->w->loop, &c->defer);
+}
+
 static void client_run(struct client *c)
 {
-    for (int pass = 0; pass < RUN_GUARD; pass++) {
+    int pass;
+    for (pass = 0; pass < RUN_GUARD; pass++) {
         uint64_t before = progress_sig(c);
         switch (c->state) {
         case CLIENT_ST_IDLE:
@@ -1099,21 +1080,21 @@ static void client_run(struct client *c)
                 /* parse the body bytes already here before anything goes upstream: an
                  * invalid chunk in them rejects the request with nothing forwarded */
                 pump_body(c);
-                if (c->state == CLIENT_ST_UPSTREAM && !c->conn && !(c->flags & CLIENT_F_QUEUED))
+                if (c->state == CLIENT_ST_UPSTREAM && !c->conn && !(c->uo.queued))
                     client_route(c);
             }
             break;
         case CLIENT_ST_UPSTREAM:
         case CLIENT_ST_FORWARD:
-            if (!(c->flags & CLIENT_F_RESP_DONE) || c->conn)
+            if (!(c->x.flags & EXCHANGE_F_RESP_DONE) || c->conn)
                 pump_body(c);
             if (c->state == CLIENT_ST_FORWARD && c->conn) {
                 pump_response(c);
-                if (c->conn && (c->flags & CLIENT_F_UP_EOF) && buffer_len(&c->uin) == 0 &&
+                if (c->conn && (c->x.flags & EXCHANGE_F_UP_EOF) && buffer_len(&c->uin) == 0 &&
                     c->state == CLIENT_ST_FORWARD)
                     upstream_eof(c);
             }
-            if ((c->flags & CLIENT_F_EOF) && !(c->flags & CLIENT_F_REQ_DONE) &&
+            if ((c->flags & CLIENT_F_EOF) && !(c->x.flags & EXCHANGE_F_REQ_DONE) &&
                 (c->state == CLIENT_ST_FORWARD || c->state == CLIENT_ST_UPSTREAM) &&
                 buffer_len(&c->in) == 0) {
                 /* the client went away mid-request */
@@ -1137,11 +1118,12 @@ static void client_run(struct client *c)
         upstream_flush(c);
 
         /* completions */
-        if (c->state == CLIENT_ST_FORWARD && (c->flags & CLIENT_F_RESP_DONE) &&
-            buffer_len(&c->out) == 0 && (c->flags & (CLIENT_F_REQ_DONE | CLIENT_F_CLOSE_AFTER)))
+        if (c->state == CLIENT_ST_FORWARD && (c->x.flags & EXCHANGE_F_RESP_DONE) &&
+            buffer_len(&c->out) == 0 &&
+            (c->x.flags & (EXCHANGE_F_REQ_DONE | EXCHANGE_F_CLOSE_AFTER)))
             finish_request(c);
         if (c->state == CLIENT_ST_TUNNEL) {
-            bool up_gone = (c->flags & CLIENT_F_UP_EOF) && buffer_len(&c->uin) == 0 &&
+            bool up_gone = (c->x.flags & EXCHANGE_F_UP_EOF) && buffer_len(&c->uin) == 0 &&
                            buffer_len(&c->out) == 0;
             bool cl_gone =
                 (c->flags & CLIENT_F_EOF) && buffer_len(&c->in) == 0 && buffer_len(&c->uout) == 0;
@@ -1164,6 +1146,8 @@ static void client_run(struct client *c)
         if (progress_sig(c) == before)
             break;
     }
+    if (pass == RUN_GUARD)
+        client_defer(c); /* still progressing: yield to the loop, never wait for an event */
     update_io(c);
     refresh_timer(c);
 }
@@ -1189,18 +1173,18 @@ static void client_on_write(struct ev_loop *loop, ev_io *w, int revents)
 
 static void absorb_granted(struct client *c)
 {
-    if (c->granted) {
-        struct upstream_conn *conn = c->granted;
-        c->granted = NULL;
+    if (c->uo.granted) {
+        struct upstream_conn *conn = c->uo.granted;
+        c->uo.granted = NULL;
         c->up_start = now_of(c);
         if (conn->state == UPC_BUSY)
             client_attach(c, conn);
         else
             c->conn = conn;
-    } else if (c->granted_err) {
-        const char *why = c->granted_err;
-        c->granted_err = NULL;
-        attempt_failed(c, why);
+    } else if (c->uo.granted_err) {
+        const char *why = c->uo.granted_err;
+        c->uo.granted_err = NULL;
+        connect_failed(c, why);
     }
 }
 
@@ -1213,15 +1197,14 @@ static void client_on_defer(struct ev_loop *loop, ev_timer *w, int revents)
     client_run(c);
 }
 
-void client_on_upstream_slot(struct client *c)
+static void client_on_upstream_slot(struct upstream_owner *o)
 {
-    ev_timer_stop(c->w->loop, &c->defer);
-    ev_timer_set(&c->defer, 0, 0);
-    ev_timer_start(c->w->loop, &c->defer);
+    client_defer(container_of(o, struct client, uo));
 }
 
-void client_on_upstream_io(struct client *c, int revents)
+static void client_on_upstream_io(struct upstream_owner *o, int revents)
 {
+    struct client *c = container_of(o, struct client, uo);
     absorb_granted(c);
     struct upstream_conn *conn = c->conn;
     if (conn && conn->state == UPC_CONNECTING) {
@@ -1230,7 +1213,7 @@ void client_on_upstream_io(struct client *c, int revents)
         const char *reason = NULL;
         if (upstream_connect_done(conn, &reason) == -1) {
             c->conn = NULL;
-            attempt_failed(c, reason);
+            connect_failed(c, reason);
         } else {
             client_attach(c, conn);
         }
@@ -1269,19 +1252,25 @@ static void client_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
         break;
     case CLIENT_TO_QUEUE:
         if (c->up)
-            upstream_cancel_wait(c->up, c);
+            upstream_cancel_wait(c->up, &c->uo);
         client_error(c, 503, "queue timeout");
         break;
     case CLIENT_TO_CONNECT:
-        if (c->conn) {
-            upstream_close(c->conn);
-            c->conn = NULL;
-        }
-        attempt_failed(c, "connect_timeout");
+        connect_failed(c, "connect_timeout");
         break;
     case CLIENT_TO_READ:
+        if (c->conn && !(c->x.flags & EXCHANGE_F_UP_READ)) {
+            /* not one response byte: a head-phase failure (send if still writing) */
+            enum retry_phase ph = exchange_failure_phase(&c->x, true, buffer_len(&c->uout) == 0);
+            attempt_failed(c, ph, "read_timeout", HEALTH_FAIL, 504);
+            break;
+        }
+        if (!(c->x.flags & EXCHANGE_F_HEAD_OK))
+            attempt_end(c, HEALTH_FAIL, "read_timeout"); /* stalled inside the head */
+        client_error(c, 504, "read timeout");
+        break;
     case CLIENT_TO_TOTAL:
-        client_error(c, 504, which == CLIENT_TO_READ ? "read timeout" : "total timeout");
+        client_error(c, 504, "total timeout");
         break;
     }
     if (c->state != CLIENT_ST_CLOSED)

@@ -10,8 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "client.h"
-#include "upstream.h"
+#include "log.h"
 
 #define ACCEPT_BATCH 64   /* accepts per readiness event, for fairness */
 #define ACCEPT_POLL_S 0.1 /* paused: re-check the global count this often */
@@ -73,250 +72,97 @@ error:
 
 /* ---------------------------------------------------------------- accept */
 
-static uint64_t max_clients(const struct worker *w)
+static uint64_t max_clients(const struct listener *l)
 {
-    uint64_t m = w->set->cfg->cfg->limits.max_client_connections;
+    uint64_t m = l->w->cfg->cfg->limits.max_client_connections;
     return m ? m : UINT64_MAX;
 }
 
-static void accept_pause(struct worker *w)
+static void accept_pause(struct listener *l)
 {
-    if (w->accept_paused || w->lfd == -1)
+    if (l->accept_paused || l->lfd == -1)
         return;
-    w->accept_paused = true;
-    ev_io_stop(w->loop, &w->accept_w);
-    ev_timer_set(&w->accept_poll, ACCEPT_POLL_S, ACCEPT_POLL_S);
-    ev_timer_start(w->loop, &w->accept_poll);
+    l->accept_paused = true;
+    ev_io_stop(l->w->loop, &l->accept_w);
+    ev_timer_set(&l->accept_poll, ACCEPT_POLL_S, ACCEPT_POLL_S);
+    ev_timer_start(l->w->loop, &l->accept_poll);
     log_event(CONFIG_LOG_WARN, "accept_paused",
-              json_pack("{s:i,s:I}", "worker", (int)w->id, "clients",
+              json_pack("{s:i,s:I}", "worker", (int)l->w->id, "clients",
                         (json_int_t)atomic_load(&listener_clients)));
 }
 
-static void accept_resume(struct worker *w)
+static void accept_resume(struct listener *l)
 {
-    if (!w->accept_paused || w->lfd == -1 || w->draining)
+    if (!l->accept_paused || l->lfd == -1 || l->w->draining)
         return;
-    w->accept_paused = false;
-    ev_timer_stop(w->loop, &w->accept_poll);
-    ev_io_start(w->loop, &w->accept_w);
+    l->accept_paused = false;
+    ev_timer_stop(l->w->loop, &l->accept_poll);
+    ev_io_start(l->w->loop, &l->accept_w);
     log_event(CONFIG_LOG_INFO, "accept_resumed",
-              json_pack("{s:i,s:I}", "worker", (int)w->id, "clients",
+              json_pack("{s:i,s:I}", "worker", (int)l->w->id, "clients",
                         (json_int_t)atomic_load(&listener_clients)));
 }
 
-static void worker_on_accept(struct ev_loop *loop, ev_io *io, int revents)
+static void listener_on_accept(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
     (void)revents;
-    struct worker *w = container_of(io, struct worker, accept_w);
+    struct listener *l = container_of(io, struct listener, accept_w);
     for (int i = 0; i < ACCEPT_BATCH; i++) {
-        if (atomic_load(&listener_clients) >= max_clients(w)) {
-            accept_pause(w);
+        if (atomic_load(&listener_clients) >= max_clients(l)) {
+            accept_pause(l);
             return;
         }
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
-        int fd = accept4(w->lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(l->lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd == -1) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-                accept_pause(w); /* out of descriptors: retry on the poll timer */
+                accept_pause(l); /* out of descriptors: retry on the poll timer */
             return;              /* EAGAIN, ECONNABORTED, EINTR ... */
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         atomic_fetch_add(&listener_clients, 1);
-        if (!client_new(w, fd, (struct sockaddr *)&ss))
+        if (l->on_accept(l->w, fd, (struct sockaddr *)&ss) == -1)
             atomic_fetch_sub(&listener_clients, 1);
     }
 }
 
-static void worker_on_accept_poll(struct ev_loop *loop, ev_timer *t, int revents)
+static void listener_on_accept_poll(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
-    struct worker *w = container_of(t, struct worker, accept_poll);
-    if (atomic_load(&listener_clients) < max_clients(w))
-        accept_resume(w);
+    struct listener *l = container_of(t, struct listener, accept_poll);
+    if (atomic_load(&listener_clients) < max_clients(l))
+        accept_resume(l);
 }
 
-void worker_client_gone(struct worker *w)
+void listener_conn_gone(struct listener *l)
 {
     atomic_fetch_sub(&listener_clients, 1);
-    if (w->accept_paused && atomic_load(&listener_clients) < max_clients(w))
-        accept_resume(w);
+    if (l->accept_paused && atomic_load(&listener_clients) < max_clients(l))
+        accept_resume(l);
 }
 
-/* ---------------------------------------------------------------- drain */
-
-static void worker_close_listener(struct worker *w)
+void listener_start(struct listener *l, struct worker *w, int lfd, listener_accept_fn on_accept)
 {
-    ev_io_stop(w->loop, &w->accept_w);
-    ev_timer_stop(w->loop, &w->accept_poll);
-    if (w->lfd != -1)
-        close(w->lfd);
-    w->lfd = -1;
+    memset(l, 0, sizeof *l);
+    l->w = w;
+    l->lfd = lfd;
+    l->on_accept = on_accept;
+    ev_io_init(&l->accept_w, listener_on_accept, lfd, EV_READ);
+    ev_timer_init(&l->accept_poll, listener_on_accept_poll, ACCEPT_POLL_S, ACCEPT_POLL_S);
+    ev_io_start(w->loop, &l->accept_w);
 }
 
-static void worker_on_drain_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+void listener_close(struct listener *l)
 {
-    (void)loop;
-    (void)revents;
-    struct worker *w = container_of(t, struct worker, drain_timer);
-    while (w->clients)
-        client_abort(w->clients);
-}
-
-static void worker_begin_drain(struct worker *w)
-{
-    if (w->draining)
+    if (!l->w)
         return;
-    w->draining = true;
-    worker_close_listener(w);
-    upstream_set_retire(w->set); /* idle upstream conns close now */
-    struct client *c = w->clients;
-    while (c) {
-        struct client *next = c->next;
-        client_shutdown(c);
-        c = next;
-    }
-    double s = (double)w->set->cfg->cfg->timeouts.shutdown_ms / 1000.0;
-    ev_timer_set(&w->drain_timer, s, 0);
-    ev_timer_start(w->loop, &w->drain_timer);
-}
-
-/* ---------------------------------------------------------------- main -> worker */
-
-static void worker_take_config(struct worker *w)
-{
-    struct cfgref *cfg = atomic_exchange(&w->pending_cfg, NULL);
-    if (!cfg)
-        return;
-    if (w->draining) {
-        cfgref_release(cfg);
-        return;
-    }
-    struct upstream_set *s = upstream_set_new(w, cfg);
-    cfgref_release(cfg);
-    if (!s)
-        return; /* out of memory: keep the old set */
-    struct upstream_set *old = w->set;
-    w->set = s;
-    w->cfg = s->cfg;
-    upstream_set_retire(old);
-    upstream_set_release(old);
-}
-
-static void worker_on_async(struct ev_loop *loop, ev_async *a, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct worker *w = container_of(a, struct worker, async);
-    worker_take_config(w);
-    if (atomic_load(&w->stop_requested))
-        worker_begin_drain(w);
-}
-
-void worker_post_config(struct worker *w, struct cfgref *cfg)
-{
-    struct cfgref *old = atomic_exchange(&w->pending_cfg, cfg);
-    cfgref_release(old);
-    ev_async_send(w->loop, &w->async);
-}
-
-void worker_post_stop(struct worker *w)
-{
-    atomic_store(&w->stop_requested, true);
-    ev_async_send(w->loop, &w->async);
-}
-
-/* ---------------------------------------------------------------- lifecycle */
-
-static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
-{
-    (void)revents;
-    struct worker *w = container_of(p, struct worker, reaper);
-    while (w->dead_clients) {
-        struct client *c = w->dead_clients;
-        w->dead_clients = c->next;
-        client_free(c);
-    }
-    upstream_reap(w);
-    log_flush(w->alog);
-    if (w->draining && w->n_clients == 0) {
-        ev_timer_stop(loop, &w->drain_timer);
-        ev_break(loop, EVBREAK_ALL);
-    }
-}
-
-int worker_init(struct worker *w, unsigned id, struct ev_loop *loop, int lfd, struct cfgref *cfg)
-{
-    memset(w, 0, sizeof *w);
-    w->id = id;
-    w->lfd = lfd;
-    w->loop = loop ? loop : ev_loop_new(EVFLAG_AUTO);
-    if (!w->loop)
-        return -1;
-    w->alog = calloc(1, sizeof *w->alog);
-    w->set = upstream_set_new(w, cfg);
-    if (!w->alog || !w->set)
-        return -1;
-    w->cfg = w->set->cfg;
-    atomic_init(&w->pending_cfg, NULL);
-    atomic_init(&w->stop_requested, false);
-    util_rng_seed(&w->rng);
-    ev_io_init(&w->accept_w, worker_on_accept, lfd, EV_READ);
-    ev_timer_init(&w->accept_poll, worker_on_accept_poll, ACCEPT_POLL_S, ACCEPT_POLL_S);
-    ev_timer_init(&w->drain_timer, worker_on_drain_timeout, 0, 0);
-    ev_async_init(&w->async, worker_on_async);
-    ev_prepare_init(&w->reaper, worker_on_prepare);
-    ev_io_start(w->loop, &w->accept_w);
-    ev_async_start(w->loop, &w->async);
-    ev_prepare_start(w->loop, &w->reaper);
-    return 0;
-}
-
-static void *worker_thread(void *arg)
-{
-    worker_run(arg);
-    return NULL;
-}
-
-int worker_spawn(struct worker *w)
-{
-    return pthread_create(&w->thread, NULL, worker_thread, w) == 0 ? 0 : -1;
-}
-
-void worker_run(struct worker *w)
-{
-    ev_run(w->loop, 0);
-    /* drained: free what is left (the reaper may not have run after the last close) */
-    worker_on_prepare(w->loop, &w->reaper, 0);
-}
-
-void worker_join_and_deinit(struct worker *w)
-{
-    if (w->id > 0)
-        pthread_join(w->thread, NULL);
-    while (w->clients)
-        client_abort(w->clients);
-    worker_on_prepare(w->loop, &w->reaper, 0);
-    if (w->set) {
-        upstream_set_retire(w->set);
-        upstream_reap(w);
-        upstream_set_release(w->set);
-        w->set = NULL;
-    }
-    cfgref_release(atomic_exchange(&w->pending_cfg, NULL));
-    worker_close_listener(w);
-    ev_async_stop(w->loop, &w->async);
-    ev_prepare_stop(w->loop, &w->reaper);
-    if (w->alog)
-        log_flush(w->alog);
-    free(w->alog);
-    w->alog = NULL;
-    buffer_pool_drain(&w->pool_out);
-    buffer_pool_drain(&w->pool_uin);
-    buffer_pool_drain(&w->pool_uout);
-    if (!ev_is_default_loop(w->loop))
-        ev_loop_destroy(w->loop);
+    ev_io_stop(l->w->loop, &l->accept_w);
+    ev_timer_stop(l->w->loop, &l->accept_poll);
+    if (l->lfd != -1)
+        close(l->lfd);
+    l->lfd = -1;
 }

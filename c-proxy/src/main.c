@@ -20,21 +20,59 @@
 #include <ev.h>
 #include <llhttp.h>
 
+#include "client.h"
 #include "config.h"
+#include "health.h"
 #include "listener.h"
 #include "log.h"
+#include "upstream.h"
 #include "util.h"
+#include "worker.h"
 
 struct app {
-    const char *path;       /* --config FILE */
-    struct cfgref *cfg;     /* current config (one ref) */
-    struct worker *workers; /* cfg->workers at startup */
-    unsigned n_workers;     /* fixed for the process's life */
-    bool stopping;          /* SIGTERM/SIGINT seen */
+    const char *path;           /* --config FILE */
+    struct cfgref *cfg;         /* current config (one ref) */
+    struct worker *workers;     /* cfg->workers at startup */
+    struct listener *listeners; /* one per worker, same index */
+    unsigned n_workers;         /* fixed for the process's life */
+    bool stopping;              /* SIGTERM/SIGINT seen */
     ev_signal sig_term, sig_int, sig_hup;
 };
 
 static struct app app;
+
+/* ---------------------------------------------------------------- worker hooks */
+
+/* Reload on worker w's thread: a new upstream set, the old one retired. */
+static void app_on_config(struct worker *w, struct cfgref *cfg)
+{
+    upstream_set_install(w, cfg); /* out of memory: the old set stays */
+}
+
+static void app_on_drain(struct worker *w)
+{
+    listener_close(&app.listeners[w->id]);
+    upstream_set_retire(w->set); /* idle upstream conns close now */
+}
+
+static void app_on_conn_gone(struct worker *w)
+{
+    listener_conn_gone(&app.listeners[w->id]);
+}
+
+/* After the worker's thread ended, before its loop goes. */
+static void app_on_deinit(struct worker *w)
+{
+    listener_close(&app.listeners[w->id]);
+    upstream_set_uninstall(w);
+}
+
+static const struct worker_hooks app_hooks = {
+    .on_config = app_on_config,
+    .on_drain = app_on_drain,
+    .on_conn_gone = app_on_conn_gone,
+    .on_deinit = app_on_deinit,
+};
 
 static void usage(FILE *f)
 {
@@ -144,7 +182,8 @@ int main(int argc, char **argv)
     app.n_workers = cfg->workers ? cfg->workers : 1;
     int *fds = calloc(app.n_workers, sizeof *fds);
     app.workers = calloc(app.n_workers, sizeof *app.workers);
-    if (!fds || !app.workers) {
+    app.listeners = calloc(app.n_workers, sizeof *app.listeners);
+    if (!fds || !app.workers || !app.listeners) {
         fprintf(stderr, "c-proxy: out of memory\n");
         return 1;
     }
@@ -152,6 +191,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "config error: %s\n", err);
         free(fds);
         free(app.workers);
+        free(app.listeners);
         config_free(cfg);
         log_close();
         return 2;
@@ -171,10 +211,13 @@ int main(int argc, char **argv)
     sigaddset(&block, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     for (unsigned i = 0; i < app.n_workers; i++) {
-        if (worker_init(&app.workers[i], i, i == 0 ? loop : NULL, fds[i], app.cfg) == -1) {
+        struct worker *w = &app.workers[i];
+        if (worker_init(w, i, i == 0 ? loop : NULL, &app_hooks) == -1 ||
+            upstream_set_install(w, app.cfg) == -1) {
             fprintf(stderr, "c-proxy: cannot start worker %u\n", i);
             return 1;
         }
+        listener_start(&app.listeners[i], w, fds[i], client_new);
     }
     for (unsigned i = 1; i < app.n_workers; i++) {
         if (worker_spawn(&app.workers[i]) == -1) {
@@ -204,7 +247,9 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < app.n_workers; i++)
         worker_join_and_deinit(&app.workers[i]);
     free(app.workers);
+    free(app.listeners);
     log_event(CONFIG_LOG_INFO, "stop", NULL);
+    health_registry_free(); /* every set is gone: nobody holds a state */
     cfgref_release(app.cfg);
     log_close();
     ev_loop_destroy(loop);

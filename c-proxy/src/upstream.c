@@ -8,8 +8,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "client.h"
-#include "listener.h"
 #include "log.h"
 
 /* ---------------------------------------------------------------- sets */
@@ -27,11 +25,16 @@ struct upstream_set *upstream_set_new(struct worker *w, struct cfgref *cfg)
     if (!s->ups || !s->peers)
         goto error;
     for (size_t i = 0; i < s->n; i++) {
+        list_init(&s->ups[i].idle);
+        list_init(&s->ups[i].waiters);
         s->ups[i].set = s;
         s->ups[i].cfg = &c->upstreams[i];
         s->ups[i].index = i;
         s->peers[i].weight = c->upstreams[i].weight ? c->upstreams[i].weight : 1;
         s->peers[i].name = c->upstreams[i].name; /* hash ring identity */
+        /* the shared verdict for this name (NULL when out of memory: always healthy) */
+        s->peers[i].health = health_state_get(c->upstreams[i].name, c->upstreams[i].addr.text);
+        health_configure(s->peers[i].health, c);
     }
     if (balancer_init(&s->bal, balancer_ops_for(c->balancer), s->peers, s->n) == -1)
         goto error;
@@ -65,36 +68,93 @@ void upstream_set_release(struct upstream_set *s)
 void upstream_set_retire(struct upstream_set *s)
 {
     s->retired = true;
+    health_checker_stop(s->checker);
+    s->checker = NULL;
     for (size_t i = 0; i < s->n; i++)
-        while (s->ups[i].idle)
-            upstream_close(s->ups[i].idle);
+        while (!list_empty(&s->ups[i].idle))
+            upstream_close(list_first_entry(&s->ups[i].idle, struct upstream_conn, idle_link));
+}
+
+int upstream_set_install(struct worker *w, struct cfgref *cfg)
+{
+    struct upstream_set *s = upstream_set_new(w, cfg);
+    if (!s)
+        return -1;
+    struct upstream_set *old = w->set;
+    w->set = s;
+    w->cfg = s->cfg;
+    if (w->id == 0 && !w->draining) {
+        /* active checks run in one worker only: the verdicts are shared */
+        struct health_state **states = calloc(s->n ? s->n : 1, sizeof *states);
+        if (states) {
+            for (size_t i = 0; i < s->n; i++)
+                states[i] = s->peers[i].health;
+            s->checker = health_checker_start(w->loop, cfg->cfg, states, s->n);
+            free(states);
+        }
+    }
+    if (old) {
+        upstream_set_retire(old);
+        upstream_set_release(old);
+    }
+    return 0;
+}
+
+void upstream_set_uninstall(struct worker *w)
+{
+    if (!w->set)
+        return;
+    upstream_set_retire(w->set);
+    upstream_set_release(w->set);
+    w->set = NULL;
+}
+
+void upstream_owner_init(struct upstream_owner *o, const struct upstream_owner_ops *ops)
+{
+    o->ops = ops;
+    list_init(&o->wait_link);
+    o->queued = false;
+    o->granted = NULL;
+    o->granted_err = NULL;
 }
 
 /* ---------------------------------------------------------------- conns */
 
 static void idle_unlink(struct upstream_conn *conn)
 {
-    struct upstream *u = conn->up;
-    if (conn->prev)
-        conn->prev->next = conn->next;
-    else
-        u->idle = conn->next;
-    if (conn->next)
-        conn->next->prev = conn->prev;
-    conn->next = conn->prev = NULL;
-    u->n_idle--;
+    list_del(&conn->idle_link);
+    conn->up->n_idle--;
 }
 
 static void conn_on_read(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_on_write(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_on_idle_timeout(struct ev_loop *loop, ev_timer *w, int revents);
 
+/* The reaper frees a CLOSED conn: its ref on the set goes with it. */
+static void conn_free(struct worker_conn *wc)
+{
+    struct upstream_conn *conn = container_of(wc, struct upstream_conn, wc);
+    upstream_set_release(conn->up->set);
+    free(conn);
+}
+
+static void conn_never(struct worker_conn *wc)
+{
+    (void)wc; /* a conn is never on the worker's live list */
+}
+
+static const struct worker_conn_ops conn_wc_ops = {
+    .shutdown = conn_never,
+    .abort = conn_never,
+    .free = conn_free,
+};
+
 /* A slot of u became free: give it to the first waiter, if any. */
 static void wake_waiter(struct upstream *u, struct upstream_conn *reusable)
 {
-    struct client *c = u->wait_head;
-    if (!c)
+    if (list_empty(&u->waiters))
         return;
+    struct upstream_owner *c = list_first_entry(&u->waiters, struct upstream_owner, wait_link);
     upstream_cancel_wait(u, c);
     c->granted = NULL;
     c->granted_err = NULL;
@@ -103,7 +163,7 @@ static void wake_waiter(struct upstream *u, struct upstream_conn *reusable)
         ev_io_stop(u->set->w->loop, &reusable->rio);
         ev_timer_stop(u->set->w->loop, &reusable->idle_timer);
         reusable->state = UPC_BUSY;
-        reusable->client = c;
+        reusable->owner = c;
         u->n_open++;
         c->granted = reusable;
     } else {
@@ -117,10 +177,10 @@ static void wake_waiter(struct upstream *u, struct upstream_conn *reusable)
         else
             c->granted = conn; /* CONNECTING (or READY if the pool had one) */
     }
-    client_on_upstream_slot(c);
+    c->ops->on_slot(c);
 }
 
-static enum upstream_acquire_result conn_connect(struct upstream *u, struct client *c,
+static enum upstream_acquire_result conn_connect(struct upstream *u, struct upstream_owner *c,
                                                  struct upstream_conn **out, const char **reason)
 {
     struct worker *w = u->set->w;
@@ -146,7 +206,8 @@ static enum upstream_acquire_result conn_connect(struct upstream *u, struct clie
     conn->up = u;
     conn->fd = fd;
     conn->state = UPC_CONNECTING;
-    conn->client = c;
+    conn->owner = c;
+    list_init(&conn->idle_link);
     ev_io_init(&conn->rio, conn_on_read, fd, EV_READ);
     ev_io_init(&conn->wio, conn_on_write, fd, EV_WRITE);
     ev_timer_init(&conn->idle_timer, conn_on_idle_timeout, 0, 0);
@@ -157,34 +218,45 @@ static enum upstream_acquire_result conn_connect(struct upstream *u, struct clie
     return UPSTREAM_CONNECTING;
 }
 
-enum upstream_acquire_result upstream_acquire(struct upstream *u, struct client *c,
+/* A pooled conn the upstream closed (or reset, or sent unasked bytes on) while it
+ * sat idle, found before the loop delivered the event: one MSG_PEEK look, no
+ * byte is consumed. nginx does the same with getsockopt(SO_ERROR) + recv(MSG_PEEK). */
+static bool conn_stale(const struct upstream_conn *conn)
+{
+    char b;
+    ssize_t n = recv(conn->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == -1)
+        return !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+    return true; /* 0: EOF; > 0: bytes nobody asked for */
+}
+
+enum upstream_acquire_result upstream_acquire(struct upstream *u, struct upstream_owner *c,
                                               struct upstream_conn **conn, const char **reason)
 {
     const struct config *cfg = u->set->cfg->cfg;
     *conn = NULL;
-    if (u->idle) {
+    while (!list_empty(&u->idle)) {
         /* rio stays on (a BUSY conn is read for its client, which turns it off when
          * it must) and the idle timer stays armed, ignored while BUSY: no watcher
          * stop/start pair per request (libev "be smart about timeouts") */
-        struct upstream_conn *x = u->idle;
+        struct upstream_conn *x = list_first_entry(&u->idle, struct upstream_conn, idle_link);
+        if (conn_stale(x)) {
+            upstream_close(x); /* not an attempt: take the next one, or connect */
+            u->stale++;
+            continue;
+        }
         idle_unlink(x);
         x->state = UPC_BUSY;
-        x->client = c;
+        x->owner = c;
         u->n_open++;
         *conn = x;
         return UPSTREAM_READY;
     }
     uint64_t max = cfg->limits.upstream_max_connections;
     if (max && (uint64_t)u->n_open + u->n_idle >= max) {
-        c->qnext = NULL;
-        c->qprev = u->wait_tail;
-        if (u->wait_tail)
-            u->wait_tail->qnext = c;
-        else
-            u->wait_head = c;
-        u->wait_tail = c;
+        list_add_tail(&c->wait_link, &u->waiters);
         u->n_waiting++;
-        c->flags |= CLIENT_F_QUEUED;
+        c->queued = true;
         return UPSTREAM_QUEUED;
     }
     return conn_connect(u, c, conn, reason);
@@ -227,21 +299,17 @@ void upstream_release(struct upstream_conn *conn, bool reusable)
     struct upstream_set *s = u->set;
     const struct config *cfg = s->cfg->cfg;
     if (conn->state != UPC_BUSY || !reusable || s->retired || s->w->draining ||
-        (u->n_idle >= cfg->limits.upstream_idle_connections && !u->wait_head)) {
+        (u->n_idle >= cfg->limits.upstream_idle_connections && list_empty(&u->waiters))) {
         upstream_close(conn);
         return;
     }
     struct ev_loop *loop = s->w->loop;
     ev_io_stop(loop, &conn->wio);
     conn->exchanges++;
-    conn->client = NULL;
+    conn->owner = NULL;
     conn->state = UPC_IDLE;
     u->n_open--;
-    conn->prev = NULL;
-    conn->next = u->idle;
-    if (u->idle)
-        u->idle->prev = conn;
-    u->idle = conn;
+    list_add(&conn->idle_link, &u->idle);
     u->n_idle++;
     ev_io_start(loop, &conn->rio);
     conn->idle_since = ev_now(loop);
@@ -249,7 +317,7 @@ void upstream_release(struct upstream_conn *conn, bool reusable)
         ev_timer_set(&conn->idle_timer, (double)cfg->timeouts.idle_ms / 1000.0, 0);
         ev_timer_start(loop, &conn->idle_timer);
     } /* else it fires early and conn_on_idle_timeout() re-arms for the remainder */
-    if (u->wait_head)
+    if (!list_empty(&u->waiters))
         wake_waiter(u, conn);
 }
 
@@ -267,41 +335,22 @@ void upstream_close(struct upstream_conn *conn)
     else
         u->n_open--;
     conn->state = UPC_CLOSED;
-    conn->client = NULL;
+    conn->owner = NULL;
     if (conn->fd != -1)
         close(conn->fd);
     conn->fd = -1;
-    conn->next = w->dead_conns;
-    w->dead_conns = conn;
-    if (u->wait_head)
+    worker_graveyard_add(w, &conn->wc, &conn_wc_ops);
+    if (!list_empty(&u->waiters))
         wake_waiter(u, NULL);
 }
 
-void upstream_cancel_wait(struct upstream *u, struct client *c)
+void upstream_cancel_wait(struct upstream *u, struct upstream_owner *c)
 {
-    if (!(c->flags & CLIENT_F_QUEUED))
+    if (!c->queued)
         return;
-    if (c->qprev)
-        c->qprev->qnext = c->qnext;
-    else
-        u->wait_head = c->qnext;
-    if (c->qnext)
-        c->qnext->qprev = c->qprev;
-    else
-        u->wait_tail = c->qprev;
-    c->qnext = c->qprev = NULL;
+    list_del(&c->wait_link);
     u->n_waiting--;
-    c->flags &= ~CLIENT_F_QUEUED;
-}
-
-void upstream_reap(struct worker *w)
-{
-    while (w->dead_conns) {
-        struct upstream_conn *conn = w->dead_conns;
-        w->dead_conns = conn->next;
-        upstream_set_release(conn->up->set);
-        free(conn);
-    }
+    c->queued = false;
 }
 
 /* ---------------------------------------------------------------- callbacks */
@@ -316,8 +365,8 @@ static void conn_on_read(struct ev_loop *loop, ev_io *w, int revents)
         upstream_close(conn);
         return;
     }
-    if (conn->client)
-        client_on_upstream_io(conn->client, EV_READ);
+    if (conn->owner)
+        conn->owner->ops->on_io(conn->owner, EV_READ);
 }
 
 static void conn_on_write(struct ev_loop *loop, ev_io *w, int revents)
@@ -325,8 +374,8 @@ static void conn_on_write(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     struct upstream_conn *conn = container_of(w, struct upstream_conn, wio);
-    if (conn->client)
-        client_on_upstream_io(conn->client, EV_WRITE);
+    if (conn->owner)
+        conn->owner->ops->on_io(conn->owner, EV_WRITE);
 }
 
 static void conn_on_idle_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -344,4 +393,39 @@ static void conn_on_idle_timeout(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     upstream_close(conn);
+}
+
+/* ---------------------------------------------------------------- queries */
+
+void upstream_info(const struct upstream_set *s, size_t i, struct upstream_info *out)
+{
+    const struct upstream *u = &s->ups[i];
+    const struct health_state *h = s->peers[i].health;
+    out->name = u->cfg->name;
+    out->address = u->cfg->addr.text;
+    out->weight = s->peers[i].weight;
+    out->state = health_is_drained(h) ? "drain" : "active";
+    out->healthy = health_is_healthy(h);
+    out->active = s->peers[i].active;
+    out->idle = u->n_idle;
+    out->requests = u->requests;
+    out->fails = u->fails;
+    out->last_error = h ? health_last_error(h) : "";
+}
+
+struct upstream *upstream_find(const struct upstream_set *s, const char *name)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->ups[i].cfg->name, name) == 0)
+            return &s->ups[i];
+    return NULL;
+}
+
+int upstream_set_drain(const struct upstream_set *s, const char *name, bool drain)
+{
+    struct upstream *u = upstream_find(s, name);
+    if (!u)
+        return -1;
+    health_set_drain(s->peers[u->index].health, drain);
+    return 0;
 }

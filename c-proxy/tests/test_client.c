@@ -57,10 +57,10 @@ static void test_upstream_queue_connect_total(void **state)
     c.state = CLIENT_ST_UPSTREAM;
     c.req_start = 100.0;
     c.up_start = 100.2;
-    c.flags = CLIENT_F_QUEUED;
+    c.uo.queued = true;
     assert_float_equal(deadline(&c, &w), 100.7, 1e-9);
     assert_int_equal(w, CLIENT_TO_QUEUE);
-    c.flags = 0;
+    c.uo.queued = false;
     c.conn = (struct upstream_conn *)&c; /* any non-NULL: a connect in progress */
     assert_float_equal(deadline(&c, &w), 101.2, 1e-9);
     assert_int_equal(w, CLIENT_TO_CONNECT);
@@ -99,7 +99,7 @@ static void test_forward_read_write_total(void **state)
     assert_int_equal(w, CLIENT_TO_WRITE);
     /* response complete: no read deadline; total remains */
     c.out_pending = c.uout_pending = false;
-    c.flags = CLIENT_F_RESP_DONE;
+    c.x.flags = EXCHANGE_F_RESP_DONE;
     assert_float_equal(deadline(&c, &w), 60.0, 1e-9);
     assert_int_equal(w, CLIENT_TO_TOTAL);
 }
