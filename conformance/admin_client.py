@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -342,7 +343,12 @@ def wrk_start(url: str, connections: int, seconds: int) -> subprocess.Popen:
     )
 
 
-def wrk_result(proc: subprocess.Popen, timeout: float) -> dict[str, int]:
+def wrk_result(
+    proc: subprocess.Popen, timeout: float, stop: bool = False
+) -> dict[str, int]:
+    """wrk's counts; stop=True ends the run now (wrk reports on SIGINT, exit 0)."""
+    if stop and proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=timeout)
     m = re.search(r"(\d+) requests in", out)
     assert proc.returncode == 0 and m, f"wrk failed (exit {proc.returncode}):\n{out}"

@@ -67,8 +67,8 @@ def test_429_after_capacity_exact_and_never_upstream(upstream, proxy, tmp_path):
     up = upstream(["u1"])
     # capacity 3, a token every 2 s: Reset = 2 s per missing token, Retry-After 2
     p = proxy(up, rate_limit=rl_config(tmp_path / "rl.db", capacity=3, rate=0.5))
+    # the five exchanges below take milliseconds; the values hold for up to a second
     with up.counting() as d, p.connect() as c:
-        t0 = time.monotonic()
         _ok(_get(c), 3, 2, reset=2)
         _ok(_get(c), 3, 1, reset=4)
         _ok(_get(c), 3, 0, reset=6)
@@ -81,7 +81,6 @@ def test_429_after_capacity_exact_and_never_upstream(upstream, proxy, tmp_path):
         # keep-alive kept: the same connection answers again (still limited)
         assert c.is_open(0.1)
         assert_429(_get(c), 3, 0, reset=6, retry_after=2)
-        assert time.monotonic() - t0 < 0.9, "too slow for exact values; rerun"
         assert c.is_open(0.1)
     assert d.requests == 3, f"429s reached the upstream: {d.requests} requests"
 
