@@ -294,6 +294,10 @@ def test_percent_encoded_ids(env):
     assert_no_content(admin.delete("/clients/a%20b%2Fc"))
     assert_no_content(admin.delete("/clients/%3A%3A1"))
     assert_admin_error(admin.get("/clients/%3A%3A1"), 404, "not found")
+    for bad in ("%ZZ", "%4", "a%"):  # an invalid escape is an invalid id
+        assert_admin_error(
+            admin.get(f"/clients/{bad}"), 400, "invalid value: client_id"
+        )
 
 
 def test_413_body_over_64k_then_close(env):
@@ -596,3 +600,37 @@ def test_concurrent_creates_one_wins(env):
         t.join(10)
     assert sorted(out) == [201] + [409] * 7, out
     assert_no_content(admin.delete("/clients/race"))
+
+
+def test_client_table_full_503_changes_nothing(upstream, proxy, tmp_path):
+    """Overrides are pinned slots and count toward max_clients: a create that needs a
+    slot its stripe cannot give answers 503 "client table full" and changes nothing
+    (design of issue 8; docs/ratelimit.md: 32 clients = 2 stripes of 16)."""
+    up = upstream(["u1"])
+    p = proxy(
+        up,
+        rate_limit=rl_config(tmp_path / "rl.db", max_clients=32),
+        admin=admin_config(),
+    )
+    admin = Admin.of(p)
+    created, full = [], []
+    for i in range(100):
+        cid = f"full-{i:03d}"
+        r = admin.post("/clients", {"client_id": cid, "capacity": 5, "rate_per_sec": 1})
+        if r.status == 201:
+            created.append(cid)
+        else:
+            assert_admin_error(r, 503, "client table full")
+            full.append(cid)
+    assert full and 16 <= len(created) <= 32, (len(created), len(full))
+    listing = admin.get("/clients?limit=1000").json()
+    assert listing["total"] == len(created)
+    assert [c["client_id"] for c in listing["clients"]] == created
+    for cid in full[:5]:
+        assert_admin_error(admin.get(f"/clients/{cid}"), 404, "not found")
+    # a freed slot can be used again
+    assert_no_content(admin.delete(f"/clients/{created[0]}"))
+    r = admin.post(
+        "/clients", {"client_id": created[0], "capacity": 5, "rate_per_sec": 1}
+    )
+    assert r.status == 201, r

@@ -216,6 +216,7 @@ ADMIN_CASES = {
     "get-one": areq(b"GET /clients/alice HTTP/1.1"),
     "get-ipv6-encoded": areq(b"GET /clients/%3A%3A1 HTTP/1.1"),
     "get-missing": areq(b"GET /clients/bob HTTP/1.1"),
+    "get-bad-escape": areq(b"GET /clients/%ZZ HTTP/1.1"),
     "list": areq(b"GET /clients HTTP/1.1"),
     "list-page": areq(b"GET /clients?limit=2&offset=1 HTTP/1.1"),
     "list-bad-limit": areq(b"GET /clients?limit=0 HTTP/1.1"),
