@@ -142,3 +142,148 @@ def test_same_bytes_out(twins, raw):
     assert c[0] != b"<open>", "no response at all"
     assert c[0] == py[0], "responses differ"
     assert c[1] == py[1], "access log records differ"
+
+
+# --------------------------------------------------------------------------- admin API
+# The same raw admin requests, in this order (state builds up: create, read, change,
+# delete), to both twins: the same bytes back (design of issue 8, "Wire format").
+
+ADMIN_TOKEN = "parity-token"
+AUTH = f"Authorization: Bearer {ADMIN_TOKEN}\r\n".encode()
+AH = b"Host: admin.test\r\n"
+
+
+def areq(
+    line: bytes, body: bytes | None = None, auth: bool = True, close: bool = True
+) -> bytes:
+    hs = AH + (AUTH if auth else b"") + (b"Connection: close\r\n" if close else b"")
+    if body is not None:
+        hs += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+    return line + b"\r\n" + hs + b"\r\n" + (body or b"")
+
+
+ADMIN_CASES = {
+    "healthz": areq(b"GET /healthz HTTP/1.1", auth=False),
+    "healthz-keepalive": areq(b"GET /healthz HTTP/1.1", auth=False, close=False),
+    "healthz-http10": b"GET /healthz HTTP/1.0\r\n\r\n",
+    "clients-empty": areq(b"GET /clients HTTP/1.1"),
+    "no-token": areq(b"GET /clients HTTP/1.1", auth=False),
+    "wrong-token": b"GET /clients HTTP/1.1\r\n"
+    + AH
+    + b"Authorization: Bearer nope\r\n\r\n",
+    "no-token-unknown-path": areq(b"GET /secret HTTP/1.1", auth=False),
+    "create": areq(
+        b"POST /clients HTTP/1.1",
+        b'{"client_id":"alice","capacity":10,"rate_per_sec":2.5}',
+    ),
+    "create-fractions": areq(
+        b"POST /clients HTTP/1.1",
+        b'{"client_id":"frac","capacity":7,"rate_per_sec":0.1,"tokens":3}',
+    ),
+    "create-tiny-rate": areq(
+        b"POST /clients HTTP/1.1",
+        b'{"client_id":"tiny","capacity":1,"rate_per_sec":1e-05}',
+    ),
+    "create-odd-rate": areq(
+        b"POST /clients HTTP/1.1",
+        b'{"client_id":"odd","capacity":5,"rate_per_sec":123456.789}',
+    ),
+    "create-ipv6": areq(
+        b"POST /clients HTTP/1.1", b'{"client_id":"::1","capacity":2,"rate_per_sec":0}'
+    ),
+    "create-unicode": areq(
+        b"POST /clients HTTP/1.1",
+        '{"client_id":"caf\u00e9 \\u00e9","capacity":2,"rate_per_sec":0}'.encode(),
+    ),
+    "create-duplicate": areq(
+        b"POST /clients HTTP/1.1",
+        b'{"client_id":"alice","capacity":1,"rate_per_sec":1}',
+    ),
+    "create-invalid-json": areq(b"POST /clients HTTP/1.1", b'{"client_id":'),
+    "create-unknown-field": areq(
+        b"POST /clients HTTP/1.1",
+        b'{"client_id":"x","capacity":1,"rate_per_sec":1,"q":1}',
+    ),
+    "create-missing-field": areq(b"POST /clients HTTP/1.1", b'{"client_id":"x"}'),
+    "create-wrong-type": areq(
+        b"POST /clients HTTP/1.1", b'{"client_id":"x","capacity":1.0,"rate_per_sec":1}'
+    ),
+    "create-invalid-value": areq(
+        b"POST /clients HTTP/1.1",
+        b'{"client_id":"x","capacity":2,"rate_per_sec":1,"tokens":3}',
+    ),
+    "create-no-body": areq(b"POST /clients HTTP/1.1", b""),
+    "get-one": areq(b"GET /clients/alice HTTP/1.1"),
+    "get-ipv6-encoded": areq(b"GET /clients/%3A%3A1 HTTP/1.1"),
+    "get-missing": areq(b"GET /clients/bob HTTP/1.1"),
+    "get-bad-escape": areq(b"GET /clients/%ZZ HTTP/1.1"),
+    "list": areq(b"GET /clients HTTP/1.1"),
+    "list-page": areq(b"GET /clients?limit=2&offset=1 HTTP/1.1"),
+    "list-bad-limit": areq(b"GET /clients?limit=0 HTTP/1.1"),
+    "list-bad-offset": areq(b"GET /clients?offset=-1 HTTP/1.1"),
+    "put": areq(b"PUT /clients/alice HTTP/1.1", b'{"capacity":4,"rate_per_sec":0.5}'),
+    "put-missing-field": areq(b"PUT /clients/alice HTTP/1.1", b'{"capacity":4}'),
+    "put-missing-client": areq(
+        b"PUT /clients/bob HTTP/1.1", b'{"capacity":4,"rate_per_sec":1}'
+    ),
+    "patch-tokens": areq(b"PATCH /clients/alice HTTP/1.1", b'{"tokens":1}'),
+    "patch-bad-tokens": areq(b"PATCH /clients/alice HTTP/1.1", b'{"tokens":9}'),
+    "patch-rate": areq(b"PATCH /clients/frac HTTP/1.1", b'{"rate_per_sec":0}'),
+    "method-not-allowed": areq(b"DELETE /clients HTTP/1.1"),
+    "method-not-allowed-id": areq(b"POST /clients/alice HTTP/1.1", b"{}"),
+    "method-not-allowed-healthz": areq(b"POST /healthz HTTP/1.1", b"{}"),
+    "trailing-slash": areq(b"GET /clients/ HTTP/1.1"),
+    "unknown-path": areq(b"GET /nope HTTP/1.1"),
+    "upstreams": areq(b"GET /upstreams HTTP/1.1"),
+    "upstream-drain": areq(b"PATCH /upstreams/u1 HTTP/1.1", b'{"state":"drain"}'),
+    "upstream-bad-state": areq(b"PATCH /upstreams/u1 HTTP/1.1", b'{"state":"off"}'),
+    "upstream-missing": areq(b"PATCH /upstreams/u9 HTTP/1.1", b'{"state":"drain"}'),
+    "upstream-active": areq(b"PATCH /upstreams/u1 HTTP/1.1", b'{"state":"active"}'),
+    "pipelined": areq(b"GET /clients/alice HTTP/1.1", close=False)
+    + areq(b"GET /clients/nobody HTTP/1.1", close=False)
+    + areq(b"GET /healthz HTTP/1.1"),
+    "delete": areq(b"DELETE /clients/alice HTTP/1.1"),
+    "delete-again": areq(b"DELETE /clients/alice HTTP/1.1"),
+    "delete-ipv6": areq(b"DELETE /clients/%3A%3A1 HTTP/1.1"),
+    "list-after": areq(b"GET /clients HTTP/1.1"),
+    "body-too-large": areq(
+        b"POST /clients HTTP/1.1",
+        b'{"client_id":"big","capacity":1,"rate_per_sec":1}' + b" " * 65536,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def admin_twins(tmp_path_factory):
+    from admin_client import Admin, admin_config, rl_config
+
+    ups = UpstreamFactory(tmp_path_factory.mktemp("aparity-up"))
+    factories = [
+        ProxyFactory(i, tmp_path_factory.mktemp(f"aparity-{i}")) for i in ("c", "py")
+    ]
+    up = ups(["u1", "u2"])
+    proxies = [
+        f(
+            up,
+            rate_limit=rl_config(f.workdir / "rl.db", capacity=5, rate=0),
+            admin=admin_config(token=ADMIN_TOKEN),
+        )
+        for f in factories
+    ]
+    admins = [Admin.of(p) for p in proxies]
+    yield proxies, admins
+    problems = [x for f in factories for x in f.close()]
+    ups.close()
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("raw", list(ADMIN_CASES.values()), ids=list(ADMIN_CASES))
+def test_admin_same_bytes_out(admin_twins, raw):
+    proxies, admins = admin_twins
+    for p in proxies:
+        if p.proc.poll() is not None:
+            pytest.fail(f"{p.impl}-proxy is not running (exit {p.proc.returncode})")
+    with ThreadPoolExecutor(2) as ex:
+        c, py = ex.map(lambda a: _exchange(a.port, raw), admins)
+    assert c != b"<open>", "no response at all"
+    assert c == py, "admin responses differ"

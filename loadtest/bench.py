@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     pm = processes.ProcManager(work / "logs")
     processes.install_signal_handlers()
     ctx = scenarios.Ctx(pm=pm, out=out, work=work, prof=prof, pin=pin, avail=avail)
-    order = plan.order(only, cs, int(prof["reps"]))
+    order = plan.order(only, cs, int(prof["reps"]), prof)
     units = [plan.Unit(sc, rep, c, plan.estimate(sc, prof)) for sc, rep, c in order]
     progress = plan.Progress(units)
     ctx.progress = progress

@@ -1,7 +1,8 @@
 """A small asyncio HTTP/1.1 client for the scenarios that need per-response detail.
 
-S8 (which upstream answered: the X-Upstream header, per second) and S9 (latency and
-status of each timed-out request). It is not a capacity tool: rates stay in the
+S8 (which upstream answered: the X-Upstream header, per second), S9 (latency and
+status of each timed-out request) and S11 (status per request of clients bound to
+their own source addresses). It is not a capacity tool: rates stay in the
 hundreds to low thousands per second, well inside what one Python loop sustains.
 """
 
@@ -22,8 +23,11 @@ class Result:
 
 
 class Conn:
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float, local_host: str | None = None
+    ) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.local_host = local_host  # source address to bind (e.g. 127.0.0.2)
         self.r: asyncio.StreamReader | None = None
         self.w: asyncio.StreamWriter | None = None
 
@@ -39,7 +43,10 @@ class Conn:
     async def get(self, path: str, host_header: str = "bench") -> tuple[int, str]:
         """One GET over this (kept-alive) connection; reconnects if needed."""
         if self.w is None:
-            self.r, self.w = await asyncio.open_connection(self.host, self.port)
+            local = (self.local_host, 0) if self.local_host else None
+            self.r, self.w = await asyncio.open_connection(
+                self.host, self.port, local_addr=local
+            )
         assert self.r is not None and self.w is not None
         self.w.write(f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\n\r\n".encode())
         head = await self.r.readuntil(b"\r\n\r\n")
@@ -93,16 +100,18 @@ async def paced(
     connections: int,
     timeout: float = 5.0,
     on_tick: Callable[[float], None] | None = None,
+    local_host: str | None = None,
 ) -> list[Result]:
     """About ``rate`` GETs per second for duration_s over ``connections`` keep-alive
-    connections (each sends its next request at its own schedule slot or when free)."""
+    connections (each sends its next request at its own schedule slot or when free),
+    from ``local_host`` when given."""
     results: list[Result] = []
     start = time.monotonic()
     end = start + duration_s
     per_conn = rate / max(1, connections)
 
     async def worker(i: int) -> None:
-        conn = Conn(host, port, timeout)
+        conn = Conn(host, port, timeout, local_host)
         n = 0
         try:
             while True:

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import yaml
 
 PROFILES = Path(__file__).resolve().parents[1] / "scenarios" / "profiles.yaml"
-SCENARIOS = ("S0", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10")
+SCENARIOS = ("S0", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11")
 
 # Which contenders take part in each scenario. direct has no proxy process, so it cannot
 # take part where the proxy's own CPU, memory, balancing or timeouts are measured.
@@ -47,15 +47,26 @@ class Unit:
     est_s: float
 
 
+def scenario_reps(prof: dict[str, Any], sc: str) -> int:
+    """Repetitions of one scenario: its own ``reps`` key if the profile gives one, else
+    the profile's ``reps``."""
+    own = (prof.get(sc) or {}).get("reps")
+    return int(own if own is not None else prof["reps"])
+
+
 def order(
-    scenarios: Iterable[str], contenders: Iterable[str], reps: int
+    scenarios: Iterable[str],
+    contenders: Iterable[str],
+    reps: int,
+    prof: dict[str, Any] | None = None,
 ) -> list[tuple[str, int, str]]:
     """Interleaved order: for each scenario, rep 0 of every contender, then rep 1 ...
-    (A B C A B C), never A A A B B B."""
+    (A B C A B C), never A A A B B B. With ``prof``, a scenario's own ``reps`` wins."""
     cs = list(contenders)
     out = []
     for sc in scenarios:
-        for rep in range(reps):
+        n = scenario_reps(prof, sc) if prof is not None else reps
+        for rep in range(n):
             for c in participants(sc, cs):
                 out.append((sc, rep, c))
     return out
@@ -98,6 +109,8 @@ def estimate(sc: str, prof: dict[str, Any]) -> float:
         )
     if sc == "S10":
         return START_S + d + (0.3 if int(p.get("workers", 0)) == 0 else 4.0)
+    if sc == "S11":
+        return START_S + d + 0.2
     return 1.0
 
 

@@ -66,6 +66,7 @@ def nginx_conf(
             f"max_conns={lim['upstream_max_connections']};  # {u.name}"
         )
     t = cfg.timeouts_ms
+    rl_http, rl_loc = nginx_rate_limit(cfg)
     return _fill(
         "nginx.conf.tmpl",
         {
@@ -88,7 +89,106 @@ def nginx_conf(
             "retries": cfg.retries,
             "next_upstream": "error timeout" if cfg.retries > 0 else "off",
             "tries": cfg.retries + 1,
+            "limit_req_zone": rl_http,
+            "limit_req": rl_loc,
         },
+    )
+
+
+def nginx_rate(rate_per_sec: float) -> str:
+    """nginx's rate: an integer per second or per minute (its only units)."""
+    if rate_per_sec >= 1 and float(rate_per_sec).is_integer():
+        return f"{int(rate_per_sec)}r/s"
+    return f"{max(1, round(rate_per_sec * 60))}r/m"
+
+
+def nginx_rate_limit(cfg: ProxyConfig) -> tuple[str, str]:
+    """(http-level lines, location-level lines) for rate_limit; comments when off.
+
+    nginx's limit_req is a leaky bucket: a request is admitted while the bucket's excess
+    stays within ``burst``; ``nodelay`` answers at once instead of queueing. The first
+    request of a key always passes and burst more may follow at once, so a token bucket of
+    capacity C is burst = C - 1. nginx cannot express rate 0 (no refill): the slowest
+    rate it has, 1r/m, stands in for it.
+    """
+    rl = cfg.rate_limit
+    if rl is None:
+        return ("    # rate_limit: off", "            # rate_limit: off")
+    key = rl["key"]
+    lines = []
+    if key == "client_ip":
+        var = "$binary_remote_addr"
+    elif key.startswith("header:"):
+        # the twins key a request without the header (or with an empty one) by its address
+        hdr = "$http_" + key.split(":", 1)[1].strip().lower().replace("-", "_")
+        lines += [
+            f"    map {hdr} $tp_rl_key {{",
+            '        ""      $binary_remote_addr;',
+            f"        default {hdr};",
+            "    }",
+        ]
+        var = "$tp_rl_key"
+    else:
+        raise ValueError(f"unsupported rate_limit key {key!r}")
+    lines += [
+        (
+            f"    # rate_limit: token bucket capacity {rl['capacity']}, {rl['rate_per_sec']}/s "
+            "-> leaky bucket, burst = capacity - 1, nodelay"
+        ),
+        f"    limit_req_zone {var} zone=tp_rl:16m rate={nginx_rate(rl['rate_per_sec'])};",
+        "    limit_req_status 429;",
+        "    limit_req_log_level info;",
+    ]
+    loc = (
+        f"            limit_req zone=tp_rl burst={max(0, rl['capacity'] - 1)} nodelay;"
+    )
+    return "\n".join(lines), loc
+
+
+def haproxy_rate_limit(cfg: ProxyConfig) -> str:
+    """Frontend lines for rate_limit (comment when off).
+
+    HAProxy has no token bucket; a stick table counts events over a sliding window
+    (``*_rate(period)``). The closest equivalent of capacity C refilled at R/s: count
+    ADMITTED requests only (gpc0, incremented after the deny rule) over a window of
+    C / R seconds and deny while C were admitted in it -- C at once, R/s sustained.
+    (``http_req_rate`` would count the denied requests too, so a client offering twice
+    its limit would be denied almost entirely.) Rate 0: a plain counter (gpc0) that
+    never decays while the entry lives.
+    """
+    rl = cfg.rate_limit
+    if rl is None:
+        return "    # rate_limit: off"
+    cap, rate, key = rl["capacity"], float(rl["rate_per_sec"]), rl["key"]
+    if key == "client_ip":
+        table, track = "type ipv6 size 1m", "    http-request track-sc0 src"
+    elif key.startswith("header:"):
+        h = key.split(":", 1)[1].strip()
+        table = "type string len 88 size 1m"
+        track = (
+            f"    http-request track-sc0 req.hdr({h}) if {{ req.hdr({h}) -m len gt 0 }}\n"
+            f"    http-request track-sc0 src,ipmask(32,64) unless {{ req.hdr({h}) -m len gt 0 }}"
+        )
+    else:
+        raise ValueError(f"unsupported rate_limit key {key!r}")
+    if rate > 0:
+        period_ms = max(1, round(1000 * cap / rate))
+        store, fetch = f"gpc0,gpc0_rate({period_ms}ms)", "sc_gpc0_rate(0)"
+        note = f"sliding window of capacity/rate = {period_ms} ms"
+    else:
+        store, fetch = "gpc0", "sc_get_gpc0(0)"
+        note = "rate 0: a counter that never decays"
+    return "\n".join(
+        [
+            (
+                f"    # rate_limit: token bucket capacity {cap}, {rate}/s -> admitted requests "
+                f"counted over a {note}"
+            ),
+            f"    stick-table {table} expire 10m store {store}",
+            track,
+            f"    http-request deny deny_status 429 if {{ {fetch} ge {cap} }}",
+            "    http-request sc-inc-gpc0(0)",
+        ]
     )
 
 
@@ -179,6 +279,7 @@ def haproxy_cfg(
                 "write_ms": _ms(t["write"]),
                 "listen": cfg.listen,
                 "body_limit": body_limit,
+                "rate_limit": haproxy_rate_limit(cfg),
                 "balance": bal,
                 "retries": cfg.retries,
                 "retry_on": retry_on,

@@ -93,6 +93,9 @@ class ProxyConfig:
     fail_timeout_ms: int = 10000
     check: dict[str, Any] | None = None  # active health check, normalized (ms)
     retries: int = 2
+    # rate_limit, normalized: {"key": "client_ip" | "header:NAME", "capacity": int,
+    # "rate_per_sec": float}; None when the YAML has no rate_limit section
+    rate_limit: dict[str, Any] | None = None
 
 
 def parse(doc: dict[str, Any]) -> ProxyConfig:
@@ -125,6 +128,15 @@ def parse(doc: dict[str, Any]) -> ProxyConfig:
             "rise": int(c.get("rise", 2)),
             "fall": int(c.get("fall", 2)),
         }
+    rate_limit = None
+    if doc.get("rate_limit"):
+        rl = doc["rate_limit"]
+        default = rl.get("default") or {}
+        rate_limit = {
+            "key": str(rl.get("key", "client_ip")),
+            "capacity": int(default.get("capacity", 100)),
+            "rate_per_sec": float(default.get("rate_per_sec", 50)),
+        }
     return ProxyConfig(
         listen=str(doc.get("listen", "127.0.0.1:8080")),
         workers=int(doc.get("workers", 1)),
@@ -137,6 +149,7 @@ def parse(doc: dict[str, Any]) -> ProxyConfig:
         fail_timeout_ms=duration_ms(health.get("fail_timeout", "10s")),
         check=check,
         retries=int(doc.get("retries", 2)),
+        rate_limit=rate_limit,
     )
 
 
@@ -154,11 +167,14 @@ def bench_config(
     max_fails: int = 3,
     fail_timeout: str = "10s",
     max_client_connections: int = 10000,
+    rate_limit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The twinproxy YAML document every contender of one scenario shares.
 
     One worker, logging off, keep-alive on both sides (the proxies' default), and only
-    keys from the contract (both twins reject unknown keys).
+    keys from the contract (both twins reject unknown keys). ``rate_limit``:
+    ``{"capacity": C, "rate_per_sec": R}`` (optionally ``"key"``) adds a rate_limit
+    section with its store in the contender's working directory.
     """
     t = {
         "connect": "1s",
@@ -171,7 +187,7 @@ def bench_config(
         "shutdown": "1s",
     }
     t.update(timeouts or {})
-    return {
+    doc: dict[str, Any] = {
         "listen": listen,
         "workers": 1,
         "upstreams": [{"address": a, "name": n, "weight": 1} for a, n in upstreams],
@@ -188,6 +204,16 @@ def bench_config(
         "retries": retries,
         "log": {"level": "error", "access": "off", "format": "json"},
     }
+    if rate_limit is not None:
+        doc["rate_limit"] = {
+            "key": str(rate_limit.get("key", "client_ip")),
+            "default": {
+                "capacity": int(rate_limit["capacity"]),
+                "rate_per_sec": rate_limit["rate_per_sec"],
+            },
+            "store": "ratelimit.db",  # relative: the contender runs in its own temp dir
+        }
+    return doc
 
 
 def write(doc: dict[str, Any], path: str | Path) -> Path:

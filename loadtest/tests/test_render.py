@@ -173,7 +173,20 @@ needs_haproxy = pytest.mark.skipif(
 
 
 @needs_nginx
-@pytest.mark.parametrize("variant", ["fixture", "repo", "retries0", "hash", "check"])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "fixture",
+        "repo",
+        "retries0",
+        "hash",
+        "check",
+        "rl-ip",
+        "rl-header",
+        "rl-slow",
+        "rl-zero",
+    ],
+)
 def test_nginx_accepts_rendered(tmp_path: Path, variant: str) -> None:
     files = _render(tmp_path, _variant(variant))
     p = nginx_ok(files)
@@ -181,7 +194,20 @@ def test_nginx_accepts_rendered(tmp_path: Path, variant: str) -> None:
 
 
 @needs_haproxy
-@pytest.mark.parametrize("variant", ["fixture", "repo", "retries0", "hash", "check"])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "fixture",
+        "repo",
+        "retries0",
+        "hash",
+        "check",
+        "rl-ip",
+        "rl-header",
+        "rl-slow",
+        "rl-zero",
+    ],
+)
 def test_haproxy_accepts_rendered(tmp_path: Path, variant: str) -> None:
     files = _render(tmp_path, _variant(variant))
     p = haproxy_ok(files)
@@ -195,6 +221,20 @@ def _variant(name: str) -> dict:
         return _doc(retries=0)
     if name == "hash":
         return _doc(balancer="hash", hash_key="header:X-API-Key")
+    if name.startswith("rl-"):
+        key, cap, rate = {
+            "rl-ip": ("client_ip", 20, 100),
+            "rl-header": ("header:X-API-Key", 5, 2),
+            "rl-slow": ("client_ip", 3, 0.25),
+            "rl-zero": ("client_ip", 10, 0),
+        }[name]
+        return _doc(
+            rate_limit={
+                "key": key,
+                "default": {"capacity": cap, "rate_per_sec": rate},
+                "store": "rl.db",
+            }
+        )
     if name == "check":
         return _doc(
             health={
@@ -235,3 +275,37 @@ def test_bench_config_is_contract_only() -> None:
     assert doc["timeouts"]["read"] == "200ms"
     cfg = tpconfig.parse(yaml.safe_load(yaml.safe_dump(doc)))
     assert cfg.timeouts_ms["read"] == 200 and cfg.retries == 0
+
+
+def test_rate_limit_rendered_closest_equivalents(tmp_path: Path) -> None:
+    """nginx: leaky bucket with burst = capacity - 1, nodelay, 429; HAProxy: admitted
+    requests (gpc0) over a window of capacity / rate, 429 (docs/benchmarking.md)."""
+    doc = tpconfig.bench_config(
+        "127.0.0.1:1",
+        [("127.0.0.1:2", "u1")],
+        rate_limit={"capacity": 20, "rate_per_sec": 100},
+    )
+    assert doc["rate_limit"] == {
+        "key": "client_ip",
+        "default": {"capacity": 20, "rate_per_sec": 100},
+        "store": "ratelimit.db",
+    }
+    files = _render(tmp_path, doc)
+    n = files["nginx"].read_text()
+    assert "limit_req_zone $binary_remote_addr zone=tp_rl:16m rate=100r/s;" in n
+    assert "limit_req zone=tp_rl burst=19 nodelay;" in n
+    assert "limit_req_status 429;" in n
+    h = files["haproxy"].read_text()
+    assert "store gpc0,gpc0_rate(200ms)" in h
+    assert "http-request track-sc0 src" in h
+    assert "http-request deny deny_status 429 if { sc_gpc0_rate(0) ge 20 }" in h
+    # the counter is bumped only for admitted requests: after the deny rule
+    assert h.index("deny_status 429") < h.index("sc-inc-gpc0(0)")
+    assert render.nginx_rate(0.25) == "15r/m" and render.nginx_rate(7) == "7r/s"
+    # without rate_limit: comments only
+    (tmp_path / "plain").mkdir()
+    plain = _render(tmp_path / "plain", _doc())
+    assert "limit_req" not in plain["nginx"].read_text().replace(
+        "# rate_limit: off", ""
+    )
+    assert "stick-table" not in plain["haproxy"].read_text()

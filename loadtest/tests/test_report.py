@@ -392,3 +392,70 @@ def test_raw_csv_with_torn_row_keeps_the_good_rows(tmp_path: Path) -> None:
     assert cols["latency_us"].tolist() == [100, 250, 999]
     assert cols["status"].tolist() == [200, 200, 0]
     assert any("1 unreadable row" in p for p in res.problems)
+
+
+def test_s11_section_from_records(tmp_path: Path) -> None:
+    """S11: admitted rate per client vs configured, vs a token bucket, CPU per request;
+    an invalid run (a twin refusing rate_limit) is listed, not averaged."""
+    from loadtest.runner.scenarios import s11_summary
+
+    p = {
+        "clients": 4,
+        "capacity": 20,
+        "rate_per_sec": 100.0,
+        "offered_per_client": 200.0,
+        "connections_per_client": 2,
+        "duration_s": 1.0,
+        "path": "/bytes/0",
+    }
+    srcs = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
+    recs = []
+    for name, admitted in (("nginx", 119), ("haproxy", 100)):
+        m, reason = s11_summary(
+            {s: [200] * admitted + [429] * (200 - admitted) for s in srcs}, p, 0.08
+        )
+        assert reason is None
+        recs.append(
+            {
+                "scenario": "S11",
+                "contender": name,
+                "rep": 0,
+                "params": p,
+                "metrics": m,
+                "valid": True,
+                "invalid_reason": None,
+                "files": {},
+                "started": "2026-12-07T00:00:00Z",
+                "duration_s": 1.0,
+            }
+        )
+    recs.append(
+        dict(
+            recs[0],
+            contender="c-proxy",
+            metrics={},
+            valid=False,
+            invalid_reason="c-proxy did not listen (rate_limit is not supported yet)",
+        )
+    )
+    env = json.loads((FIXTURE / "env.json").read_text())
+    root = tmp_path / "s11"
+    _write_partial(root, recs, env)
+    md = build(root)[0].read_text()
+    rows = md_table(md, "## S11 ")
+    assert rows[0][:5] == [
+        "contender",
+        "capacity",
+        "rate/s",
+        "offered/s per client",
+        "admitted/s per client",
+    ]
+    assert row_of(rows, "nginx")[4].startswith("119 ")
+    assert row_of(rows, "haproxy")[4].startswith("100 ")
+    assert row_of(rows, "haproxy")[7].startswith("0.83")
+    assert any(
+        r[0].startswith("c-proxy — INVALID: c-proxy did not listen") for r in rows
+    )
+    per_client = md_table(md[md.index("Admitted requests/s per client") :], "Admitted")
+    assert per_client[0] == ["contender", *srcs]
+    assert (root / "plots" / "s11-ratelimit.png").read_bytes()[:8] == PNG_MAGIC

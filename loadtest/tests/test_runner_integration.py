@@ -139,5 +139,5 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path: Path) -> None:
 def test_bad_arguments_exit_2() -> None:
     from loadtest import bench
 
-    assert bench.main(["--profile", "smoke", "--only", "S11"]) == 2
+    assert bench.main(["--profile", "smoke", "--only", "S12"]) == 2
     assert bench.main(["--profile", "smoke", "--contenders", "envoy"]) == 2

@@ -44,7 +44,7 @@ def test_profile_budgets() -> None:
     budgets = {"full": 40 * 60, "quick": 8 * 60, "smoke": 3 * 60}
     for name, budget in budgets.items():
         prof = plan.load_profile(name)
-        units = plan.order(plan.SCENARIOS, contenders.ALL, prof["reps"])
+        units = plan.order(plan.SCENARIOS, contenders.ALL, prof["reps"], prof)
         est = sum(plan.estimate(sc, prof) for sc, _, _ in units)
         assert est < budget * 0.95, (name, est)  # the estimate runs ~20 % high
 
@@ -83,3 +83,49 @@ def test_progress_line() -> None:
         and "ETA" in line
         and "elapsed" in line
     )
+
+
+def test_s11_summary_accuracy_and_gates() -> None:
+    from loadtest.runner import scenarios
+
+    p = {
+        "capacity": 20,
+        "rate_per_sec": 100.0,
+        "offered_per_client": 200.0,
+        "duration_s": 1.0,
+    }
+    # a token bucket admits 20 + 100 x 1 = 120 of 200
+    exact = [200] * 120 + [429] * 80
+    m, reason = scenarios.s11_summary(
+        {"127.0.0.2": exact, "127.0.0.3": [200] * 108 + [429] * 92}, p, 0.04
+    )
+    assert reason is None
+    assert m["clients"]["127.0.0.2"]["accuracy"] == 1.0
+    assert m["clients"]["127.0.0.3"]["accuracy"] == 0.9
+    assert m["accuracy_min"] == 0.9 and m["admitted_per_s_max"] == 120.0
+    assert abs(m["max_abs_error_pct"] - 10.0) < 1e-9
+    assert m["cpu_us_per_req"] == 0.04 * 1e6 / 400 and m["limited"] == 172
+    # nothing limited: limiting not in effect
+    _, reason = scenarios.s11_summary({"127.0.0.2": [200] * 200}, p, None)
+    assert reason and "no request was limited" in reason
+    # errors, other statuses, too few requests
+    _, reason = scenarios.s11_summary(
+        {"127.0.0.2": [200] * 50 + [0, 503] + [429] * 10}, p, None
+    )
+    assert (
+        "offered rate not achieved" in reason
+        and "1 connection errors, 1 responses" in reason
+    )
+    assert scenarios.s11_sources(4) == [
+        "127.0.0.2",
+        "127.0.0.3",
+        "127.0.0.4",
+        "127.0.0.5",
+    ]
+
+
+def test_scenario_reps_override() -> None:
+    prof = {"reps": 3, "S1": {}, "S11": {"reps": 1}}
+    o = plan.order(["S1", "S11"], ["A", "B"], 3, prof)
+    assert len([u for u in o if u[0] == "S1"]) == 6
+    assert [(s, r) for s, r, _ in o if s == "S11"] == [("S11", 0), ("S11", 0)]
