@@ -70,20 +70,12 @@ struct balancer_ops {
     void (*attempt_end)(void *state, struct balancer_peer *peers, size_t i);
 };
 
-extern const struct balancer_ops balancer_roundrobin_ops;
-extern const struct balancer_ops balancer_random_ops;
-extern const struct balancer_ops balancer_leastconn_ops;
-extern const struct balancer_ops balancer_hash_ops;
-
 struct balancer {
     const struct balancer_ops *ops; /* the strategy */
     void *state;                    /* its private state (owned) */
     struct balancer_peer *peers;    /* borrowed from the owner (the upstream set) */
     size_t n;                       /* peers */
 };
-
-/* The strategy for a config value (every config strategy exists). */
-const struct balancer_ops *balancer_ops_for(enum config_balancer kind);
 
 /* Eligible = not in ctx->tried, and health_available(peer's health, ctx->now):
  * not down, not drained, or the single passive probe after fail_timeout is free. */

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "balancer_strategies.h"
 #include "log.h"
 
 /* ---------------------------------------------------------------- sets */

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "balancer.h"
+#include "balancer_strategies.h"
 
 /* ---------------------------------------------------------------- fake health */
 

@@ -76,31 +76,14 @@ def strategy_name(strategy: object) -> str:
     return str(value).lower()
 
 
-def balancer_ops_for(strategy: object) -> StrategyFactory:
-    """The strategy for a config value (every config strategy exists); ValueError otherwise."""
-    from pyproxy import balancer_hash, balancer_leastconn, balancer_random, balancer_roundrobin
-
-    table: dict[str, StrategyFactory] = {
-        "round_robin": balancer_roundrobin.RoundRobin,
-        "random": balancer_random.Random,
-        "least_conn": balancer_leastconn.LeastConn,
-        "hash": balancer_hash.Hash,
-    }
-    name = strategy_name(strategy)
-    make = table.get(name)
-    if make is None:
-        raise ValueError("unknown balancer %s" % name)
-    return make
-
-
 class Balancer:
     """struct balancer: one per upstream set (a reload builds a new one). Owns its peers and
     its strategy state."""
 
-    def __init__(self, strategy: object, peers: Sequence[Peer]) -> None:
+    def __init__(self, ops: StrategyFactory, peers: Sequence[Peer]) -> None:
         self.peers = list(peers)  # one per upstream, same order
         self.n = len(self.peers)  # number of upstreams
-        self.strategy = balancer_ops_for(strategy)(self.peers)  # the concrete strategy
+        self.strategy = ops(self.peers)  # the concrete strategy (balancer_init)
 
     def pick(self, ctx: BalancerCtx) -> int:
         """Index of the peer for the next attempt, or -1 when no peer is eligible."""
@@ -128,8 +111,3 @@ class Balancer:
             p.active -= 1
         if p.health is not None:
             p.health.attempt_end(outcome, reason, now)
-
-
-def balancer_new(strategy: object, peers: Sequence[Peer]) -> Balancer:
-    """Balancer for a config value (ConfigBalancer or its spelling)."""
-    return Balancer(strategy, peers)

@@ -32,7 +32,8 @@ from collections import deque
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol, cast
 
-from pyproxy.balancer import Peer, balancer_new
+from pyproxy.balancer import Peer
+from pyproxy.balancer_strategies import balancer_new
 from pyproxy.health import (
     HealthChecker,
     health_checker_start,

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pyproxy.balancer import Balancer, BalancerCtx, Peer, balancer_new, balancer_ops_for
+from pyproxy.balancer import Balancer, BalancerCtx, Peer
 from pyproxy.balancer_hash import POINTS_PER_WEIGHT, hash64
+from pyproxy.balancer_strategies import balancer_new, balancer_ops_for
 from pyproxy.config import ConfigBalancer
 from pyproxy.health import HealthOutcome, HealthState
 
@@ -43,7 +44,7 @@ def make(strategy: str, weights: Sequence[int], names: Sequence[str] | None = No
     peers = [
         Peer(w, health=FakeHealth(), name=names[i] if names else "") for i, w in enumerate(weights)
     ]
-    return Balancer(strategy, peers)
+    return balancer_new(strategy, peers)
 
 
 def health(b: Balancer, i: int) -> FakeHealth:
@@ -272,7 +273,7 @@ def test_hash_same_ring_in_both_twins() -> None:
             name, weight = rest.split(b" ")
             peers.append(Peer(int(weight), name=name.decode()))
             continue
-        b = Balancer("hash", peers)
+        b = balancer_new("hash", peers)
         if kind == b"hash":
             key, want = rest.rsplit(b" ", 1)
             assert hash64(key) == int(want, 16), raw
