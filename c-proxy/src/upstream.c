@@ -221,7 +221,7 @@ static enum upstream_acquire_result conn_connect(struct upstream *u, struct upst
 
 /* A pooled conn the upstream closed (or reset, or sent unasked bytes on) while it
  * sat idle, found before the loop delivered the event: one MSG_PEEK look, no
- * byte is consumed. nginx does the same with getsockopt(SO_ERROR) + recv(MSG_PEEK). */
+ * byte is consumed (contract 6: checked when taken from the pool). */
 static bool conn_stale(const struct upstream_conn *conn)
 {
     char b;
