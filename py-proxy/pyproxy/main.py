@@ -660,10 +660,12 @@ def run(argv: list[str] | None = None) -> int:
             lost = store_load_into(store, table, time.time())
         except StoreError as e:
             return fail("%s:%d: store %s: %s" % (cfg.path, rl.store_line, rl.store, e))
-        if lost:
-            stderr_line(
-                "warning: %d overrides of %s found no room in the rate-limit table"
-                " (rate_limit.max_clients)" % (lost, rl.store)
+        if lost:  # the proxy starts: the store keeps them, a bigger max_clients loads them
+            Log(cfg.log.level.value, "off", cfg.log.format.value).event(
+                "warn",
+                "store_error",
+                reason="%d overrides found no room in the rate-limit table"
+                " (rate_limit.max_clients)" % lost,
             )
         if n > 1:
             store.close()  # not across a fork (its writer thread): worker 0 reopens it
