@@ -41,6 +41,7 @@ CAPACITY_MAX = 1000000000  # config's ceiling
 # struct ratelimit_slot: hash, key_len (0 = empty), flags, capacity, pad, rate, tokens, at, key
 _SLOT = struct.Struct("=IHHIIddd%ds" % KEY_MAX)
 _SLOT_HEAD = struct.Struct("=IH")  # hash, key_len
+_SLOT_KLEN = struct.Struct("=4xH%dx" % (SLOT_SIZE - 6))  # key_len alone, one slot apart
 _SLOT_FLAGS = struct.Struct("=H")  # at offset 6: RATELIMIT_SLOT_F_*
 _SLOT_FLAGS_OFF = 6
 SLOT_F_PINNED = 0x1  # an admin override: its limit is the slot's, never evicted
@@ -476,14 +477,22 @@ class Table:
 
     def snapshot(self) -> list[tuple[bytes, float, float]]:
         """ratelimit_snapshot: (key, tokens, at) of every bucket, one stripe locked at a
-        time (not the overflow bucket)."""
+        time (not the overflow bucket). Python: an empty stripe is skipped and a stripe's
+        key lengths are read in one iter_unpack, so a big, mostly empty table costs little
+        (the periodic save calls this every few seconds)."""
         out: list[tuple[bytes, float, float]] = []
         buf = self._buf
+        size = self.slots_per_stripe * SLOT_SIZE
         for s in range(self.n_stripes):
             with self._locks[s]:
-                for i in range(self.slots_per_stripe):
-                    _, klen, _, _, _, _, tokens, at, key = _SLOT.unpack_from(buf, self._off(s, i))
+                if self._stripe(s)[0] == 0:
+                    continue
+                base = self._off(s, 0)
+                for i, (klen,) in enumerate(_SLOT_KLEN.iter_unpack(buf[base : base + size])):
                     if klen != 0:
+                        _, _, _, _, _, _, tokens, at, key = _SLOT.unpack_from(
+                            buf, base + i * SLOT_SIZE
+                        )
                         out.append((key[:klen], tokens, at))
         return out
 
