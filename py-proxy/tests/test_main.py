@@ -238,3 +238,31 @@ def test_admin_providers(tmp_path: Path) -> None:
     finally:
         wp.loop.close()
         sock.close()
+
+
+def test_reload_new_default_applies_and_keeps_the_table(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = config_load(rl_cfg(tmp_path, tmp_path / "rl.db", port=port))
+    table = table_new(64, Limit(5, 0))
+    sock = socket.socket()
+    wp = WorkerProcess(
+        cfg, sock, "asyncio", True, 0, None, ProcessShared(table, None, None, Counters())
+    )
+    try:
+        assert wp.w.rl is not None and wp.w.rl.header == b"x-key"
+        now = time.time()
+        assert table.take(b"a", None, now).remaining == 4
+        text = Path(rl_cfg(tmp_path, tmp_path / "rl.db", port=port))
+        text.write_text(text.read_text().replace("capacity: 5", "capacity: 3"))
+        new = config_load(str(text))
+        wp.on_config(wp.w, new)
+        assert table.default == Limit(3, 0)
+        r = table.take(b"a", None, now)  # capped at the new capacity, never raised
+        assert (r.limit, r.remaining) == (3, 2)
+        assert table.take(b"b", None, now).remaining == 2  # a new bucket: the new default
+        # rate_limit removed by a reload: kept as it was (needs a restart)
+        wp.on_config(wp.w, config_load(write_cfg(tmp_path, port)))
+        assert wp.w.rl is not None and table.default == Limit(5, 0)
+    finally:
+        wp.loop.close()
+        sock.close()
