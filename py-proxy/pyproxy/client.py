@@ -35,6 +35,7 @@ restarted only when a deadline moves earlier (libev "be smart about timeouts").
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from enum import IntEnum
 from typing import TYPE_CHECKING, cast
@@ -53,6 +54,7 @@ from pyproxy.exchange import (
     X_HEAD_OK,
     X_HTTP10,
     X_IN_REQUEST,
+    X_LIMITED,
     X_LOGGED,
     X_REPLAYABLE,
     X_REQ_DONE,
@@ -76,6 +78,8 @@ from pyproxy.http1 import (
     Response,
     ResponseParser,
 )
+from pyproxy.metrics import C_RL_ALLOWED, C_RL_LIMITED
+from pyproxy.ratelimit import SECONDS_MAX, Limit, Result, key_ip
 from pyproxy.retry import (
     RetryBudget,
     RetryPhase,
@@ -96,7 +100,7 @@ from pyproxy.util import new_request_id, text
 
 if TYPE_CHECKING:
     from pyproxy.config import Config
-    from pyproxy.worker import Worker
+    from pyproxy.worker import Worker, WorkerRateLimit
 
 LINGER_SECONDS = 2.0  # lingering close: discard client input this long at most
 IN_MIN = 16384  # the C twin's client input buffer floor (bytes)
@@ -165,6 +169,26 @@ _TO_CONNECT, _TO_READ, _TO_WRITE, _TO_TOTAL, _TO_LINGER = (
 )
 
 
+def _rl_lines(r: Result) -> bytes:
+    """The RateLimit-* lines of a take (contract 7; Reset omitted when rate_per_sec is 0)."""
+    if r.reset is None:
+        return b"RateLimit-Limit: %d\r\nRateLimit-Remaining: %d\r\n" % (r.limit, r.remaining)
+    return b"RateLimit-Limit: %d\r\nRateLimit-Remaining: %d\r\nRateLimit-Reset: %d\r\n" % (
+        r.limit,
+        r.remaining,
+        r.reset,
+    )
+
+
+def _rl_lines_at(lim: Limit, tokens: float) -> bytes:
+    """The RateLimit-* lines of a bucket holding `tokens` now, nothing taken (a response to a
+    request refused before its take), with the arithmetic of ratelimit.bucket_take."""
+    reset: int | None = None
+    if lim.rate_per_sec > 0:
+        reset = min(max(math.ceil((lim.capacity - tokens) / lim.rate_per_sec), 0), SECONDS_MAX)
+    return _rl_lines(Result(True, lim.capacity, math.floor(tokens), reset, None))
+
+
 def _retry_budget(cfg: Config, requests: int, retries: int) -> RetryBudget:
     """The worker's retry budget under cfg."""
     b = cfg.retry_budget
@@ -201,6 +225,8 @@ class ClientConn(asyncio.Protocol):
         self.peer_counted = False  # an attempt runs: the upstream hears how it ends
         self.retry_counted = False  # that attempt is a retry: counted in w.retries_in_flight
         self.fresh_retry = False  # the next attempt takes a new connection, not a pooled one
+        self.rl_key = b""  # client_ip rate-limit key of the peer (computed once per prefix)
+        self.rl_prefix = -1  # ipv6_prefix rl_key was computed with (-1: not yet)
         self._request_reset()
 
     def _request_reset(self) -> None:
@@ -316,7 +342,10 @@ class ClientConn(asyncio.Protocol):
                     # routed once the body bytes of this read are checked: a malformed body
                     # that arrived with its head never reaches an upstream
                     self.need_route = False
-                    self.route()
+                    if self.x.flags & X_LIMITED:
+                        self.client_error(429)  # never routed: no upstream sees it
+                    else:
+                        self.route()
                 if not self.stash or self._must_wait() or self.state >= ClientState.DRAIN:
                     break
                 data = self.stash[0] if len(self.stash) == 1 else b"".join(self.stash)
@@ -460,10 +489,60 @@ class ClientConn(asyncio.Protocol):
             return False
         if x.in_mode == IN_CHUNKED:
             self.in_scan = ChunkScanner()
-        self._up_send(http1.build_request_head(req, self.ip_b, x.request_id))
+        rl = self.w.rl
+        if rl is None or not self.ratelimit_take(rl, req):
+            self._up_send(http1.build_request_head(req, self.ip_b, x.request_id))
+        # a limited request is answered where it would be routed (429)
         self.state = ClientState.UPSTREAM
         self.need_route = True
         return True
+
+    # ------------------------------------------------------------------ rate limiting
+
+    def _rl_key(self, rl: WorkerRateLimit, req: Request | None) -> bytes:
+        """The request's bucket key (contract 7): the value of header:NAME when present and
+        not empty, else the peer's client_ip key (b"" if the peer has no IP address: the
+        overflow bucket)."""
+        name = rl.header
+        if name is not None and req is not None:
+            for lname, _name, value in req.headers:
+                if lname == name:
+                    if value:
+                        return value
+                    break
+        if self.rl_prefix != rl.ipv6_prefix:
+            self.rl_key = key_ip(self.ip, rl.ipv6_prefix) or b""
+            self.rl_prefix = rl.ipv6_prefix
+        return self.rl_key
+
+    def ratelimit_take(self, rl: WorkerRateLimit, req: Request) -> bool:
+        """One take for a valid head, before routing (client_ratelimit_take): its RateLimit-*
+        lines go on the response, whoever answers it. True when limited (answer 429)."""
+        r = rl.table.take(self._rl_key(rl, req), None, time.time())
+        w = self.w
+        x = self.x
+        if r.allowed:
+            w.counters.v[w.crow + C_RL_ALLOWED] += 1
+            x.rl = _rl_lines(r)
+            return False
+        w.counters.v[w.crow + C_RL_LIMITED] += 1
+        x.flags |= X_LIMITED
+        if r.retry_after is not None:
+            x.rl = b"Retry-After: %d\r\n" % r.retry_after + _rl_lines(r)
+        else:
+            x.rl = _rl_lines(r)
+        return True
+
+    def _rl_peek(self, rl: WorkerRateLimit) -> bytes:
+        """RateLimit-* lines for a response to a request refused before its take (400, 408,
+        413, 431 ...): the client's bucket as it stands; nothing is taken."""
+        key = self._rl_key(rl, self.req)
+        t = rl.table
+        now = time.time()
+        got = t.lookup(key, now)  # a pinned override: its own limit
+        if got is not None:
+            return _rl_lines_at(got[0], got[1])
+        return _rl_lines_at(t.default, t.peek(key, None, now))
 
     def pump_body(self, data: bytes, pos: int) -> int:
         """Request body bytes from data[pos:] to the upstream. Returns the index after the
@@ -910,7 +989,9 @@ class ClientConn(asyncio.Protocol):
         if resp.body == BODY_CHUNKED:
             self.out_scan = ChunkScanner(502)
         self.resp = resp
-        self._response_head_out(resp, http1.build_response_head(resp, framing, connection, keep_cl))
+        self._response_head_out(
+            resp, http1.build_response_head(resp, framing, connection, keep_cl, x.rl)
+        )
 
     def _response_head_out(self, resp: Response, head: bytes) -> None:
         x = self.x
@@ -1029,7 +1110,10 @@ class ClientConn(asyncio.Protocol):
             x.start_wall = time.time()
             x.start_mono = self.loop.time()
         close = x.error_closes(code, self.w.draining, bool(self.flags & F_EOF))
-        self.client_write(http1.error_response(code, x.request_id, close))
+        rl = x.rl
+        if not rl and self.w.rl is not None:
+            rl = self._rl_peek(self.w.rl)
+        self.client_write(http1.error_response(code, x.request_id, close, rl))
         x.status = code
         x.flags |= X_RESP_STARTED | X_RESP_DONE
         x.flags &= ~X_EXPECT

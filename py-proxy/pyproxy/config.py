@@ -173,6 +173,7 @@ class ConfigRateLimit:
     default_capacity: float = 100.0  # default.capacity, > 0
     default_rate_per_sec: float = 50.0  # default.rate_per_sec, >= 0
     store: str = "twinproxy.db"  # SQLite file path
+    store_line: int = 0  # line of rate_limit.store, else of rate_limit: store errors
     ipv6_prefix: int = 64  # 0..128
     max_clients: int = 100000  # in-memory buckets
 
@@ -191,8 +192,6 @@ class Config:
     path: str = ""  # the file this came from (for reload and messages)
     listen: ConfigAddr = field(default_factory=_default_listen)
     workers: int = 1  # >= 1
-    # admin: and rate_limit: are refused ("KEY is not supported yet") until they ship;
-    # their fields are parsed by tables kept ready below and stay at the defaults.
     admin_enabled: bool = False  # admin: present with a listen:
     admin_listen: ConfigAddr | None = None  # admin.listen, None when disabled
     admin_token: str = ""  # admin.token, "" when unset
@@ -660,8 +659,17 @@ _RETRY_BUDGET_FIELDS = (
     _Field("min_concurrent", _Kind.INT, "min_concurrent", lo=0, hi=1000000),
 )
 
+
+def _parse_capacity(ld: _Loader, key: Node, value: Node, path: str, out: Values) -> None:
+    """A bucket's capacity: a number > 0 (the messages of any number) that is whole."""
+    v = _parse_number_node(ld, value, path, True)
+    if v != int(v):
+        raise ld.fail(_line(value), path, "must be an integer")
+    out["default_capacity"] = v
+
+
 _BUCKET_FIELDS = (
-    _Field("capacity", _Kind.NUMBER, "default_capacity", lo=1),
+    _Field("capacity", _Kind.CUSTOM, parse=_parse_capacity),
     _Field("rate_per_sec", _Kind.NUMBER, "default_rate_per_sec", lo=0),
 )
 
@@ -673,6 +681,19 @@ _RATE_LIMIT_FIELDS = (
     _Field("max_clients", _Kind.INT, "max_clients", lo=1, hi=100000000),
 )
 
+
+def _parse_rate_limit(ld: _Loader, key: Node, value: Node, path: str, out: Values) -> None:
+    """rate_limit: its mapping, plus the line store errors are reported at: the store key's,
+    else rate_limit's own (the store is opened by main, not here)."""
+    sub: Values = {"enabled": True, "store_line": _line(key)}
+    _walk_mapping(ld, value, path, _RATE_LIMIT_FIELDS, sub)
+    assert isinstance(value, yaml.MappingNode)
+    store = _find_pair(value, "store")
+    if store is not None:
+        sub["store_line"] = _line(store[0])
+    out["rate_limit"] = ConfigRateLimit(**sub)
+
+
 _LOG_FIELDS = (
     _Field("level", _Kind.CUSTOM, parse=_parse_log_level),
     _Field("access", _Kind.STRING, "access", lo=1),
@@ -682,7 +703,7 @@ _LOG_FIELDS = (
 _ROOT_FIELDS = (
     _Field("listen", _Kind.ADDR, "listen"),
     _Field("workers", _Kind.INT, "workers", lo=1, hi=1024),
-    _Field("admin", _Kind.MAP, sub=_ADMIN_FIELDS, unsupported=True),
+    _Field("admin", _Kind.MAP, sub=_ADMIN_FIELDS),
     _Field("upstreams", _Kind.CUSTOM, parse=_parse_upstreams),
     _Field("balancer", _Kind.CUSTOM, parse=_parse_balancer),
     _Field("hash_key", _Kind.CUSTOM, parse=_parse_hash_key),
@@ -697,15 +718,7 @@ _ROOT_FIELDS = (
         sub=_RETRY_BUDGET_FIELDS,
         cls=ConfigRetryBudget,
     ),
-    _Field(
-        "rate_limit",
-        _Kind.MAP,
-        "rate_limit",
-        sub=_RATE_LIMIT_FIELDS,
-        cls=ConfigRateLimit,
-        flag=True,
-        unsupported=True,
-    ),
+    _Field("rate_limit", _Kind.CUSTOM, parse=_parse_rate_limit),
     _Field("log", _Kind.MAP, "log", sub=_LOG_FIELDS, cls=ConfigLog),
 )
 

@@ -71,6 +71,7 @@ X_IN_REQUEST = 0x20000  # a request started (bytes seen): its clocks run
 X_IDEMPOTENT = 0x80000  # idempotent method or Idempotency-Key: retry-safe after sending
 X_UP_READ = 0x100000  # this attempt: bytes arrived from the upstream
 X_HEAD_OK = 0x200000  # this attempt: a response head parsed (health OK)
+X_LIMITED = 0x400000  # the rate limiter said no: answered 429, never routed
 # (C's EXCHANGE_F_UP_WFAIL has no Python need: a failed upstream write is its EOF)
 
 #: flags that describe one attempt: cleared when the next one is attached
@@ -89,7 +90,7 @@ OUT_CHUNKED = 2  # chunk-framed here (chunked upstream re-chunked, or close-deli
 _CONN_CLOSE = b"Connection: close\r\n"
 _CONN_KEEPALIVE = b"Connection: keep-alive\r\n"
 _TE_CHUNKED = b"Transfer-Encoding: chunked\r\n"
-_PROXY_ANSWERS = frozenset({502, 503, 504})  # errors that may keep the client connection
+_PROXY_ANSWERS = frozenset({429, 502, 503, 504})  # errors that may keep the client connection
 
 
 class Exchange:
@@ -110,6 +111,7 @@ class Exchange:
         "phase",
         "req_start",
         "request_id",
+        "rl",
         "start_mono",
         "start_wall",
         "status",
@@ -130,6 +132,7 @@ class Exchange:
         self.attempts = 0  # upstream attempts made
         self.phase = RetryPhase.CONNECT  # phase of the last failed attempt
         self.key = b""  # balancer: hash key bytes (header value, path); b"": the client ip
+        self.rl = b""  # RateLimit-* header lines of this request's take (b"": none yet)
         # access-log fields
         self.start_wall = 0.0  # wall clock at the request's first byte
         self.start_mono = 0.0  # loop time at the same moment
@@ -241,7 +244,7 @@ class Exchange:
 
     def error_closes(self, code: int, draining: bool, client_eof: bool) -> bool:
         """Does answering with the proxy's own error `code` close the client connection?
-        Only 502/503/504 after a whole request on a keep-alive connection keep it."""
+        Only 429/502/503/504 after a whole request on a keep-alive connection keep it."""
         flags = self.flags
         return (
             code not in _PROXY_ANSWERS

@@ -56,6 +56,10 @@ REQUEST_DROP = HOP_BY_HOP | {
 }
 #: dropped from the upstream's headers before they go to the client
 RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+# on a rate-limited listener the proxy's RateLimit-* replace any the upstream sent
+RATELIMIT_FIELDS = frozenset({b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset"})
+HOP_BY_HOP_RL = HOP_BY_HOP | RATELIMIT_FIELDS
+RESPONSE_DROP_RL = RESPONSE_DROP | RATELIMIT_FIELDS
 #: dropped from trailers: framing and hop-by-hop fields, and Host (only the head routes)
 TRAILER_DROP = HOP_BY_HOP | {b"content-length", b"host"}
 
@@ -826,21 +830,23 @@ class ResponseParser:
 
 
 def build_response_head(
-    resp: Response, framing: bytes, connection: bytes, keep_cl: bool = False
+    resp: Response, framing: bytes, connection: bytes, keep_cl: bool = False, rl: bytes = b""
 ) -> bytes:
     """The head sent to the client (behaviour.md "The response sent to the client"):
     `framing` and `connection` are complete header lines (or b"") appended after the
     upstream's headers; with keep_cl the upstream's Content-Length stays where it was, as sent
-    (no body, or a length-framed body).
+    (no body, or a length-framed body). `rl`: the RateLimit-* lines of a rate-limited
+    listener, placed after the upstream's headers (whose own RateLimit-* are dropped).
     """
     parts = [b"HTTP/1.1 %d " % resp.status, resp.reason, CRLF]
-    drop = RESPONSE_DROP if not keep_cl else HOP_BY_HOP
+    if rl:
+        drop = RESPONSE_DROP_RL if not keep_cl else HOP_BY_HOP_RL
+    else:
+        drop = RESPONSE_DROP if not keep_cl else HOP_BY_HOP
     if resp.conn_tokens:
         drop = drop | (resp.conn_tokens - {b"content-length"} if keep_cl else resp.conn_tokens)
     for lname, name, value in resp.headers:
         if lname not in drop:
             parts += (name, b": ", value, CRLF)
-    parts.append(framing)
-    parts.append(connection)
-    parts.append(CRLF)
+    parts += (rl, framing, connection, CRLF)
     return b"".join(parts)

@@ -9,32 +9,51 @@ workers: 1 runs everything in this process. workers: N > 1 binds N SO_REUSEPORT 
 forks N worker processes (one event loop each; the C twin uses threads) and supervises them:
 signals are forwarded, a worker that dies unexpectedly is restarted, the parent exits 0 once
 every worker has stopped. The parent validates a reload once and logs it; workers reload quietly.
+
+Rate limiting and the admin API (contract 7, 8): before anything listens, rate_limit.store is
+opened (read-only for --check, where a missing file is valid; read-write and created on
+start) and admin.listen is bound; a failure is a config error, exit 2. The rate-limit table is
+created here and filled from the store (overrides pinned, then the saved buckets); with
+workers > 1 it is a shared-memory block made before the fork, so every worker takes from the
+same buckets and sees every override at once. Worker 0 runs the admin server and saves the
+token state every SAVE_INTERVAL_S (batched, on a thread: the loop never waits on SQLite);
+the last save happens on a graceful stop before exit 0 (with workers > 1, the parent's, once
+every worker has stopped).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httptools
 
+from pyproxy.admin import Admin, AdminBindError, Clients, admin_bind
 from pyproxy.client import ClientConn
-from pyproxy.config import Config, ConfigError, config_load
+from pyproxy.config import Config, ConfigError, ConfigKeyKind, ConfigRateLimit, config_load
 from pyproxy.health import health_registry_init, health_set_log
 from pyproxy.listener import BindError, ClientCounter, Listener, listener_bind
 from pyproxy.log import Log, log_open, stderr_line
+from pyproxy.metrics import C_RL_ALLOWED, C_RL_LIMITED, Counters, metrics_render
+from pyproxy.ratelimit import Bucket, Limit, Table, bucket_full, shared_table_new, table_new
+from pyproxy.store import Store, StoreBucket, StoreError
 from pyproxy.upstream import UpstreamSet
 from pyproxy.util import VERSION, reseed
-from pyproxy.worker import Worker
+from pyproxy.worker import Worker, WorkerRateLimit
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
 HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+SAVE_INTERVAL_S = 5.0  # token state saved this often (and on a graceful stop)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,8 +97,28 @@ def _needs_restart(old: Config, new: Config) -> bool:
     )
 
 
-def load_for_reload(path: str, old: Config, log: Log, quiet: bool) -> Config | None:
-    """Load `path` for a reload; log reload_failed (and the restart warning) unless quiet."""
+RL_RESTART_WARNING = (
+    "rate_limit added or removed, rate_limit.store and rate_limit.max_clients need a restart;"
+    " kept as they were"
+)
+
+
+def _rl_needs_restart(started: ConfigRateLimit, new: ConfigRateLimit) -> bool:
+    """The rate-limit table and its store are made at start: rate_limit appearing or going,
+    another store file or another max_clients need a restart (key, default and ipv6_prefix
+    apply at once)."""
+    if started.enabled != new.enabled:
+        return True
+    return started.enabled and (
+        started.store != new.store or started.max_clients != new.max_clients
+    )
+
+
+def load_for_reload(
+    path: str, old: Config, log: Log, quiet: bool, started: Config | None = None
+) -> Config | None:
+    """Load `path` for a reload; log reload_failed (and the restart warnings) unless quiet.
+    `started`: the config the process started with (what the restart-only keys still are)."""
     try:
         new = config_load(path)
     except ConfigError as e:
@@ -88,7 +127,168 @@ def load_for_reload(path: str, old: Config, log: Log, quiet: bool) -> Config | N
         return None
     if _needs_restart(old, new) and not quiet:
         log.event("warn", "reload", warning=RESTART_WARNING)
+    base = started if started is not None else old
+    if _rl_needs_restart(base.rate_limit, new.rate_limit) and not quiet:
+        log.event("warn", "reload", warning=RL_RESTART_WARNING)
     return new
+
+
+# ---- rate limiting: the store and the table ---------------------------------------------------
+
+
+def rl_default(rl: ConfigRateLimit) -> Limit:
+    """rate_limit.default as a bucket limit (capacity is whole: config checks it)."""
+    return Limit(int(rl.default_capacity), rl.default_rate_per_sec)
+
+
+def store_open_checked(cfg: Config, readonly: bool) -> Store | None:
+    """Open rate_limit.store at config time: read-only for --check (None when the file does
+    not exist yet: start creates it), else read-write. Raises ConfigError
+    "FILE:LINE: store PATH: ..." at the line of rate_limit.store (else of rate_limit)."""
+    rl = cfg.rate_limit
+    if readonly and not os.path.lexists(rl.store):
+        return None
+    try:
+        return Store.open(rl.store, readonly)
+    except StoreError as e:
+        raise ConfigError("%s:%d: %s" % (cfg.path, rl.store_line, e)) from None
+
+
+def _key(client_id: str) -> bytes:
+    """A store client_id as the table's key bytes (admin.py writes them the same way)."""
+    return client_id.encode("utf-8", "surrogateescape")
+
+
+def store_load_into(store: Store, table: Table, now: float) -> int:
+    """Fill the table from the store at start: overrides first (pinned slots), then the saved
+    buckets (a saved bucket that refilled to full by now is left out: it equals a fresh one).
+    Returns how many overrides found no slot (table full). Raises StoreError."""
+    data = store.load().result()
+    lost = 0
+    for c in data.clients:
+        if not table.pin(_key(c.client_id), Limit(c.capacity, c.rate_per_sec), None, now):
+            lost += 1
+    for b in data.buckets:
+        key = _key(b.client_id)
+        if table.lookup(key, now) is None and bucket_full(
+            Bucket(b.tokens, b.at), table.default, now
+        ):
+            continue
+        table.set(key, None, b.tokens, b.at)
+    return lost
+
+
+class BucketWriter:
+    """ratelimit_snapshot -> store_save_buckets: the buckets that changed since the last
+    good save, in one transaction. Runs on a thread (or in the parent after the workers)."""
+
+    def __init__(self, table: Table, store: Store) -> None:
+        self.table = table  # borrowed
+        self.store = store  # borrowed
+        self.saved: dict[bytes, tuple[float, float]] = {}  # (tokens, at) as last stored
+
+    def save(self) -> str | None:
+        """One save: None, or the store's message when it failed (the rows are tried again
+        next time)."""
+        seen: dict[bytes, tuple[float, float]] = {}
+        rows: list[StoreBucket] = []
+        saved = self.saved
+        for key, tokens, at in self.table.snapshot():
+            state = (tokens, at)
+            seen[key] = state
+            if saved.get(key) != state:
+                try:
+                    rows.append(StoreBucket(key.decode("utf-8"), tokens, at))
+                except UnicodeDecodeError:
+                    pass  # a header value that is not UTF-8 cannot be a TEXT client_id
+        if rows:
+            self.store.save_buckets(rows)
+            try:
+                self.store.flush()
+            except StoreError as e:
+                return str(e)
+        self.saved = seen
+        return None
+
+
+class BucketSaver:
+    """The periodic save (the C twin's save timer): every SAVE_INTERVAL_S a BucketWriter
+    save runs on this saver's own thread (a snapshot of a big table is a long pure-Python
+    loop, the commit a SQLite call), so the loop only schedules it; one save at a time."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        table: Table,
+        store: Store,
+        on_error: Callable[[str], None],
+    ) -> None:
+        self.loop = loop
+        self.writer = BucketWriter(table, store)
+        self.on_error = on_error  # event store_error {reason}
+        self.ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saver")
+        self.busy = False  # a save runs on the thread
+        self.timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self.timer = self.loop.call_at(self.loop.time() + SAVE_INTERVAL_S, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = self.loop.call_at(self.loop.time() + SAVE_INTERVAL_S, self._on_timer)
+        if self.busy:
+            return
+        self.busy = True
+        fut = self.loop.run_in_executor(self.ex, self.writer.save)
+        fut.add_done_callback(self._on_saved)
+
+    def _on_saved(self, fut: asyncio.Future[str | None]) -> None:
+        self.busy = False
+        err = fut.result() if not fut.cancelled() else None
+        if err is not None:
+            self.on_error(err)
+
+    def stop(self) -> str | None:
+        """Graceful stop (the loop no longer runs): the last save, after any that is
+        running; the thread ends."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        try:
+            return self.ex.submit(self.writer.save).result()
+        finally:
+            self.ex.shutdown(wait=True)
+
+
+def final_save(table: Table, path: str, log: Log) -> None:
+    """workers > 1: the parent's save once every worker stopped (their last takes included)."""
+    try:
+        store = Store.open(path)
+    except StoreError as e:
+        log.event("error", "store_error", reason=str(e))
+        return
+    try:
+        err = BucketWriter(table, store).save()
+        if err is not None:
+            log.event("error", "store_error", reason=err)
+    finally:
+        store.close()
+
+
+class ProcessShared:
+    """What main makes before the workers exist and every worker borrows (workers > 1:
+    inherited through fork)."""
+
+    def __init__(
+        self,
+        table: Table | None,
+        store: Store | None,
+        admin_sock: socket.socket | None,
+        counters: Counters,
+    ) -> None:
+        self.table = table  # the rate-limit table, None without rate_limit
+        self.store = store  # the open store (workers: 1), None: worker 0 opens its own
+        self.admin_sock = admin_sock  # bound admin.listen (worker 0 serves it), or None
+        self.counters = counters  # metrics counter rows
 
 
 class WorkerProcess:
@@ -105,9 +305,13 @@ class WorkerProcess:
         quiet: bool,
         wid: int = 0,
         counter: ClientCounter | None = None,
+        shared: ProcessShared | None = None,
     ) -> None:
         self.path = cfg.path
         self.cfg = cfg  # current config (a reload replaces it)
+        self.started = cfg  # the config at start: what restart-only keys stay
+        self.generation = 1  # twinproxy_config_generation
+        self.shared = shared if shared is not None else ProcessShared(None, None, None, Counters())
         self.loop = new_loop(loop_kind)
         asyncio.set_event_loop(self.loop)
         self.log = log_open(cfg.log, self.loop)
@@ -116,9 +320,41 @@ class WorkerProcess:
         self.quiet = quiet
         self.w = Worker(self.loop, self.log, wid, self)
         w = self.w
+        w.counters = self.shared.counters
         self.on_config(w, cfg)
         self.listener = Listener(w, sock, lambda: ClientConn(w), counter)
         self.stopping = False
+        self.store: Store | None = None  # worker 0: the store it saves to (owned)
+        self.saver: BucketSaver | None = None  # worker 0 with rate_limit
+        self.admin: Admin | None = None  # worker 0 with admin.listen
+        if wid == 0:
+            self._start_services()
+
+    def _start_services(self) -> None:
+        """Worker 0: the saver and the admin server (started by run())."""
+        sh = self.shared
+        table = sh.table
+        if table is not None:
+            self.store = sh.store
+            sh.store = None  # owned here now
+            if self.store is None:
+                try:
+                    self.store = Store.open(self.started.rate_limit.store)
+                except StoreError as e:
+                    self._store_error(str(e))  # limits still apply; state is not saved
+            if self.store is not None:
+                self.saver = BucketSaver(self.loop, table, self.store, self._store_error)
+        if sh.admin_sock is not None:
+            clients = None
+            if table is not None and self.store is not None:
+                clients = Clients(table, self.store)
+            self.admin = Admin(
+                self.loop, sh.admin_sock, self.cfg.admin_token, self, clients, self.log
+            )
+            sh.admin_sock = None  # owned by the server now
+
+    def _store_error(self, reason: str) -> None:
+        self.log.event("error", "store_error", reason=reason)
 
     # WorkerHooks --------------------------------------------------------------------------------
 
@@ -127,6 +363,47 @@ class WorkerProcess:
         if w.id == 0 and not w.draining:
             uset.start_checks()  # active checks run in one worker only: verdicts are shared
         w.install_set(uset)
+        w.rl = self._rl_for(cfg)
+
+    def _rl_for(self, cfg: Config) -> WorkerRateLimit | None:
+        """The hot path's view of rate_limit under cfg. Present or not, store and
+        max_clients are as at start; key, default and ipv6_prefix follow the reload (a new
+        default applies to every bucket without an override from its next take, tokens
+        capped, never raised)."""
+        table = self.shared.table
+        if table is None:
+            return None
+        rl = cfg.rate_limit if cfg.rate_limit.enabled else self.started.rate_limit
+        table.default = rl_default(rl)
+        header = None
+        if rl.key is ConfigKeyKind.HEADER and rl.key_header:
+            header = rl.key_header.lower().encode("latin-1")
+        return WorkerRateLimit(table, header, rl.ipv6_prefix)
+
+    # admin.Providers ----------------------------------------------------------------------------
+
+    def upstreams(self) -> list[dict[str, Any]]:
+        return self.w.uset.info()
+
+    def upstream_set_state(self, name: str, drain: bool) -> dict[str, Any] | None:
+        """set_drain on the current set (every worker sees it: the verdict is shared); the
+        admin server logs upstream_drain when the state changed."""
+        uset = self.w.uset
+        if not uset.set_drain(name, drain):
+            return None
+        return next((u for u in uset.info() if u["name"] == name), None)
+
+    def metrics(self) -> str:
+        c = self.shared.counters
+        ups = [(str(u["name"]), bool(u["healthy"])) for u in self.w.uset.info()]
+        return metrics_render(
+            "py",
+            VERSION,
+            self.generation,
+            ups,
+            c.total(C_RL_ALLOWED),
+            c.total(C_RL_LIMITED),
+        )
 
     def on_drain(self, w: Worker) -> None:
         self.listener.stop()
@@ -143,16 +420,35 @@ class WorkerProcess:
         loop.add_signal_handler(signal.SIGINT, self.on_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.on_reload)
         self.listener.start()
+        if self.admin is not None:
+            self.admin.start()
+        if self.saver is not None:
+            self.saver.start()
         loop.call_soon(self._on_running)
         try:
             loop.run_forever()
         finally:
+            self._stop_services()
             self.log.flush()
             if not self.quiet:
                 self.log.event("info", "stop")
             self.log.close()
             loop.close()
         return EXIT_OK
+
+    def _stop_services(self) -> None:
+        """After the loop: admin closed, the token state saved (contract 11), store closed."""
+        if self.admin is not None:
+            self.admin.stop()
+            self.admin = None
+        if self.saver is not None:
+            err = self.saver.stop()
+            if err is not None:
+                self._store_error(err)
+            self.saver = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     def _on_running(self) -> None:
         """The loop runs: its signal handling is live, so the signals run() blocked before
@@ -170,7 +466,7 @@ class WorkerProcess:
     def on_reload(self) -> None:
         if self.stopping:
             return
-        new = load_for_reload(self.path, self.cfg, self.log, self.quiet)
+        new = load_for_reload(self.path, self.cfg, self.log, self.quiet, self.started)
         if new is None:
             return
         try:
@@ -190,6 +486,10 @@ class WorkerProcess:
         health_set_log(log)
         self.cfg = new
         self.w.take_config(new)
+        self.generation += 1
+        if self.admin is not None:
+            self.admin.log = log
+            self.admin.token = new.admin_token.encode()
         if not self.quiet:
             log.event("info", "reload", path=self.path, upstreams=len(new.upstreams))
 
@@ -215,8 +515,11 @@ class WorkerProcess:
         self.loop.call_soon(self.loop.stop)
 
 
-def supervise(cfg: Config, socks: list[socket.socket], loop_kind: str) -> int:
-    """workers > 1: fork one process per socket, forward signals, restart crashed workers."""
+def supervise(
+    cfg: Config, socks: list[socket.socket], loop_kind: str, shared: ProcessShared
+) -> int:
+    """workers > 1: fork one process per socket, forward signals, restart crashed workers;
+    the last save of the token state once every worker stopped."""
     log = Log(cfg.log.level.value, "off", cfg.log.format.value)
     children: dict[int, int] = {}  # pid -> socket index
     counter = ClientCounter(shared=True)  # client connections of every worker
@@ -231,9 +534,12 @@ def supervise(cfg: Config, socks: list[socket.socket], loop_kind: str) -> int:
             for j, s in enumerate(socks):
                 if j != i:
                     s.close()
+            if i != 0 and shared.admin_sock is not None:
+                shared.admin_sock.close()  # worker 0 serves the admin API
+                shared.admin_sock = None
             code = 1
             try:
-                code = WorkerProcess(cfg, socks[i], loop_kind, True, i, counter).run()
+                code = WorkerProcess(cfg, socks[i], loop_kind, True, i, counter, shared).run()
             finally:
                 os._exit(code)
         children[pid] = i
@@ -255,7 +561,7 @@ def supervise(cfg: Config, socks: list[socket.socket], loop_kind: str) -> int:
             for pid in children:
                 _kill(pid, signal.SIGTERM)
         elif signo == signal.SIGHUP and not stopping:
-            new = load_for_reload(cfg.path, current, log, quiet=False)
+            new = load_for_reload(cfg.path, current, log, quiet=False, started=cfg)
             if new is None:
                 continue
             current = new
@@ -275,6 +581,8 @@ def supervise(cfg: Config, socks: list[socket.socket], loop_kind: str) -> int:
                 log.event("error", "worker_restart", worker=i)
                 time.sleep(0.1)
                 spawn(i)
+    if shared.table is not None:
+        final_save(shared.table, cfg.rate_limit.store, log)
     log.event("info", "stop")
     return EXIT_OK
 
@@ -301,36 +609,76 @@ def run(argv: list[str] | None = None) -> int:
     if not args.config:
         stderr_line("usage: py-proxy --config FILE [--check] [--version] [--loop asyncio|uvloop]")
         return EXIT_CONFIG
+    store: Store | None = None
     try:
         cfg = config_load(args.config)
+        if cfg.rate_limit.enabled:
+            store = store_open_checked(cfg, readonly=args.check)
     except ConfigError as e:
         stderr_line("config error: %s" % e)
         return EXIT_CONFIG
     if args.check:
+        if store is not None:
+            store.close()
         return EXIT_OK
     # from the moment the port listens, a signal must reach a handler, not a default action
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     n = max(1, cfg.workers)
     socks: list[socket.socket] = []
+    admin_sock: socket.socket | None = None
+
+    def fail(msg: str) -> int:
+        for s in socks:
+            s.close()
+        if admin_sock is not None:
+            admin_sock.close()
+        if store is not None:
+            store.close()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        stderr_line("config error: %s" % msg)
+        return EXIT_CONFIG
+
     try:
         for _ in range(n):
             socks.append(listener_bind(cfg.listen, cfg.path, reuseport=n > 1))
-    except BindError as e:
-        for s in socks:
-            s.close()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-        stderr_line("config error: %s" % e)
-        return EXIT_CONFIG
+        if cfg.admin_enabled and cfg.admin_listen is not None:
+            admin_sock = admin_bind(cfg.admin_listen, cfg.path)
+    except (BindError, AdminBindError) as e:
+        return fail(str(e))
+    table: Table | None = None
+    if store is not None:
+        rl = cfg.rate_limit
+        if n == 1:
+            table = table_new(rl.max_clients, rl_default(rl))
+        else:
+            ctx = multiprocessing.get_context("fork")
+            table, _handle, shm = shared_table_new(rl.max_clients, rl_default(rl), ctx)
+            # the workers inherit the mapping through fork (a restarted one too): the name is
+            # not needed, so nothing is left behind whatever way the tree ends
+            shm.unlink()
+        try:
+            lost = store_load_into(store, table, time.time())
+        except StoreError as e:
+            return fail("%s:%d: store %s: %s" % (cfg.path, rl.store_line, rl.store, e))
+        if lost:  # the proxy starts: the store keeps them, a bigger max_clients loads them
+            Log(cfg.log.level.value, "off", cfg.log.format.value).event(
+                "warn",
+                "store_error",
+                reason="%d overrides found no room in the rate-limit table"
+                " (rate_limit.max_clients)" % lost,
+            )
+        if n > 1:
+            store.close()  # not across a fork (its writer thread): worker 0 reopens it
+            store = None
+    shared = ProcessShared(table, store, admin_sock, Counters(n, shared=n > 1))
     if n == 1:
         try:
-            worker = WorkerProcess(cfg, socks[0], args.loop, quiet=False)
+            worker = WorkerProcess(cfg, socks[0], args.loop, quiet=False, shared=shared)
         except OSError as e:
-            socks[0].close()
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-            stderr_line("config error: log.access: %s: %s" % (cfg.log.access, e.strerror))
-            return EXIT_CONFIG
+            store = shared.store
+            return fail("log.access: %s: %s" % (cfg.log.access, e.strerror))
         return worker.run()
-    return supervise(cfg, socks, args.loop)
+    return supervise(cfg, socks, args.loop, shared)
 
 
 if __name__ == "__main__":

@@ -41,11 +41,13 @@ CAPACITY_MAX = 1000000000  # config's ceiling
 # struct ratelimit_slot: hash, key_len (0 = empty), flags, capacity, pad, rate, tokens, at, key
 _SLOT = struct.Struct("=IHHIIddd%ds" % KEY_MAX)
 _SLOT_HEAD = struct.Struct("=IH")  # hash, key_len
+_SLOT_KLEN = struct.Struct("=4xH%dx" % (SLOT_SIZE - 6))  # key_len alone, one slot apart
 _SLOT_FLAGS = struct.Struct("=H")  # at offset 6: RATELIMIT_SLOT_F_*
 _SLOT_FLAGS_OFF = 6
 SLOT_F_PINNED = 0x1  # an admin override: its limit is the slot's, never evicted
 _SLOT_STATE = struct.Struct("=IIddd")  # at offset 8: capacity, pad, rate, tokens, at
 _SLOT_STATE_OFF = 8
+_SLOT_FSTATE = struct.Struct("=HIIddd")  # at offset 6: flags, then the state
 _SLOT_KEY_OFF = 40
 _ZERO_SLOT = bytes(SLOT_SIZE)
 assert _SLOT.size == SLOT_SIZE
@@ -336,13 +338,41 @@ class Table:
             if i < 0:
                 i = self._insert(s, h, key, lim, now)
             if i >= 0:
+                # _under + bucket_take + _put_state inlined (the request path calls this once
+                # per request): the same operations on the same doubles, in the same order
+                buf = self._buf
                 off = self._off(s, i)
-                if not given and self._flags(off) & SLOT_F_PINNED:
-                    lim = self._state(off)[0]
-                b = self._under(off, lim, now)
-                r = bucket_take(b, lim, now)
-                self._put_state(off, lim, b)
-                return r
+                flags, ocap, _, orate, tokens, at = _SLOT_FSTATE.unpack_from(
+                    buf, off + _SLOT_FLAGS_OFF
+                )
+                if not given and flags & SLOT_F_PINNED:
+                    cap, rate = ocap, orate  # the override's own limit
+                else:
+                    cap, rate = lim.capacity, lim.rate_per_sec
+                    if ocap != cap or orate != rate:  # a new limit: refill under the old, cap
+                        if now > at:
+                            if orate > 0:
+                                t = tokens + (now - at) * orate
+                                tokens = float(ocap) if t > ocap else t
+                            at = now
+                        if tokens > cap:
+                            tokens = float(cap)
+                if now > at:  # refill
+                    if rate > 0:
+                        t = tokens + (now - at) * rate
+                        tokens = float(cap) if t > cap else t
+                    at = now
+                retry_after: int | None = None
+                if tokens >= 1.0:
+                    tokens -= 1.0
+                    allowed = True
+                else:
+                    allowed = False
+                    if rate > 0:
+                        retry_after = max(1, _ceil_seconds((1.0 - tokens) / rate))
+                reset = _ceil_seconds((float(cap) - tokens) / rate) if rate > 0 else None
+                _SLOT_STATE.pack_into(buf, off + _SLOT_STATE_OFF, cap, 0, rate, tokens, at)
+                return Result(allowed, cap, math.floor(tokens), reset, retry_after)
         return self._overflow_take(now)
 
     def peek(self, key: bytes, lim: Limit | None, now: float) -> float:
@@ -476,14 +506,22 @@ class Table:
 
     def snapshot(self) -> list[tuple[bytes, float, float]]:
         """ratelimit_snapshot: (key, tokens, at) of every bucket, one stripe locked at a
-        time (not the overflow bucket)."""
+        time (not the overflow bucket). Python: an empty stripe is skipped and a stripe's
+        key lengths are read in one iter_unpack, so a big, mostly empty table costs little
+        (the periodic save calls this every few seconds)."""
         out: list[tuple[bytes, float, float]] = []
         buf = self._buf
+        size = self.slots_per_stripe * SLOT_SIZE
         for s in range(self.n_stripes):
             with self._locks[s]:
-                for i in range(self.slots_per_stripe):
-                    _, klen, _, _, _, _, tokens, at, key = _SLOT.unpack_from(buf, self._off(s, i))
+                if self._stripe(s)[0] == 0:
+                    continue
+                base = self._off(s, 0)
+                for i, (klen,) in enumerate(_SLOT_KLEN.iter_unpack(buf[base : base + size])):
                     if klen != 0:
+                        _, _, _, _, _, _, tokens, at, key = _SLOT.unpack_from(
+                            buf, base + i * SLOT_SIZE
+                        )
                         out.append((key[:klen], tokens, at))
         return out
 

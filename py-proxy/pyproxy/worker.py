@@ -20,9 +20,11 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 from pyproxy.log import Log
+from pyproxy.metrics import Counters
 
 if TYPE_CHECKING:
     from pyproxy.config import Config
+    from pyproxy.ratelimit import Table
     from pyproxy.upstream import UpstreamSet  # held only (struct upstream_set * in C)
 
 
@@ -54,6 +56,19 @@ class WorkerHooks(Protocol):
         ...
 
 
+class WorkerRateLimit:
+    """What the hot path needs of rate_limit (struct worker_ratelimit), rebuilt by the
+    creator for each config: the table (borrowed, shared by every worker), the header of
+    header:NAME lowercased (None: client_ip) and the IPv6 grouping."""
+
+    __slots__ = ("header", "ipv6_prefix", "table")
+
+    def __init__(self, table: Table, header: bytes | None, ipv6_prefix: int) -> None:
+        self.table = table  # every worker's buckets (shared memory with workers > 1)
+        self.header = header  # lowercase NAME of header:NAME, None for client_ip
+        self.ipv6_prefix = ipv6_prefix  # client_ip keys of IPv6 peers: per /prefix
+
+
 class Worker:
     """One event loop's context (struct worker). Owns the connection set and the current
     upstream set; install_set() must be called once before the loop runs."""
@@ -76,6 +91,9 @@ class Worker:
         # retry budget inputs (contract 6), kept by the exchanges of this worker
         self.requests_in_flight = 0  # requests routed and not yet answered
         self.retries_in_flight = 0  # of those, requests on a retry attempt
+        self.rl: WorkerRateLimit | None = None  # rate limiting of the listener, None: off
+        self.counters = Counters()  # metrics counters (the creator may give shared ones)
+        self.crow = Counters.row(wid)  # this worker's row in `counters`
 
     # connections ------------------------------------------------------------------------------
 

@@ -16,7 +16,10 @@ from pyproxy.client import (
     ClientTimeout,
 )
 from pyproxy.exchange import X_RESP_DONE
+from pyproxy.metrics import C_RL_ALLOWED, C_RL_LIMITED
+from pyproxy.ratelimit import Limit, table_new
 from pyproxy.upstream import UpstreamSet
+from pyproxy.worker import WorkerRateLimit
 
 GET = b"GET /x HTTP/1.1\r\nHost: example\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -908,3 +911,123 @@ def test_hash_key_header_picks_the_same_upstream() -> None:
         c.conn.data_received(OK)
         assert t.take().endswith(b"ok")
     assert all(len(names) == 1 for names in seen.values()), seen
+
+
+# ---- rate limiting (contract 7) ------------------------------------------------------------
+
+
+def rl_harness(
+    capacity: int, rate: float, header: bytes | None = None, upstreams: str | None = None
+) -> Harness:
+    """A worker whose listener is rate-limited: one private table, default limit."""
+    h = Harness(make_config(upstreams=upstreams))
+    h.w.rl = WorkerRateLimit(table_new(64, Limit(capacity, rate)), header, 64)
+    return h
+
+
+def error_429(rid: bytes, limit: int, remaining: int, extra: bytes = b"") -> bytes:
+    body = b'{"code":429,"message":"Too Many Requests"}'
+    return (
+        b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nX-Request-ID: %s\r\n%sRateLimit-Limit: %d\r\n"
+        b"RateLimit-Remaining: %d\r\n\r\n%s" % (len(body), rid, extra, limit, remaining, body)
+    )
+
+
+def test_ratelimit_429_before_routing() -> None:
+    h = rl_harness(2, 0)
+    c, t = h.client()
+    for left in (1, 0):
+        c.data_received(GET)
+        up, ut = h.connect()
+        assert b"RateLimit" not in ut.take()  # the upstream never sees the headers
+        up.data_received(OK)
+        assert t.take() == (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nRateLimit-Limit: 2\r\n"
+            b"RateLimit-Remaining: %d\r\n\r\nok" % left
+        )
+    # empty: answered by the proxy, no upstream picked, no connect, keep-alive kept
+    c.data_received(b"GET /x HTTP/1.1\r\nHost: example\r\nX-Request-ID: r1\r\n\r\n")
+    assert t.take() == error_429(b"r1", 2, 0)  # rate 0: no Retry-After, no Reset
+    assert not h.loop.connects and not t.closing and not t.eof_sent
+    assert c.state == ClientState.IDLE
+    line = h.log.lines[-1]
+    assert (line["status"], line["upstream"], line["attempts"]) == (429, "", 0)
+    assert h.w.requests_in_flight == 0
+    # pipelined limited requests are answered in order on the same connection
+    c.data_received(GET + GET)
+    assert t.take().count(b"HTTP/1.1 429 ") == 2 and not h.loop.connects
+    counters = h.w.counters
+    assert (counters.total(C_RL_ALLOWED), counters.total(C_RL_LIMITED)) == (2, 3)
+
+
+def test_ratelimit_429_retry_after_and_reset() -> None:
+    h = rl_harness(1, 1e-9)  # one token per ~31 years: stable values for the test
+    c, t = h.client()
+    c.data_received(GET)
+    up, _ = h.connect()
+    up.data_received(OK)
+    assert b"RateLimit-Reset: 1000000000\r\n\r\nok" in t.take()
+    c.data_received(b"GET /x HTTP/1.1\r\nHost: example\r\nX-Request-ID: r2\r\n\r\n")
+    out = t.take()
+    assert out.startswith(b"HTTP/1.1 429 ")
+    assert b"X-Request-ID: r2\r\nRetry-After: 1000000000\r\nRateLimit-Limit: 1\r\n" in out
+    assert b"RateLimit-Remaining: 0\r\nRateLimit-Reset: 1000000000\r\n\r\n" in out
+
+
+def test_ratelimit_headers_on_every_response() -> None:
+    h = rl_harness(5, 0)
+    c, t = h.client()
+    # an upstream's own RateLimit-* are replaced by the proxy's
+    c.data_received(GET)
+    up, _ = h.connect()
+    up.data_received(
+        b"HTTP/1.1 404 Not Found\r\nRateLimit-Limit: 99\r\nConnection: close\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    out = t.take()
+    assert out.count(b"RateLimit-Limit") == 1
+    assert b"RateLimit-Limit: 5\r\nRateLimit-Remaining: 4\r\n\r\n" in out
+    # a 502 the proxy answers (every connect failed) after the take
+    c.data_received(GET)
+    h.loop.connects.pop().fail()
+    h.loop.connects.pop().fail()
+    out = t.take()
+    assert out.startswith(b"HTTP/1.1 502 ")
+    assert b"RateLimit-Limit: 5\r\nRateLimit-Remaining: 3\r\n\r\n" in out
+    # a 400 refused before any take: the bucket as it stands, nothing taken
+    c2, t2 = h.client()
+    c2.data_received(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    out = t2.take()
+    assert out.startswith(b"HTTP/1.1 400 ")
+    assert b"RateLimit-Limit: 5\r\nRateLimit-Remaining: 3\r\nConnection: close\r\n" in out
+    assert h.w.counters.total(C_RL_ALLOWED) == 2
+
+
+def test_ratelimit_header_key_falls_back_to_client_ip() -> None:
+    h = rl_harness(1, 0, b"x-api-key", "upstreams:\n  - address: 127.0.0.1:9001\n")
+    c, t = h.client()
+    c.data_received(b"GET / HTTP/1.1\r\nHost: a\r\nX-API-Key: alice\r\n\r\n")
+    up, _ = h.connect()  # pooled after each answer: every forwarded request uses it
+    up.data_received(OK)
+    assert t.take().startswith(b"HTTP/1.1 200 ")
+    c.data_received(b"GET / HTTP/1.1\r\nHost: a\r\nX-API-Key: bob\r\n\r\n")
+    up.data_received(OK)
+    assert t.take().startswith(b"HTTP/1.1 200 ")  # one bucket per key value
+    c.data_received(b"GET / HTTP/1.1\r\nHost: a\r\nX-API-Key: alice\r\n\r\n")
+    assert t.take().startswith(b"HTTP/1.1 429 ")
+    c.data_received(GET)  # no header: the client address's bucket
+    up.data_received(OK)
+    assert t.take().startswith(b"HTTP/1.1 200 ")
+    c.data_received(b"GET / HTTP/1.1\r\nHost: a\r\nX-API-Key:\r\n\r\n")  # empty: the address
+    assert t.take().startswith(b"HTTP/1.1 429 ")
+    assert h.w.rl is not None and h.w.rl.table.count() == 3
+
+
+def test_no_ratelimit_headers_without_rate_limit() -> None:
+    h = Harness()
+    c, t = h.client()
+    c.data_received(GET)
+    up, _ = h.connect()
+    up.data_received(b"HTTP/1.1 200 OK\r\nRateLimit-Limit: 9\r\nContent-Length: 0\r\n\r\n")
+    assert b"RateLimit-Limit: 9\r\n" in t.take()  # passed through untouched

@@ -118,7 +118,8 @@ def test_defaults() -> None:
 
 def test_empty_sections() -> None:
     """Sections present but empty keep their defaults, and enable what they enable.
-    rate_limit: and admin: are refused even empty, until they ship."""
+    An empty rate_limit: enables rate limiting with every default; an empty admin: without
+    a listen leaves the admin API off."""
     cfg = load(
         MIN_UP + "limits: {}\ntimeouts: {}\nhealth: {check: {}}\nretry_budget: {}\nlog: {}\n"
     )
@@ -131,8 +132,11 @@ def test_empty_sections() -> None:
     assert cfg.rate_limit.enabled is False
     assert cfg.rate_limit.default_capacity == 100.0
     assert cfg.admin_enabled is False
-    expect_error(MIN_UP + "log: {}\nrate_limit: {}\n", "t.yaml:4: rate_limit is not supported yet")
-    expect_error(MIN_UP + "admin: {}\n", "t.yaml:3: admin is not supported yet")
+    cfg = load(MIN_UP + "log: {}\nrate_limit: {}\nadmin: {}\n")
+    assert cfg.rate_limit.enabled is True
+    assert cfg.rate_limit.store == "twinproxy.db"
+    assert cfg.rate_limit.store_line == 4  # no store key: the line of rate_limit
+    assert cfg.admin_enabled is False
 
 
 def test_every_key() -> None:
@@ -206,9 +210,13 @@ def test_enums_and_key_forms() -> None:
     assert cfg.hash_key is ConfigKeyKind.PATH
     assert cfg.hash_header is None
     expect_error(
-        MIN_UP + "hash_key: path\nrate_limit: {key: client_ip}\n",
-        "t.yaml:4: rate_limit is not supported yet",
+        MIN_UP + "hash_key: path\nrate_limit: {key: path}\n",
+        't.yaml:4: rate_limit.key: unknown value "path" (expected client_ip | header:NAME)',
     )
+    cfg = load(MIN_UP + "rate_limit:\n  key: header:X-API-Key\n  store: /tmp/x.db\n")
+    assert cfg.rate_limit.key is ConfigKeyKind.HEADER
+    assert cfg.rate_limit.key_header == "X-API-Key"
+    assert cfg.rate_limit.store_line == 5
     cfg = load(MIN_UP + 'hash_key: client_ip\nlog: {access: "off"}\n')
     assert cfg.hash_key is ConfigKeyKind.CLIENT_IP
     assert cfg.log.access == "off"
@@ -244,10 +252,12 @@ def test_ipv6_listen() -> None:
     assert cfg.listen.host == "::1"
     assert cfg.listen.line == 1
     assert cfg.admin_enabled is False
-    expect_error(
-        "listen: \"[::1]:8443\"\nadmin:\n  listen: '[::]:9443'\n" + MIN_UP,
-        "t.yaml:2: admin is not supported yet",
-    )
+    cfg = load("listen: \"[::1]:8443\"\nadmin:\n  listen: '[::]:9443'\n  token: t\n" + MIN_UP)
+    assert cfg.admin_enabled is True
+    assert cfg.admin_listen is not None
+    assert_addr(cfg.admin_listen, socket.AF_INET6, "::", 9443)
+    assert cfg.admin_listen.line == 3
+    assert cfg.admin_token == "t"
 
 
 def test_example_config() -> None:
@@ -414,18 +424,22 @@ ERRORS_FROM_STRING = [
     ("~\n", "t.yaml:1: upstreams: at least one upstream is required"),
     ("just text\n", 't.yaml:1: expected a mapping at the top level, got "just text"'),
     (MIN_UP + "limits: {max_body_bytes: 1t}\n", 't.yaml:3: limits.max_body_bytes: bad size "1t"'),
-    (MIN_UP + "admin:\n  token:\n", "t.yaml:3: admin is not supported yet"),
+    (MIN_UP + "admin:\n  token:\n", "t.yaml:4: admin.token: expected a string, got null"),
     (MIN_UP + "log:\n  access:\n", "t.yaml:4: log.access: expected a string, got null"),
     (MIN_UP + "workers: [1]\n", "t.yaml:3: workers: expected an integer, got a list"),
     (
         MIN_UP + "rate_limit:\n  default: {capacity: many}\n",
-        "t.yaml:3: rate_limit is not supported yet",
+        't.yaml:4: rate_limit.default.capacity: expected a number, got "many"',
     ),
     (
         MIN_UP + "rate_limit:\n  default: {capacity: 1000000000.5}\n",
-        "t.yaml:3: rate_limit is not supported yet",
+        "t.yaml:4: rate_limit.default.capacity: must be <= 1000000000",
     ),
-    (MIN_UP + 'rate_limit: {key: "header:"}\n', "t.yaml:3: rate_limit is not supported yet"),
+    (
+        MIN_UP + "rate_limit:\n  default: {capacity: 2.5}\n",
+        "t.yaml:4: rate_limit.default.capacity: must be an integer",
+    ),
+    (MIN_UP + 'rate_limit: {key: "header:"}\n', 't.yaml:3: rate_limit.key: bad header name ""'),
     (MIN_UP + 'hash_key: "header:"\n', 't.yaml:3: hash_key: bad header name ""'),
     (
         MIN_UP + "retry_budget:\n  percent: 100.5\n",
