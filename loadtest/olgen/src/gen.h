@@ -19,6 +19,9 @@ struct gen_result {
     uint64_t scheduled;    /* measured requests the schedule produced */
     uint64_t sent;         /* measured requests written to a connection */
     uint64_t completed;    /* measured requests answered with a full response */
+    uint64_t completed_in_window; /* responses (any request, warm-up included) that
+                                     completed inside [measure start, window end):
+                                     achieved_rate = this / duration */
     uint64_t timeouts;     /* measured requests abandoned after --timeout */
     uint64_t lost;         /* measured requests in flight on a connection that failed */
     uint64_t non_2xx;      /* completed with a status outside 200..299 */

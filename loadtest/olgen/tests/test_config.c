@@ -23,8 +23,11 @@ static void test_minimal_defaults(void **state)
     assert_int_equal(c.pipeline, 1);
     assert_string_equal(c.method, "GET");
     assert_int_equal(c.timeout_us, 10000000);
-    assert_int_equal(c.max_backlog, 200); /* one second of requests */
-    assert_int_equal(c.max_lag_us, 100000);
+    assert_int_equal(c.max_backlog, 8); /* 10 ms of 200/s = 2, floor 8 */
+    assert_int_equal(c.max_lag_us, 10000);
+    assert_true(c.trend_ratio == 2.0);
+    assert_int_equal(c.trend_min_us, 1000);
+    assert_true(c.min_achieved == 0.95);
     assert_int_equal(c.nheaders, 0);
     assert_string_equal(c.target.path, "/x");
     config_deinit(&c);
