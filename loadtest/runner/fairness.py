@@ -174,7 +174,9 @@ def ejection(
     - ``readmission_s``: restart -> its first response after the restart.
     """
     end = restarted_at if restarted_at is not None else float("inf")
-    dead = [(t, n) for t, n in refused if killed_at <= t <= end]
+    # from the last sample before the kill (the baseline) to the restart
+    first = max((i for i, (t, _) in enumerate(refused) if t < killed_at), default=0)
+    dead = [(t, n) for i, (t, n) in enumerate(refused) if i >= first and t <= end]
     total = 0
     ejection_s = None
     bursts = 0
