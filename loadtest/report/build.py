@@ -379,8 +379,16 @@ def capacity_runs(res: Results, contender: str, connections: Any) -> list[Run]:
 
 
 def s4_rate(res: Results) -> Any:
-    rates = res.param_values("S4", "rate")
-    return rates[-1] if rates else None
+    """The highest S4 rate (above the idle 0) at which every S4 contender has a valid
+    rep; else the highest rate."""
+    rates = [r for r in res.param_values("S4", "rate") if r]
+    names = res.contenders("S4")
+    shared = [
+        r
+        for r in rates
+        if all(any(x.valid for x in res.select("S4", n, rate=r)) for n in names)
+    ]
+    return (shared or rates or [None])[-1]
 
 
 def s7_connections(res: Results) -> Any:
@@ -776,7 +784,42 @@ def section_s4(ctx: Ctx) -> list[Block]:
         blocks.append(
             Para("Syscalls per request: not measured in this run (no strace pass).")
         )
-    rate = rates[-1]
+    fits = [r for r in runs if r.params.get("fit")]
+    if fits:
+        fig = [
+            ("marginal µs/req (b)", metric("marginal_us_per_req")),
+            ("± fit s.e. µs", metric("marginal_se_us")),
+            ("idle utilisation (a)", metric("idle_utilisation")),
+            ("r²", metric("r2")),
+            ("max req/s in fit", metric("max_rps")),
+        ]
+        fit_names = [n for n in names if any(r.contender == n for r in fits)]
+        blocks.append(
+            Para(
+                "Marginal CPU cost: utilisation (CPU s per s, schedstat) = a + b × req/s, "
+                "fit over the idle point and every valid rate of a rep; b is the CPU one more "
+                "request costs."
+            )
+        )
+        blocks.append(
+            contender_table(
+                fit_names,
+                "contender",
+                figure_columns(
+                    fit_names,
+                    lambda n: [r for r in fits if r.contender == n],
+                    fig,
+                ),
+            )
+        )
+    traced = [
+        r
+        for r in rates
+        if any(
+            x.metric("syscalls_per_req") is not None for x in res.select("S4", rate=r)
+        )
+    ]
+    rate = (traced or [s4_rate(res)])[-1]
     blocks += syscall_table(res, names, rate)
     blocks += ratio_table(
         [
