@@ -287,8 +287,9 @@ class Block:
             float(self.ctx.prof.get("load_bound_pct", hostcpu.LOAD_BOUND_PCT)),
         )
         metrics = {**metrics, "host": host}
-        # direct has no proxy: its figure is the load side's by definition (the ceiling)
-        if self.c != "direct":
+        # direct has no proxy: its figure is the load side's by definition (the ceiling);
+        # an idle point (rate 0) puts no load on the load side
+        if self.c != "direct" and p.get("rate", 1) != 0:
             metrics["load_bound"] = host["load_bound"]
             reason = join(reason, hostcpu.load_bound_reason(host))
         if run is not None:
@@ -1300,9 +1301,7 @@ def _s10_measure(
     metrics = locustdrv.metrics(rows, dur)
     nconn = locustdrv.connects(prefix)
     metrics["client_connects"] = nconn
-    metrics["requests_per_connect"] = (
-        len(rows) / nconn if nconn else None
-    )  # keep-alive reuse
+    metrics["requests_per_connect"] = len(rows) / nconn if nconn else None
     metrics["locust_processes"] = max(1, int(p["workers"]))
     metrics["distributed"] = int(p["workers"]) > 0
     reason = None
