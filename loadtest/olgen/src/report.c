@@ -65,8 +65,7 @@ unsigned report_invalid(const struct config *cfg, const struct gen_result *res)
 {
     unsigned f = 0;
     struct report_trend t;
-    if (cfg->min_achieved > 0 &&
-        report_achieved_rate(cfg, res) < cfg->min_achieved * cfg->rate)
+    if (cfg->min_achieved > 0 && report_achieved_rate(cfg, res) < cfg->min_achieved * cfg->rate)
         f |= REPORT_INVALID_ACHIEVED;
     if (report_trend(&res->samples, cfg->duration_s, &t) == 0 &&
         report_trend_grew(&t, cfg->trend_ratio, cfg->trend_min_us))
@@ -99,8 +98,8 @@ static json_t *u64(uint64_t v) { return json_integer((json_int_t)v); }
 json_t *report_json(const struct config *cfg, const struct gen_result *res,
                     const struct stats_summary *sum)
 {
-    static const char *const reasons[] = {"backlog", "scheduler_lag", "unsent", "interrupted",
-                                          "samples_lost", "achieved_rate",
+    static const char *const reasons[] = {"backlog",      "scheduler_lag", "unsent",
+                                          "interrupted",  "samples_lost",  "achieved_rate",
                                           "latency_trend"};
     struct report_trend trend;
     json_t *o = json_object(), *status = json_object(), *sock = json_object();

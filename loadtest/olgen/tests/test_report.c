@@ -142,7 +142,7 @@ static void test_achieved_rate_counts_window_completions(void **state)
     struct gen_result r;
     base(&c, &r);
     c.min_achieved = 0.95;
-    r.completed = 200; /* every measured request completed ... */
+    r.completed = 200;           /* every measured request completed ... */
     r.completed_in_window = 150; /* ... but only 150 inside the 2 s window */
     assert_true(report_achieved_rate(&c, &r) == 75.0);
     assert_int_equal(report_invalid(&c, &r), REPORT_INVALID_ACHIEVED);
@@ -157,8 +157,7 @@ static void fill(struct stats *s, uint32_t first_us, uint32_t last_us)
 {
     /* 2 s window, one sample every 10 ms; latency ramps linearly first -> last */
     for (uint32_t i = 0; i < 200; i++)
-        stats_add(s, (uint64_t)i * 10000, first_us + (uint64_t)(last_us - first_us) * i / 199,
-                  200);
+        stats_add(s, (uint64_t)i * 10000, first_us + (uint64_t)(last_us - first_us) * i / 199, 200);
 }
 
 static void test_trend(void **state)
