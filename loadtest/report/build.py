@@ -1261,6 +1261,10 @@ def _num(v: Any) -> float | None:
 # ---------------------------------------------------------------- S10 locust
 
 
+def _pct_of(v: float | None, top: float) -> float | None:
+    return None if v is None else 100.0 * v / top
+
+
 def section_s10(ctx: Ctx) -> list[Block]:
     res = ctx.res
     blocks: list[Block] = [Heading(2, "S10 Locust request mix", "s10")]
@@ -1291,8 +1295,22 @@ def section_s10(ctx: Ctx) -> list[Block]:
         ("req/s", metric("rps")),
         ("p50 µs", metric("percentiles_us", "50")),
         ("p99 µs", metric("percentiles_us", "99")),
+        ("client connects", metric("client_connects")),
+        ("req per connect", metric("requests_per_connect")),
+        ("load core busy %", metric("host", "load_core", "busy_pct")),
     ]
+    ceiling = cell(sel("direct"), metric("rps")).summary if "direct" in names else None
+    if ceiling is not None and ceiling.median:
+        top = ceiling.median
+        figs.append(("% of locust ceiling", lambda r: _pct_of(r.metric("rps"), top)))
     blocks.append(contender_table(names, "contender", figure_columns(names, sel, figs)))
+    if ceiling is not None:
+        blocks.append(
+            Para(
+                f"Locust's own ceiling (direct, no proxy): {ceiling.median:,.0f} req/s; "
+                "a contender near it is limited by locust, not by itself."
+            )
+        )
     panels = [
         plots.Panel(
             title, title, ["S10"], {n: [cell(sel(n), get).summary] for n in names}, log
