@@ -224,3 +224,50 @@ def test_locust_connects_summed_and_removed(tmp_path: Path) -> None:
     assert locustdrv.connects(prefix) == 12
     assert not list(tmp_path.glob("*.conns"))
     assert locustdrv.connects(prefix) is None
+
+
+def _ctx(tmp_path: Path) -> scenarios.Ctx:
+    return scenarios.Ctx(
+        pm=None,  # type: ignore[arg-type]
+        out=tmp_path,
+        work=tmp_path,
+        prof={},
+        pin={"proxy_cpu": 1, "load_cpu": 0},
+    )
+
+
+@pytest.mark.parametrize(
+    ("sc", "contender", "params", "gated"),
+    [
+        ("S2", "c-proxy", {"rate": 1000}, True),
+        ("S2", "direct", {"rate": 1000}, False),  # no proxy: the ceiling
+        ("S4", "nginx", {"rate": 0}, False),  # idle point: no load
+        ("S10", "py-asyncio", {"users": 10}, False),  # closed-loop locust: recorded
+    ],
+)
+def test_block_marks_load_bound(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sc: str,
+    contender: str,
+    params: dict[str, Any],
+    gated: bool,
+) -> None:
+    samples = iter(
+        [
+            {"stat": hostcpu.parse_proc_stat(STAT_BEFORE), "loadavg": 1.0},
+            {"stat": hostcpu.parse_proc_stat(STAT_AFTER), "loadavg": 1.0},
+        ]
+    )
+    monkeypatch.setattr(hostcpu, "host_sample", lambda: next(samples))
+    blk = scenarios.Block(_ctx(tmp_path), sc, contender, 0, [params])
+    rec = blk.measure(0, lambda: ({"x": 1}, None, {}), None)
+    assert rec["metrics"]["host"]["load_core"]["busy_pct"] == 96.0
+    assert rec["metrics"]["x"] == 1
+    if gated:
+        assert rec["valid"] is False and rec["invalid_reason"].startswith("LOAD-BOUND")
+        assert rec["metrics"]["load_bound"] is True
+    else:
+        assert rec["valid"] is True
+    if sc == "S10":
+        assert rec["metrics"]["load_bound"] is True
