@@ -755,6 +755,11 @@ def section_s4(ctx: Ctx) -> list[Block]:
         ("requests", metric("requests")),
         ("syscalls/req", metric("syscalls_per_req")),
     )
+    # the plot and ratios use the common ladder (rates every contender ran); the table
+    # also lists each contender's own capacity fractions
+    common = [
+        r for r in rates if all(res.select("S4", n, rate=r) for n in names)
+    ] or rates
     rows = []
     for n in names:
         for rate in rates:
@@ -774,10 +779,10 @@ def section_s4(ctx: Ctx) -> list[Block]:
         ),
     ):
         series = {
-            n: [cell(res.select("S4", n, rate=r), get).summary for r in rates]
+            n: [cell(res.select("S4", n, rate=r), get).summary for r in common]
             for n in names
         }
-        panels.append(plots.Panel(title, unit, [f"{r} req/s" for r in rates], series))
+        panels.append(plots.Panel(title, unit, [f"{r} req/s" for r in common], series))
     path = plots.bars(ctx.plots_dir / "s4-cpu.png", panels)
     blocks.append(ctx.image(path, "S4 CPU µs per request and syscalls per request"))
     if all(r.metric("syscalls_per_req") is None for r in runs):

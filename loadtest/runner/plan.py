@@ -90,6 +90,7 @@ def estimate(sc: str, prof: dict[str, Any]) -> float:
         return START_S + w + d + float(p.get("warmup_s", 0)) + 0.2
     if sc == "S4":
         n = len(p["rates"]) + (0 if 0 in p["rates"] else 1)  # + the idle point
+        n += len(p.get("fractions") or [])  # + the contender's own capacity fractions
         passes = 1 if p.get("strace_rate") is not None else len(p["rates"])
         return START_S + w + n * (d + 0.6) + passes * (float(p["strace_s"]) + 0.6)
     if sc == "S5":

@@ -667,12 +667,24 @@ def params_S4(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
     rates up to near saturation; a point a contender cannot sustain comes out invalid
     and stays out of its fit."""
     p = ctx.prof["S4"]
-    rates = [int(r) for r in p["rates"]]
-    if 0 not in rates:
-        rates = [0] + rates
+    rates = {int(r) for r in p["rates"]} | {0}
+    own: set[int] = set()
+    # plus fractions of this contender's own S1 capacity, so that its fit reaches near
+    # its saturation (a common ladder up to 10 k/s is 15 % of a 65 k/s proxy)
+    caps = ctx.capacity.get(
+        (name, int(ctx.prof.get("S2", {}).get("capacity_connections", 64)))
+    )
+    if caps and p.get("fractions"):
+        cap = statistics.median(caps)
+        own = {max(100, int(round(cap * f, -2))) for f in p["fractions"]} - rates
     return [
-        {"rate": r, "connections": p["connections"], "path": p["path"]}
-        for r in sorted(rates)
+        {
+            "rate": r,
+            "connections": p["connections"],
+            "path": p["path"],
+            "ladder": "own" if r in own else "common",
+        }
+        for r in sorted(rates | own)
     ]
 
 

@@ -271,3 +271,28 @@ def test_block_marks_load_bound(
         assert rec["valid"] is True
     if sc == "S10":
         assert rec["metrics"]["load_bound"] is True
+
+
+def test_s4_ladder_idle_common_and_own_fractions(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    ctx.prof = {
+        "S2": {"capacity_connections": 64},
+        "S4": {
+            "rates": [1000, 5000],
+            "fractions": [0.5, 0.8],
+            "connections": 16,
+            "path": "/bytes/0",
+        },
+    }
+    # no S1 capacity: the idle point and the common ladder only
+    ps = scenarios.params_S4(ctx, "S4", "c-proxy")
+    assert [p["rate"] for p in ps] == [0, 1000, 5000]
+    assert {p["ladder"] for p in ps} == {"common"}
+    ctx.capacity[("c-proxy", 64)] = [10000.0, 10200.0, 9800.0]
+    ps = scenarios.params_S4(ctx, "S4", "c-proxy")
+    assert [(p["rate"], p["ladder"]) for p in ps] == [
+        (0, "common"),
+        (1000, "common"),
+        (5000, "common"),  # 0.5 x 10000 is already on the common ladder
+        (8000, "own"),
+    ]
