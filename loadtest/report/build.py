@@ -43,7 +43,7 @@ RATIOS = (
     ("py-uvloop/c", "py-uvloop", "c-proxy"),
     ("uvloop/asyncio", "py-uvloop", "py-asyncio"),
 )
-S8_PHASES = ("equal", "slow", "dead", "killed")
+S8_PHASES = ("equal", "slow", "weighted", "dead", "killed")
 HEADLINE_CONNECTIONS = 64
 WRK_NOTE = (
     "wrk figures are shown as capacity (requests/s) only, never as latency: wrk waits for "
@@ -379,8 +379,16 @@ def capacity_runs(res: Results, contender: str, connections: Any) -> list[Run]:
 
 
 def s4_rate(res: Results) -> Any:
-    rates = res.param_values("S4", "rate")
-    return rates[-1] if rates else None
+    """The highest S4 rate (above the idle 0) at which every S4 contender has a valid
+    rep; else the highest rate."""
+    rates = [r for r in res.param_values("S4", "rate") if r]
+    names = res.contenders("S4")
+    shared = [
+        r
+        for r in rates
+        if all(any(x.valid for x in res.select("S4", n, rate=r)) for n in names)
+    ]
+    return (shared or rates or [None])[-1]
 
 
 def s7_connections(res: Results) -> Any:
@@ -747,6 +755,11 @@ def section_s4(ctx: Ctx) -> list[Block]:
         ("requests", metric("requests")),
         ("syscalls/req", metric("syscalls_per_req")),
     )
+    # the plot and ratios use the common ladder (rates every contender ran); the table
+    # also lists each contender's own capacity fractions
+    common = [
+        r for r in rates if all(res.select("S4", n, rate=r) for n in names)
+    ] or rates
     rows = []
     for n in names:
         for rate in rates:
@@ -766,17 +779,52 @@ def section_s4(ctx: Ctx) -> list[Block]:
         ),
     ):
         series = {
-            n: [cell(res.select("S4", n, rate=r), get).summary for r in rates]
+            n: [cell(res.select("S4", n, rate=r), get).summary for r in common]
             for n in names
         }
-        panels.append(plots.Panel(title, unit, [f"{r} req/s" for r in rates], series))
+        panels.append(plots.Panel(title, unit, [f"{r} req/s" for r in common], series))
     path = plots.bars(ctx.plots_dir / "s4-cpu.png", panels)
     blocks.append(ctx.image(path, "S4 CPU µs per request and syscalls per request"))
     if all(r.metric("syscalls_per_req") is None for r in runs):
         blocks.append(
             Para("Syscalls per request: not measured in this run (no strace pass).")
         )
-    rate = rates[-1]
+    fits = [r for r in runs if r.params.get("fit")]
+    if fits:
+        fig = [
+            ("marginal µs/req (b)", metric("marginal_us_per_req")),
+            ("± fit s.e. µs", metric("marginal_se_us")),
+            ("idle utilisation (a)", metric("idle_utilisation")),
+            ("r²", metric("r2")),
+            ("max req/s in fit", metric("max_rps")),
+        ]
+        fit_names = [n for n in names if any(r.contender == n for r in fits)]
+        blocks.append(
+            Para(
+                "Marginal CPU cost: utilisation (CPU s per s, schedstat) = a + b × req/s, "
+                "fit over the idle point and every valid rate of a rep; b is the CPU one more "
+                "request costs."
+            )
+        )
+        blocks.append(
+            contender_table(
+                fit_names,
+                "contender",
+                figure_columns(
+                    fit_names,
+                    lambda n: [r for r in fits if r.contender == n],
+                    fig,
+                ),
+            )
+        )
+    traced = [
+        r
+        for r in rates
+        if any(
+            x.metric("syscalls_per_req") is not None for x in res.select("S4", rate=r)
+        )
+    ]
+    rate = (traced or [s4_rate(res)])[-1]
     blocks += syscall_table(res, names, rate)
     blocks += ratio_table(
         [
@@ -1048,6 +1096,26 @@ def section_s8(ctx: Ctx) -> list[Block]:
     if panels:
         path = plots.bars(ctx.plots_dir / "s8-fairness.png", panels)
         blocks.append(ctx.image(path, "S8 requests per upstream per phase"))
+    failed = [
+        f"{r.contender} {r.params.get('phase')} rep {r.rep}: {r.metrics.get('fairness')}"
+        for r in runs
+        if str(r.metrics.get("fairness") or "").startswith("FAILED")
+    ]
+    if failed:
+        blocks.append(Para("**FAILED** fairness gate: " + "; ".join(failed) + "."))
+    killed = [n for n in names if res.select("S8", n, phase="killed")]
+    if any(r.metrics.get("ejection") for r in res.select("S8", phase="killed")):
+        blocks.append(Heading(3, "Ejection and re-admission (killed phase)"))
+        ej = [
+            ("ejection s", metric("ejection", "ejection_s")),
+            ("refused connects while dead", metric("ejection", "refused_while_dead")),
+            ("errors while dead", metric("ejection", "errors_while_dead")),
+            ("re-admission s", metric("ejection", "readmission_s")),
+        ]
+        cols = figure_columns(
+            killed, functools.partial(_runs_at, res, "S8", "phase", "killed"), ej
+        )
+        blocks.append(contender_table(killed, "contender", cols))
     blocks += s8_series(ctx, names)
     blocks += invalid_list(runs)
     return blocks
@@ -1198,6 +1266,10 @@ def _num(v: Any) -> float | None:
 # ---------------------------------------------------------------- S10 locust
 
 
+def _pct_of(v: float | None, top: float) -> float | None:
+    return None if v is None else 100.0 * v / top
+
+
 def section_s10(ctx: Ctx) -> list[Block]:
     res = ctx.res
     blocks: list[Block] = [Heading(2, "S10 Locust request mix", "s10")]
@@ -1228,8 +1300,22 @@ def section_s10(ctx: Ctx) -> list[Block]:
         ("req/s", metric("rps")),
         ("p50 µs", metric("percentiles_us", "50")),
         ("p99 µs", metric("percentiles_us", "99")),
+        ("client connects", metric("client_connects")),
+        ("req per connect", metric("requests_per_connect")),
+        ("load core busy %", metric("host", "load_core", "busy_pct")),
     ]
+    ceiling = cell(sel("direct"), metric("rps")).summary if "direct" in names else None
+    if ceiling is not None and ceiling.median:
+        top = ceiling.median
+        figs.append(("% of locust ceiling", lambda r: _pct_of(r.metric("rps"), top)))
     blocks.append(contender_table(names, "contender", figure_columns(names, sel, figs)))
+    if ceiling is not None:
+        blocks.append(
+            Para(
+                f"Locust's own ceiling (direct, no proxy): {ceiling.median:,.0f} req/s; "
+                "a contender near it is limited by locust, not by itself."
+            )
+        )
     panels = [
         plots.Panel(
             title, title, ["S10"], {n: [cell(sel(n), get).summary] for n in names}, log

@@ -131,6 +131,21 @@ def merge(samples_prefix: Path, out_csv: Path) -> list[tuple[int, str, int, int]
     return rows
 
 
+def connects(samples_prefix: Path) -> int | None:
+    """Sum the per-process connection counts mix.py wrote (deletes the parts); None when
+    no process wrote one."""
+    total, seen = 0, False
+    for part in sorted(glob.glob(f"{samples_prefix}-*.conns")):
+        try:
+            with open(part, encoding="ascii") as f:
+                total += int(f.read().strip() or 0)
+            seen = True
+        except (OSError, ValueError):
+            pass
+        os.unlink(part)
+    return total if seen else None
+
+
 def metrics(rows: list[tuple[int, str, int, int]], duration_s: float) -> dict[str, Any]:
     lat = [r[2] for r in rows]
     failures = sum(1 for r in rows if r[3] == 0 or (r[3] >= 400 and r[3] != 404))

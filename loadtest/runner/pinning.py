@@ -27,6 +27,9 @@ def plan(ncpu: int | None = None) -> dict[str, object]:
         "proxy_cpu": proxy_cpu,
         "load_cpu": load_cpu,
         "upstream_cpu": load_cpu,
+        # tools that must not compete with the generator (S4's strace): a third core when
+        # there is one, else the proxy's core (the tracee stops while strace runs anyway)
+        "aux_cpu": 2 if n >= 3 else proxy_cpu,
         "cores": n,
         "two_cores": n == 2,
         "tool": "taskset -c (proxy); runner and its other children inherit sched_setaffinity(load_cpu)",

@@ -89,7 +89,10 @@ def estimate(sc: str, prof: dict[str, Any]) -> float:
     if sc == "S3":
         return START_S + w + d + float(p.get("warmup_s", 0)) + 0.2
     if sc == "S4":
-        return START_S + w + len(p["rates"]) * (d + float(p["strace_s"]) + 0.6)
+        n = len(p["rates"]) + (0 if 0 in p["rates"] else 1)  # + the idle point
+        n += len(p.get("fractions") or [])  # + the contender's own capacity fractions
+        passes = 1 if p.get("strace_rate") is not None else len(p["rates"])
+        return START_S + w + n * (d + 0.6) + passes * (float(p["strace_s"]) + 0.6)
     if sc == "S5":
         return START_S + w + len(p["sizes"]) * (d + 0.1)
     if sc == "S6":
@@ -97,7 +100,7 @@ def estimate(sc: str, prof: dict[str, Any]) -> float:
     if sc == "S7":
         return START_S + w + sum(p["connections"]) / 5000 + float(p["hold_s"]) + 0.1
     if sc == "S8":
-        return 4 * START_S + 3 * d + float(p["killed_duration_s"])
+        return 5 * START_S + 4 * d + float(p["killed_duration_s"])
     if sc == "S9":
         return (
             START_S

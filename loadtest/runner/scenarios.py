@@ -31,6 +31,7 @@ from typing import Any
 from . import (
     contenders,
     fairness,
+    hostcpu,
     httpclient,
     idleconns,
     locustdrv,
@@ -243,6 +244,9 @@ def raw_name(*parts: Any) -> str:
     return "-".join(str(p) for p in parts)
 
 
+LOAD_BOUND_RECORDED_ONLY = {"S10"}
+
+
 class Block:
     """One contender's block: records every param exactly once, even on failure."""
 
@@ -263,18 +267,41 @@ class Block:
         i: int,
         fn: Callable[[], tuple[dict[str, Any], str | None, dict[str, str]]],
         run: Running | None,
+        annotate: Callable[
+            [dict[str, Any], str | None], tuple[dict[str, Any], str | None]
+        ]
+        | None = None,
     ) -> dict[str, Any]:
         p = self.params[i]
         self.ctx.note(
             " ".join(f"{k}={v}" for k, v in p.items() if k not in ("path",))[:34]
         )
         started, t0 = now_iso(), time.monotonic()
+        hb = hostcpu.host_sample()
         try:
             metrics, reason, files = fn()
         except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as e:
             metrics, reason, files = {}, f"measurement failed: {e}"[:500], {}
+        host = hostcpu.host_delta(
+            hb,
+            hostcpu.host_sample(),
+            self.ctx.proxy_cpu,
+            self.ctx.load_cpu,
+            float(self.ctx.prof.get("load_bound_pct", hostcpu.LOAD_BOUND_PCT)),
+        )
+        metrics = {**metrics, "host": host}
+        # direct has no proxy: its figure is the load side's by definition (the ceiling);
+        # an idle point (rate 0) puts no load on the load side
+        if self.c != "direct" and p.get("rate", 1) != 0:
+            metrics["load_bound"] = host["load_bound"]
+            # S10 is closed-loop locust: it saturates the load core by design and is read
+            # against locust's ceiling (direct), so there it is recorded, not gated
+            if self.sc not in LOAD_BOUND_RECORDED_ONLY:
+                reason = join(reason, hostcpu.load_bound_reason(host))
         if run is not None:
             reason = join(reason, crash_reason(run))
+        if annotate is not None:
+            metrics, reason = annotate(metrics, reason)
         self.done.add(i)
         return self.ctx.record(
             self.sc,
@@ -536,19 +563,77 @@ def _measure_each(
         contenders.stop(ctx.pm, run)
 
 
+class Ladder:
+    """S2's rate ladder, lowest rate first. The honest end of a curve is the first point
+    that is invalid: it is marked ``curve: "end"``; every point above it is ``past_end``
+    and invalid even if its own gates passed (a valid point above an invalid one is not
+    on the curve). After ``stop_after`` invalid points in a row the rest is not run."""
+
+    def __init__(self, stop_after: int = 2) -> None:
+        self.end_rate: float | None = None
+        self.run_invalid = 0
+        self.stop_after = stop_after
+
+    def stopped(self) -> bool:
+        return self.run_invalid >= self.stop_after
+
+    def annotate(
+        self, rate: float, metrics: dict[str, Any], reason: str | None
+    ) -> tuple[dict[str, Any], str | None]:
+        self.run_invalid = self.run_invalid + 1 if reason else 0
+        if self.end_rate is None:
+            if reason is None:
+                return {**metrics, "curve": "on"}, None
+            self.end_rate = rate
+            return {**metrics, "curve": "end"}, reason
+        past = f"past the end of the curve (rate {self.end_rate:.0f} was invalid)"
+        return {**metrics, "curve": "past_end", "curve_end_rate": self.end_rate}, join(
+            reason, past
+        )
+
+
+def _past_end(end: float) -> tuple[dict[str, Any], str | None, dict[str, str]]:
+    why = (
+        f"not measured: past the end of the curve (rate {end:.0f} and the next invalid)"
+    )
+    return {"curve": "past_end", "curve_end_rate": end}, why, {}
+
+
 def block_S23(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
     _need_olgen(ctx)
     doc = base_doc(ctx)
     warm = float(ctx.prof[sc].get("warmup_s", 0))
-    _measure_each(
-        ctx,
-        sc,
-        name,
-        rep,
-        blk,
-        doc,
-        lambda r, p: partial(_olgen_measure, ctx, r, sc, rep, p, warm),
-    )
+    if sc != "S2":
+        _measure_each(
+            ctx,
+            sc,
+            name,
+            rep,
+            blk,
+            doc,
+            lambda r, p: partial(_olgen_measure, ctx, r, sc, rep, p, warm),
+        )
+        return
+    ladder = Ladder(int(ctx.prof[sc].get("stop_after_invalid", 2)))
+    tag = raw_name(sc, name, rep)
+    run = start_contender(ctx, name, doc, tag)
+    try:
+        warmup(ctx, run)
+        order = sorted(range(len(blk.params)), key=lambda i: blk.params[i]["rate"])
+        for i in order:
+            p = blk.params[i]
+            if ladder.stopped():
+                blk.measure(i, partial(_past_end, ladder.end_rate or 0.0), None)
+                continue
+            run = ensure_running(ctx, run, doc, tag)
+            blk.measure(
+                i,
+                partial(_olgen_measure, ctx, run, sc, rep, p, warm),
+                run,
+                partial(ladder.annotate, float(p["rate"])),
+            )
+    finally:
+        contenders.stop(ctx.pm, run)
 
 
 _STRACE_ROW = re.compile(
@@ -578,11 +663,43 @@ def parse_strace_c(text: str) -> dict[str, int]:
 
 
 def params_S4(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
+    """One common absolute ladder for every contender: 0 req/s (idle) and the profile's
+    rates up to near saturation; a point a contender cannot sustain comes out invalid
+    and stays out of its fit."""
     p = ctx.prof["S4"]
+    rates = {int(r) for r in p["rates"]} | {0}
+    own: set[int] = set()
+    # plus fractions of this contender's own S1 capacity, so that its fit reaches near
+    # its saturation (a common ladder up to 10 k/s is 15 % of a 65 k/s proxy)
+    caps = ctx.capacity.get(
+        (name, int(ctx.prof.get("S2", {}).get("capacity_connections", 64)))
+    )
+    if caps and p.get("fractions"):
+        cap = statistics.median(caps)
+        own = {max(100, int(round(cap * f, -2))) for f in p["fractions"]} - rates
     return [
-        {"rate": r, "connections": p["connections"], "path": p["path"]}
-        for r in p["rates"]
+        {
+            "rate": r,
+            "connections": p["connections"],
+            "path": p["path"],
+            "ladder": "own" if r in own else "common",
+        }
+        for r in sorted(rates | own)
     ]
+
+
+def strace_gate(sres: dict[str, Any], connections: int) -> str | None:
+    """The strace pass counts only if it ran undisturbed: every scheduled request
+    completed and no connection was re-made."""
+    sched = int(sres.get("scheduled") or 0)
+    done = int(sres.get("completed") or 0)
+    connects = int(sres.get("connects") or 0)
+    reasons = []
+    if done != sched:
+        reasons.append(f"completed {done} of {sched} scheduled")
+    if connects > connections:
+        reasons.append(f"{connects - connections} reconnects")
+    return "; ".join(reasons) or None
 
 
 def _s4_measure(
@@ -591,39 +708,58 @@ def _s4_measure(
     assert run.pid is not None
     rate = float(p["rate"])
     dur = float(ctx.prof["S4"]["duration_s"])
-    before = processes.tree_stats(run.pid)
-    res = olgen.run(run.url + p["path"], rate, dur, connections=int(p["connections"]))
-    after = processes.tree_stats(run.pid)
-    user_s, sys_s = processes.cpu_delta(before, after)
+    pids = processes.tree(run.pid)
+    before = hostcpu.tasks_cpu(pids)
+    t0 = time.monotonic()
+    if rate > 0:
+        res = olgen.run(
+            run.url + p["path"], rate, dur, connections=int(p["connections"])
+        )
+    else:
+        time.sleep(dur)  # the idle point: what the proxy burns doing nothing
+        res = {}
+    wall = time.monotonic() - t0
+    after = hostcpu.tasks_cpu(processes.tree(run.pid))
+    cpu = hostcpu.tasks_delta(before, after)
     completed = int(res.get("completed") or 0)
     metrics: dict[str, Any] = {
-        "cpu_us_per_req": (user_s + sys_s) * 1e6 / completed if completed else None,
-        "user_s": user_s,
-        "sys_s": sys_s,
+        "cpu_source": "schedstat",
+        "cpu_s": cpu["cpu_s"],
+        "cpu_us_per_req": cpu["cpu_s"] * 1e6 / completed if completed else None,
+        "user_us_per_req": cpu["user_s"] * 1e6 / completed if completed else None,
+        "sys_us_per_req": cpu["sys_s"] * 1e6 / completed if completed else None,
+        "user_s": cpu["user_s"],
+        "sys_s": cpu["sys_s"],
+        "wall_s": wall,
+        "utilisation": cpu["cpu_s"] / wall if wall > 0 else None,
+        "throughput_rps": completed / wall if wall > 0 else 0.0,
         "requests": completed,
-        "processes": len(after),
-        "achieved_rate": res.get("achieved_rate"),
-        "offered_rate_achieved": res.get("offered_rate_achieved"),
-        "errors": res.get("errors"),
+        "processes": len(pids),
+        "achieved_rate": res.get("achieved_rate") if rate > 0 else 0,
+        "offered_rate_achieved": res.get("offered_rate_achieved") if rate > 0 else True,
+        "errors": res.get("errors") if rate > 0 else 0,
         "syscalls_per_req": None,
         "syscalls": {},
     }
-    reason = olgen.gate(res, rate)
+    reason = olgen.gate(res, rate) if rate > 0 else None
     files: dict[str, str] = {}
-    # syscalls: a separate short run under strace (it slows the proxy; only counts are used)
+    # syscalls: a separate short run under strace, pinned off the load core; it slows the
+    # proxy, so only its counts are used, and only if the pass ran undisturbed
     strace_s = float(ctx.prof["S4"].get("strace_s", 1))
-    if strace_s > 0 and run.alive():
+    strace_rate = ctx.prof["S4"].get("strace_rate")
+    if strace_rate is not None and int(strace_rate) != int(rate):
+        strace_s = 0  # one strace pass per block, at strace_rate
+    if rate > 0 and strace_s > 0 and run.alive() and reason is None:
         fname = f"raw/{raw_name('S4', run.name, int(rate), 'r' + str(rep))}.strace.txt"
-        pids = processes.tree(run.pid)
         cmd = ["strace", "-c", "-f", "-q", "-o", str(ctx.out / fname)]
-        for pid in pids:
+        for pid in processes.tree(run.pid):
             cmd += ["-p", str(pid)]
-        st = ctx.pm.start(f"strace-{run.name}", cmd, cpu=ctx.load_cpu)
+        aux = int(ctx.pin.get("aux_cpu", ctx.proxy_cpu))
+        st = ctx.pm.start(f"strace-{run.name}", cmd, cpu=aux)
         try:
             time.sleep(0.3)  # attach
-            sres = olgen.run(
-                run.url + p["path"], rate, strace_s, connections=int(p["connections"])
-            )
+            conns = int(p["connections"])
+            sres = olgen.run(run.url + p["path"], rate, strace_s, connections=conns)
         finally:
             try:
                 os.kill(st.pid, signal.SIGINT)
@@ -638,23 +774,76 @@ def _s4_measure(
         except OSError:
             table = {}
         scompleted = int(sres.get("completed") or 0)
-        if table and scompleted:
+        why = strace_gate(sres, conns)
+        metrics["strace_cpu"] = aux
+        metrics["strace_requests"] = scompleted
+        metrics["strace_scheduled"] = int(sres.get("scheduled") or 0)
+        metrics["strace_connects"] = int(sres.get("connects") or 0)
+        metrics["strace_invalid_reason"] = why
+        if table and scompleted and why is None:
             metrics["syscalls_per_req"] = sum(table.values()) / scompleted
             metrics["syscalls"] = {
                 k: v / scompleted
                 for k, v in sorted(table.items(), key=lambda kv: -kv[1])
             }
-            metrics["strace_requests"] = scompleted
         files["strace"] = fname
     return metrics, reason, files
+
+
+def s4_fit(recs: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
+    """Marginal CPU cost: fit utilisation (CPU s per s) = a + b * throughput (req/s)
+    over the block's valid points, idle point included. b x 1e6 is µs per request."""
+    pts = [
+        (float(r["metrics"]["throughput_rps"]), float(r["metrics"]["utilisation"]))
+        for r in recs
+        if r["valid"] and r["metrics"].get("utilisation") is not None
+    ]
+    pts.sort()
+    loaded = [x for x, _ in pts if x > 0]
+    has_idle = any(x == 0 for x, _ in pts)
+    fit = hostcpu.linear_fit([x for x, _ in pts], [y for _, y in pts])
+    m: dict[str, Any] = {
+        "points": [{"rps": round(x, 1), "utilisation": round(y, 5)} for x, y in pts],
+        "marginal_us_per_req": None,
+        "marginal_se_us": None,
+        "idle_utilisation": None,
+        "r2": None,
+        "max_rps": max(loaded) if loaded else None,
+    }
+    if fit is not None:
+        m.update(
+            marginal_us_per_req=fit["b"] * 1e6,
+            marginal_se_us=fit["se_b"] * 1e6,
+            idle_utilisation=fit["a"],
+            idle_se=fit["se_a"],
+            r2=fit["r2"],
+        )
+    reason = None
+    if not has_idle or len(loaded) < 4:
+        reason = (
+            f"fit needs the idle point and >= 4 valid loaded rates "
+            f"(idle: {'yes' if has_idle else 'no'}, loaded: {len(loaded)})"
+        )
+    elif fit is None:
+        reason = "fit failed (no spread in rate)"
+    return m, reason
 
 
 def block_S4(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
     _need_olgen(ctx)
     doc = base_doc(ctx)
-    _measure_each(
-        ctx, sc, name, rep, blk, doc, lambda r, p: partial(_s4_measure, ctx, r, rep, p)
-    )
+    recs: list[dict[str, Any]] = []
+    tag = raw_name(sc, name, rep)
+    run = start_contender(ctx, name, doc, tag)
+    try:
+        warmup(ctx, run)
+        for i, p in enumerate(blk.params):
+            run = ensure_running(ctx, run, doc, tag)
+            recs.append(blk.measure(i, partial(_s4_measure, ctx, run, rep, p), run))
+    finally:
+        contenders.stop(ctx.pm, run)
+    metrics, reason = s4_fit(recs)
+    ctx.record(sc, name, rep, {"fit": "utilisation = a + b * rps"}, metrics, reason)
 
 
 # ---------------------------------------------------------------- S7 idle connections
@@ -709,7 +898,9 @@ def block_S7(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
 
 # ---------------------------------------------------------------- S8 round-robin fairness
 
-S8_PHASES = ("equal", "slow", "dead", "killed")
+S8_PHASES = ("equal", "slow", "weighted", "dead", "killed")
+S8_WEIGHTS = {"u1": 3, "u2": 1, "u3": 1}  # weighted phase: u1..u3 at 3:1:1, no u4
+S8_ASSERTED = ("equal", "slow", "weighted")  # phases whose split is gated
 
 
 def params_S8(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
@@ -728,6 +919,8 @@ def params_S8(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
         }
         if ph == "slow":
             q["slow_delay_ms"] = p["slow_delay_ms"]
+        if ph == "weighted":
+            q["weights"] = dict(S8_WEIGHTS)
         out.append(q)
     return out
 
@@ -779,13 +972,19 @@ def _s8_measure(
     phase = p["phase"]
     events: list[tuple[float, str, bool]] = []
     actions: list[str] = []
+    at: dict[str, float] = {}
+    refused: list[tuple[float, int]] = []
 
     def on_tick(t: float) -> None:
         if phase != "killed":
             return
+        n = fairness.read_attempt_fails()
+        if n is not None:
+            refused.append((t, n))
         if t >= dur / 3 and "killed" not in actions:
             ctx.pm.kill(s["b"])
             actions.append("killed")
+            at["killed"] = t
         elif t >= 2 * dur / 3 and "killed" in actions and "restarted" not in actions:
             cmd = upstream_cmd() + [
                 "--listen",
@@ -796,6 +995,7 @@ def _s8_measure(
             ]
             s["b"] = ctx.pm.start("s8-u4", cmd, cpu=ctx.load_cpu)
             actions.append("restarted")
+            at["restarted"] = t
 
     results = asyncio.run(
         httpclient.paced(
@@ -809,10 +1009,11 @@ def _s8_measure(
             on_tick=on_tick,
         )
     )
+    # events on the same clock as on_tick: seconds since paced() started
     t0 = min((r.t_start for r in results), default=0.0)
     for r in results:
         events.append((r.t_start - t0, r.upstream, r.status == 200))
-    names = ["u1", "u2", "u3", "u4"]
+    names = ["u1", "u2", "u3"] if phase == "weighted" else ["u1", "u2", "u3", "u4"]
     counts = {n: 0 for n in names}
     errors = 0
     for _, up, ok in events:
@@ -822,7 +1023,9 @@ def _s8_measure(
             errors += 1
     serving = names[:3] if phase == "dead" else names
     sub = {n: counts.get(n, 0) for n in serving}
-    chi, dof = fairness.chi_square(sub)
+    weights = p.get("weights")
+    chi, dof = fairness.chi_square(sub, weights)
+    figs, failed = fairness.assert_fair(sub, weights)
     seconds = max(1, int(dur + 0.999))
     rows = fairness.per_second(events, seconds)
     fname = f"raw/{raw_name('S8', run.name, phase, 'r' + str(rep))}.csv"
@@ -835,8 +1038,19 @@ def _s8_measure(
         "counts": counts,
         "serving": serving,
         "max_min_ratio": fairness.max_min_ratio(sub),
+        "weights": weights,
+        "weighted_max_min": figs["max_min"],
         "chi_square": chi,
         "dof": dof,
+        "p_value": figs["p_value"],
+        "fairness_asserted": phase in S8_ASSERTED,
+        "fairness": (failed or "ok") if phase in S8_ASSERTED else None,
+        "fairness_bounds": {"max_min": fairness.MAX_MIN_BOUND, "p_min": fairness.P_MIN},
+        "health": {
+            "max_fails": p["max_fails"],
+            "fail_timeout": p["fail_timeout"],
+            "retries": p["retries"],
+        },
         "errors": errors,
         "requests": len(results),
         "achieved_rate": len(results) / dur if dur else None,
@@ -850,8 +1064,18 @@ def _s8_measure(
         reason = (
             f"offered rate not achieved ({len(results) / dur:.0f}/s of {p['rate']}/s)"
         )
-    if phase in ("equal", "slow") and errors:
+    if phase in ("equal", "slow", "weighted") and errors:
         reason = join(reason, f"{errors} errors")
+    if phase in S8_ASSERTED and failed:
+        reason = join(reason, f"fairness {failed}")
+    if phase == "killed" and "killed" in at:
+        metrics["ejection"] = fairness.ejection(
+            events, refused, at["killed"], at.get("restarted"), "u4"
+        )
+        metrics["ejection"]["killed_at_s"] = round(at["killed"], 3)
+        metrics["ejection"]["restarted_at_s"] = (
+            round(at["restarted"], 3) if "restarted" in at else None
+        )
     return metrics, reason, {"series": fname}
 
 
@@ -862,11 +1086,13 @@ def block_S8(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
         fourth = {
             "equal": s["u4"],
             "slow": s["slow"],
+            "weighted": None,
             "dead": s["dead"],
             "killed": s["u4"],
         }[p["phase"]]
         ups = [(f"127.0.0.1:{port}", f"u{j + 1}") for j, port in enumerate(s["ports"])]
-        ups.append((f"127.0.0.1:{fourth}", "u4"))
+        if fourth is not None:
+            ups.append((f"127.0.0.1:{fourth}", "u4"))
         doc = base_doc(
             ctx,
             upstreams=ups,
@@ -874,6 +1100,8 @@ def block_S8(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
             max_fails=int(p["max_fails"]),
             fail_timeout=str(p["fail_timeout"]),
         )
+        for u in doc["upstreams"]:
+            u["weight"] = int((p.get("weights") or {}).get(u["name"], 1))
         tag = raw_name(sc, name, p["phase"], rep)
         run = start_contender(ctx, name, doc, tag)
         try:
@@ -898,8 +1126,68 @@ def params_S9(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
     ]
 
 
+S9_P99_SLACK_MS = (
+    20.0  # p99 of the 504s, client offset removed, must be in [T, T + this]
+)
+
+
+def s9_calibrate(ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
+    """The client's own offset: the same burst straight to the upstream's /delay/T. What
+    it measures above T is the client and the upstream, not the proxy's timer."""
+    tmo = int(p["read_timeout_ms"])
+    host, port = ctx.upstreams[0][0].rsplit(":", 1)
+    res = asyncio.run(
+        httpclient.burst(
+            host,
+            int(port),
+            f"/delay/{tmo}",
+            int(p["requests"]),
+            int(p["concurrency"]),
+            timeout=tmo / 1000 + 3,
+        )
+    )
+    lat = sorted(r.latency_s * 1000 for r in res if r.status == 200)
+    return {
+        "direct_delay_ms": tmo,
+        "direct_ok": len(lat),
+        "direct_p50_ms": stats_util.pct(lat, 50) if lat else None,
+        "direct_p99_ms": stats_util.pct(lat, 99) if lat else None,
+        "client_offset_ms": (stats_util.pct(lat, 50) - tmo) if lat else None,
+    }
+
+
+def s9_gate(metrics: dict[str, Any], slack_ms: float = S9_P99_SLACK_MS) -> str | None:
+    """fd leak and timer precision gates of one S9 measurement."""
+    reasons = []
+    leak = metrics.get("fd_leak")
+    if leak is not None and leak > 0:
+        reasons.append(
+            f"fd leak: {leak} more descriptors than before the timeouts "
+            f"(baseline {metrics['fds_baseline']} before warm-up, "
+            f"{metrics['fds_before']} after it, {metrics['fds_after']} after)"
+        )
+    lat = metrics.get("latency_ms") or {}
+    off = metrics.get("client_offset_ms")
+    t = float(metrics["read_timeout_ms"])
+    if lat and off is not None:
+        p99 = float(lat["99"]) - max(0.0, float(off))
+        if not t <= p99 <= t + slack_ms:
+            reasons.append(
+                f"p99 {p99:.1f} ms (client offset {off:.1f} ms removed) outside "
+                f"[{t:.0f}, {t + slack_ms:.0f}] ms"
+            )
+    elif not lat:
+        reasons.append("no 504 responses")
+    return "; ".join(reasons) or None
+
+
 def _s9_measure(
-    ctx: Ctx, run: Running, rep: int, p: dict[str, Any]
+    ctx: Ctx,
+    run: Running,
+    rep: int,
+    p: dict[str, Any],
+    fds_baseline: int,
+    cal: dict[str, Any],
 ) -> tuple[dict[str, Any], str | None, dict[str, str]]:
     assert run.pid is not None
     time.sleep(0.1)
@@ -933,6 +1221,9 @@ def _s9_measure(
         w.writerow(["latency_ms", "status"])
         for r in results:
             w.writerow([f"{r.latency_s * 1000:.3f}", r.status])
+    # idle upstream connections the warm-up left in the pool may stay open; anything
+    # above baseline + that pool is a leak
+    pool_idle = max(0, fds_before - fds_baseline)
     metrics = {
         "count_504": c504,
         "other": sum(other.values()),
@@ -946,15 +1237,27 @@ def _s9_measure(
         if lat
         else None,
         "read_timeout_ms": tmo,
+        "fds_baseline": fds_baseline,
         "fds_before": fds_before,
         "fds_after": fds_after,
+        "fd_delta": fds_after - fds_baseline,
+        "fd_pool_idle": pool_idle,
+        "fd_leak": fds_after - fds_baseline - pool_idle,
         "fds_settle_s": round(settle, 3),
+        **cal,
+        "p99_corrected_ms": (
+            stats_util.pct(lat, 99) - max(0.0, float(cal["client_offset_ms"]))
+            if lat and cal.get("client_offset_ms") is not None
+            else None
+        ),
+        "p99_bound_ms": [tmo, tmo + S9_P99_SLACK_MS],
     }
     reason = None
     if other:
         reason = (
             f"{sum(other.values())} of {len(results)} responses were not 504: {other}"
         )
+    reason = join(reason, s9_gate(metrics))
     return metrics, reason, {"samples": fname}
 
 
@@ -967,9 +1270,20 @@ def block_S9(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
         retries=0,
         timeouts={"read": f"{int(p0['read_timeout_ms'])}ms", "total": "60s"},
     )
-    _measure_each(
-        ctx, sc, name, rep, blk, doc, lambda r, p: partial(_s9_measure, ctx, r, rep, p)
-    )
+    cal = s9_calibrate(ctx, p0)
+    tag = raw_name(sc, name, rep)
+    run = start_contender(ctx, name, doc, tag)
+    try:
+        assert run.pid is not None
+        fds_baseline = processes.fd_count(run.pid)  # before the warm-up
+        warmup(ctx, run)
+        for i, p in enumerate(blk.params):
+            run = ensure_running(ctx, run, doc, tag)
+            blk.measure(
+                i, partial(_s9_measure, ctx, run, rep, p, fds_baseline, cal), run
+            )
+    finally:
+        contenders.stop(ctx.pm, run)
 
 
 # ---------------------------------------------------------------- S10 locust mix
@@ -1003,6 +1317,11 @@ def _s10_measure(
     fname = f"raw/{raw_name('S10', run.name, 'r' + str(rep))}.csv"
     rows = locustdrv.merge(prefix, ctx.out / fname)
     metrics = locustdrv.metrics(rows, dur)
+    nconn = locustdrv.connects(prefix)
+    metrics["client_connects"] = nconn
+    metrics["requests_per_connect"] = len(rows) / nconn if nconn else None
+    metrics["locust_processes"] = max(1, int(p["workers"]))
+    metrics["distributed"] = int(p["workers"]) > 0
     reason = None
     if not rows:
         reason = f"locust recorded no request (exit {info['returncode']}: {info['log_tail'][-200:]})"

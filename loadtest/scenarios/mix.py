@@ -6,6 +6,10 @@ Every request's time is captured raw through ``events.request`` (response_time i
 in ms -> integer µs) into ``$TWINPROXY_LOCUST_SAMPLES-<pid>.csv`` with the columns
 ``ts_us,name,latency_us,status`` (status 0 = no response). The runner merges the files of
 all workers. Without the variable nothing is written (plain interactive use).
+
+Each process also counts the TCP connections its clients opened (geventhttpclient's
+``ConnectionPool.after_connect`` hook) into ``$TWINPROXY_LOCUST_SAMPLES-<pid>.conns``:
+requests / connects is the keep-alive reuse the proxy allowed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,25 @@ from locust import FastHttpUser, between, events, task
 
 _PATH = os.environ.get("TWINPROXY_LOCUST_SAMPLES")
 _file = None
+_connects = 0
+
+
+def _count_connects() -> None:
+    try:
+        from geventhttpclient import connectionpool
+    except ImportError:  # pragma: no cover - locust always brings it
+        return
+    orig = connectionpool.ConnectionPool.after_connect
+
+    def after_connect(self, sock):  # type: ignore[no-untyped-def]
+        global _connects
+        _connects += 1
+        return orig(self, sock)
+
+    connectionpool.ConnectionPool.after_connect = after_connect
+
+
+_count_connects()
 _BODY_1K = b"x" * 1024
 
 
@@ -32,6 +55,12 @@ def _open() -> None:
 
 def _close() -> None:
     global _file
+    if _PATH:
+        try:
+            with open(f"{_PATH}-{os.getpid()}.conns", "w", encoding="ascii") as f:
+                f.write(f"{_connects}\n")
+        except OSError:
+            pass
     if _file is not None:
         _file.flush()
         _file.close()

@@ -21,8 +21,14 @@ const char config_usage[] =
     "  --samples FILE        write intended_us,latency_us,status CSV, one line per sample\n"
     "  --poisson             exponential inter-arrival times instead of constant\n"
     "  --seed N              seed of the Poisson arrivals (default 1)\n"
-    "  --max-backlog N       due-but-unsent requests before the run is invalid (default rate*1s)\n"
-    "  --max-lag MS          scheduler lateness before the run is invalid (default 100)\n"
+    "  --max-backlog N       due-but-unsent requests before the run is invalid\n"
+    "                        (default 10 ms of requests: rate*0.01, at least 8)\n"
+    "  --max-lag MS          scheduler lateness before the run is invalid (default 10)\n"
+    "  --trend-ratio X       invalid when the last quarter's p50 exceeds X times the first\n"
+    "                        quarter's (a queue that grows; default 2, 0: off)\n"
+    "  --trend-min-us US     ... and exceeds it by at least US (default 1000)\n"
+    "  --min-achieved F      invalid when completions inside the window / (rate*duration)\n"
+    "                        fall below F (default 0.95, 0: off)\n"
     "  --tick-us US          least time between scheduler wake-ups (default 50; 0: one per\n"
     "                        request, costly above ~20k req/s)\n"
     "  --spin                busy-poll: most precise sends, but uses a whole core\n";
@@ -45,6 +51,9 @@ enum {
     OPT_MAX_BACKLOG,
     OPT_MAX_LAG,
     OPT_TICK_US,
+    OPT_TREND_RATIO,
+    OPT_TREND_MIN_US,
+    OPT_MIN_ACHIEVED,
     OPT_SPIN,
     OPT_HELP,
 };
@@ -67,6 +76,9 @@ static const struct option options[] = {
     {"max-backlog", required_argument, NULL, OPT_MAX_BACKLOG},
     {"max-lag", required_argument, NULL, OPT_MAX_LAG},
     {"tick-us", required_argument, NULL, OPT_TICK_US},
+    {"trend-ratio", required_argument, NULL, OPT_TREND_RATIO},
+    {"trend-min-us", required_argument, NULL, OPT_TREND_MIN_US},
+    {"min-achieved", required_argument, NULL, OPT_MIN_ACHIEVED},
     {"spin", no_argument, NULL, OPT_SPIN},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
@@ -117,8 +129,11 @@ enum config_result config_parse(struct config *c, int argc, char **argv, char *e
     c->method = "GET";
     c->timeout_us = 10000000;
     c->seed = 1;
-    c->max_lag_us = 100000;
+    c->max_lag_us = CONFIG_LAG_US;
     c->tick_us = 50;
+    c->trend_ratio = 2.0;
+    c->trend_min_us = 1000;
+    c->min_achieved = 0.95;
     c->headers = calloc((size_t)argc + 1, sizeof(*c->headers));
     if (c->headers == NULL) {
         fail(err, errlen, "out of memory");
@@ -223,6 +238,25 @@ enum config_result config_parse(struct config *c, int argc, char **argv, char *e
                 goto error;
             }
             break;
+        case OPT_TREND_RATIO:
+            if (parse_double(a, 0, 1e6, &c->trend_ratio) == -1 ||
+                (c->trend_ratio != 0 && c->trend_ratio < 1)) {
+                fail(err, errlen, "--trend-ratio must be 0 (off) or >= 1: %s", a);
+                goto error;
+            }
+            break;
+        case OPT_TREND_MIN_US:
+            if (parse_u64(a, 0, 3600000000ULL, &c->trend_min_us) == -1) {
+                fail(err, errlen, "--trend-min-us must be 0..3600000000: %s", a);
+                goto error;
+            }
+            break;
+        case OPT_MIN_ACHIEVED:
+            if (parse_double(a, 0, 1, &c->min_achieved) == -1 || c->min_achieved > 1) {
+                fail(err, errlen, "--min-achieved must be 0..1: %s", a);
+                goto error;
+            }
+            break;
         case OPT_SPIN:
             c->spin = 1;
             break;
@@ -249,8 +283,8 @@ enum config_result config_parse(struct config *c, int argc, char **argv, char *e
     if (c->close_mode)
         c->pipeline = 1; /* one request per connection leaves nothing to pipeline */
     if (!have_backlog) {
-        double b = ceil(c->rate); /* one second's worth of requests */
-        c->max_backlog = b < 1 ? 1 : (uint64_t)b;
+        double b = ceil(c->rate * CONFIG_BACKLOG_S); /* 10 ms worth of requests */
+        c->max_backlog = b < CONFIG_BACKLOG_MIN ? CONFIG_BACKLOG_MIN : (uint64_t)b;
     }
     return CONFIG_OK;
 

@@ -25,11 +25,22 @@ struct config {
     const char *samples_path; /* --samples: CSV of raw samples, NULL for none */
     int poisson;              /* --poisson: exponential gaps instead of constant */
     uint64_t seed;            /* --seed: Poisson stream seed */
-    uint64_t max_backlog;     /* --max-backlog: unsent due requests tolerated, default rate*1s */
-    uint64_t max_lag_us;      /* --max-lag (ms): scheduler lateness tolerated, default 100 ms */
+    uint64_t max_backlog;     /* --max-backlog: unsent due requests tolerated, default
+                                 rate*10ms (at least CONFIG_BACKLOG_MIN) */
+    uint64_t max_lag_us;      /* --max-lag (ms): scheduler lateness tolerated, default 10 ms */
+    double trend_ratio;       /* --trend-ratio: last-quarter p50 / first-quarter p50 above
+                                 this (and above trend_min_us apart) = queue grew, invalid;
+                                 default 2.0, 0 disables */
+    uint64_t trend_min_us;    /* --trend-min-us: least p50 growth that counts, default 1000 */
+    double min_achieved;      /* --min-achieved: completions in the window / (rate*duration)
+                                 below this = invalid; default 0.95, 0 disables */
     int spin;                 /* --spin: busy-poll instead of sleeping between events */
     uint64_t tick_us;         /* --tick-us: least time between scheduler wake-ups, default 50 */
 };
+
+#define CONFIG_BACKLOG_S 0.010 /* default backlog bound: this many seconds of requests */
+#define CONFIG_BACKLOG_MIN 8   /* ... but never fewer than this many requests */
+#define CONFIG_LAG_US 10000    /* default scheduler-lag bound */
 
 enum config_result {
     CONFIG_OK = 0, /* run with *c */

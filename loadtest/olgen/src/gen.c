@@ -122,6 +122,8 @@ static void gen_add_sample(struct gen *g, uint64_t intended, uint64_t latency, u
 static void gen_record(struct gen *g, uint64_t intended, uint64_t done, unsigned status)
 {
     struct gen_result *r = g->res;
+    if (done >= g->measure && done < g->end)
+        r->completed_in_window++; /* throughput: what the server delivered in the window */
     if (intended < g->measure)
         return; /* warm-up */
     r->completed++;

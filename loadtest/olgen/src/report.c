@@ -3,10 +3,73 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int report_trend(const struct stats *s, double duration_s, struct report_trend *t)
+{
+    uint64_t win = (uint64_t)(duration_s * 1e6), q = win / 4;
+    uint32_t *first = NULL, *last = NULL;
+    size_t nf = 0, nl = 0;
+    memset(t, 0, sizeof(*t));
+    if (s->n == 0 || q == 0)
+        return 0;
+    first = malloc(s->n * sizeof(*first));
+    last = malloc(s->n * sizeof(*last));
+    if (first == NULL || last == NULL) {
+        free(first);
+        free(last);
+        return -1;
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        uint64_t at = s->v[i].intended_us;
+        if (at < q)
+            first[nf++] = s->v[i].latency_us;
+        else if (at >= win - q && at < win)
+            last[nl++] = s->v[i].latency_us;
+    }
+    if (nf > 0) {
+        qsort(first, nf, sizeof(*first), cmp_u32);
+        t->first_p50_us = stats_percentile(first, nf, 500000);
+    }
+    if (nl > 0) {
+        qsort(last, nl, sizeof(*last), cmp_u32);
+        t->last_p50_us = stats_percentile(last, nl, 500000);
+    }
+    t->n_first = nf;
+    t->n_last = nl;
+    free(first);
+    free(last);
+    return 0;
+}
+
+int report_trend_grew(const struct report_trend *t, double ratio, uint64_t min_us)
+{
+    if (ratio <= 0 || t->n_first == 0 || t->n_last == 0)
+        return 0;
+    return (double)t->last_p50_us > ratio * (double)t->first_p50_us &&
+           (uint64_t)t->last_p50_us >= (uint64_t)t->first_p50_us + min_us;
+}
+
+double report_achieved_rate(const struct config *cfg, const struct gen_result *res)
+{
+    return cfg->duration_s > 0 ? (double)res->completed_in_window / cfg->duration_s : 0;
+}
 
 unsigned report_invalid(const struct config *cfg, const struct gen_result *res)
 {
     unsigned f = 0;
+    struct report_trend t;
+    if (cfg->min_achieved > 0 && report_achieved_rate(cfg, res) < cfg->min_achieved * cfg->rate)
+        f |= REPORT_INVALID_ACHIEVED;
+    if (report_trend(&res->samples, cfg->duration_s, &t) == 0 &&
+        report_trend_grew(&t, cfg->trend_ratio, cfg->trend_min_us))
+        f |= REPORT_INVALID_TREND;
     if (res->max_backlog > cfg->max_backlog)
         f |= REPORT_INVALID_BACKLOG;
     if (res->max_lag_us > cfg->max_lag_us)
@@ -35,14 +98,17 @@ static json_t *u64(uint64_t v) { return json_integer((json_int_t)v); }
 json_t *report_json(const struct config *cfg, const struct gen_result *res,
                     const struct stats_summary *sum)
 {
-    static const char *const reasons[] = {"backlog", "scheduler_lag", "unsent", "interrupted",
-                                          "samples_lost"};
+    static const char *const reasons[] = {"backlog",      "scheduler_lag", "unsent",
+                                          "interrupted",  "samples_lost",  "achieved_rate",
+                                          "latency_trend"};
+    struct report_trend trend;
     json_t *o = json_object(), *status = json_object(), *sock = json_object();
     json_t *pct = json_object(), *why = json_array();
     unsigned invalid = report_invalid(cfg, res);
     int err = 0;
 
-    if (o == NULL || status == NULL || sock == NULL || pct == NULL || why == NULL)
+    if (o == NULL || status == NULL || sock == NULL || pct == NULL || why == NULL ||
+        report_trend(&res->samples, cfg->duration_s, &trend) == -1)
         goto error;
     err |= set(o, "url", json_string(cfg->url));
     err |= set(o, "method", json_string(cfg->method));
@@ -77,7 +143,13 @@ json_t *report_json(const struct config *cfg, const struct gen_result *res,
     err |= set(o, "socket_errors", sock);
     sock = NULL;
     err |= set(o, "connects", u64(res->connects));
-    err |= set(o, "achieved_rate", number((double)res->completed / cfg->duration_s));
+    err |= set(o, "achieved_rate", number(report_achieved_rate(cfg, res)));
+    err |= set(o, "completed_in_window", u64(res->completed_in_window));
+    err |= set(o, "min_achieved", number(cfg->min_achieved));
+    err |= set(o, "p50_first_quarter_us", trend.n_first ? u64(trend.first_p50_us) : json_null());
+    err |= set(o, "p50_last_quarter_us", trend.n_last ? u64(trend.last_p50_us) : json_null());
+    err |= set(o, "trend_ratio_bound", number(cfg->trend_ratio));
+    err |= set(o, "trend_min_us", u64(cfg->trend_min_us));
     err |= set(o, "offered_rate_achieved", json_boolean(invalid == 0));
     for (unsigned i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
         if (invalid & (1u << i))

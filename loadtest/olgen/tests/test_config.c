@@ -23,8 +23,11 @@ static void test_minimal_defaults(void **state)
     assert_int_equal(c.pipeline, 1);
     assert_string_equal(c.method, "GET");
     assert_int_equal(c.timeout_us, 10000000);
-    assert_int_equal(c.max_backlog, 200); /* one second of requests */
-    assert_int_equal(c.max_lag_us, 100000);
+    assert_int_equal(c.max_backlog, 8); /* 10 ms of 200/s = 2, floor 8 */
+    assert_int_equal(c.max_lag_us, 10000);
+    assert_true(c.trend_ratio == 2.0);
+    assert_int_equal(c.trend_min_us, 1000);
+    assert_true(c.min_achieved == 0.95);
     assert_int_equal(c.nheaders, 0);
     assert_string_equal(c.target.path, "/x");
     config_deinit(&c);
@@ -88,12 +91,39 @@ static void test_errors(void **state)
     assert_int_equal(config_parse(&c, ARGC(help), help, err, sizeof(err)), CONFIG_HELP);
 }
 
+static void test_gate_options(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[256];
+    char *ok[] = {
+        "olgen",         "--url", "http://h/",      "--rate", "20000",          "--duration", "1",
+        "--trend-ratio", "3",     "--trend-min-us", "500",    "--min-achieved", "0.9",        NULL};
+    assert_int_equal(config_parse(&c, ARGC(ok), ok, err, sizeof(err)), CONFIG_OK);
+    assert_true(c.trend_ratio == 3.0 && c.min_achieved == 0.9);
+    assert_int_equal(c.trend_min_us, 500);
+    assert_int_equal(c.max_backlog, 200); /* 10 ms of 20000/s */
+    config_deinit(&c);
+    char *off[] = {"olgen", "--url",         "http://h/", "--rate",         "10", "--duration",
+                   "1",     "--trend-ratio", "0",         "--min-achieved", "0",  NULL};
+    assert_int_equal(config_parse(&c, ARGC(off), off, err, sizeof(err)), CONFIG_OK);
+    assert_true(c.trend_ratio == 0 && c.min_achieved == 0);
+    config_deinit(&c);
+    char *low_ratio[] = {"olgen",      "--url", "http://h/",     "--rate", "10",
+                         "--duration", "1",     "--trend-ratio", "0.5",    NULL};
+    char *big_frac[] = {"olgen",      "--url", "http://h/",      "--rate", "10",
+                        "--duration", "1",     "--min-achieved", "1.5",    NULL};
+    assert_int_equal(config_parse(&c, ARGC(low_ratio), low_ratio, err, sizeof(err)), CONFIG_ERROR);
+    assert_int_equal(config_parse(&c, ARGC(big_frac), big_frac, err, sizeof(err)), CONFIG_ERROR);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_minimal_defaults),
         cmocka_unit_test(test_all_options),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_gate_options),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
