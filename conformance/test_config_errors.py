@@ -68,9 +68,12 @@ BAD = {
         None,
     ),
     "yaml-syntax": (GOOD.replace("  read: 2s\n", "  read: [2s\n"), None),
-    # contract 2: a key the build does not implement yet is refused at its line
-    "rate-limit-not-supported": (GOOD + "rate_limit:\n  key: client_ip\n", 20),
-    "admin-not-supported": (GOOD + "admin:\n  listen: 127.0.0.1:9\n", 20),
+    "rate-limit-bad-key": (GOOD + "rate_limit:\n  key: path\n", 21),
+    "rate-limit-fractional-capacity": (
+        GOOD + "rate_limit:\n  default: {capacity: 1.5, rate_per_sec: 1}\n",
+        21,
+    ),
+    "admin-bad-listen": (GOOD + "admin:\n  listen: nowhere\n", 21),
     "retry-budget-percent": (GOOD + "retry_budget: {percent: 101}\n", 20),
     "retry-budget-negative": (
         GOOD + "retry_budget:\n  percent: -5\n  min_concurrent: 3\n",
@@ -81,8 +84,6 @@ BAD = {
         22,
     ),
 }
-
-UNSUPPORTED = {"rate-limit-not-supported": "rate_limit", "admin-not-supported": "admin"}
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -115,8 +116,8 @@ def test_bad_config_exits_2_with_file_line(impl, tmp_path, name):
         "unknown-top-key",
         "bad-duration",
         "missing-upstreams",
-        "rate-limit-not-supported",
-        "admin-not-supported",
+        "rate-limit-bad-key",
+        "admin-bad-listen",
     ],
 )
 def test_check_reports_bad_config(impl, tmp_path, name):
@@ -125,18 +126,19 @@ def test_check_reports_bad_config(impl, tmp_path, name):
     _assert_config_error(run_impl(impl, ["--check", "--config", str(path)]), path, line)
 
 
-@pytest.mark.parametrize("name", list(UNSUPPORTED))
-def test_unsupported_key_is_refused_not_ignored(impl, tmp_path, name):
-    # contract 2: a user who configures rate limiting gets rate limiting or a refusal
-    text, line = BAD[name]
-    path = _write(tmp_path, name, text)
-    for args in (["--check", "--config", str(path)], ["--config", str(path)]):
-        proc = run_impl(impl, args)
-        got = _assert_config_error(proc, path, line)
-        assert (
-            got
-            == f"config error: {path}:{line}: {UNSUPPORTED[name]} is not supported yet"
-        )
+def test_rate_limit_and_admin_accepted(impl, tmp_path):
+    # contract 2: rate_limit and admin are implemented: accepted by --check (a store file
+    # that does not exist yet is valid for --check, and is not created)
+    store = tmp_path / "later.db"
+    text = (
+        GOOD
+        + f"admin:\n  listen: 127.0.0.1:{free_port()}\n"
+        + f"rate_limit:\n  key: client_ip\n  store: {store}\n"
+    )
+    path = _write(tmp_path, "rl-admin", text)
+    proc = run_impl(impl, ["--check", "--config", str(path)])
+    assert proc.returncode == 0, proc.stderr
+    assert not store.exists()
 
 
 def test_check_accepts_good_config(impl, tmp_path):
@@ -187,20 +189,7 @@ rate_limit:
 
 
 def test_check_accepts_every_documented_key(impl, tmp_path):
-    # admin: and rate_limit: are documented but not implemented yet: refused at the
-    # first of them (admin, line 27), never silently ignored (contract 2)
     path = _write(tmp_path, "full", _every_documented_key(tmp_path))
-    proc = run_impl(impl, ["--check", "--config", str(path)])
-    line = _assert_config_error(proc, path, 27)
-    assert line.endswith(": admin is not supported yet"), line
-
-
-def test_check_accepts_every_implemented_key(impl, tmp_path):
-    text = _every_documented_key(tmp_path)
-    text = re.sub(r"(?m)^admin:\n(  .*\n)*", "", text)
-    text = re.sub(r"(?m)^rate_limit:\n(  .*\n)*", "", text)
-    assert "admin" not in text and "rate_limit" not in text and "retry_budget" in text
-    path = _write(tmp_path, "implemented", text)
     proc = run_impl(impl, ["--check", "--config", str(path)])
     assert proc.returncode == 0, proc.stderr
 
@@ -265,3 +254,18 @@ def test_yaml11_words_are_plain_strings(impl, tmp_path):
     path = _write(tmp_path, "yaml11", text)
     proc = run_impl(impl, ["--check", "--config", str(path)])
     assert proc.returncode == 0, proc.stderr
+
+
+def test_admin_listen_in_use_is_config_error(impl, tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        path = _write(
+            tmp_path, "admin-busy", GOOD + f"admin:\n  listen: 127.0.0.1:{port}\n"
+        )
+        line = _assert_config_error(run_impl(impl, ["--config", str(path)]), path, 21)
+        assert line.endswith(": admin.listen: address in use"), line
+    finally:
+        busy.close()
