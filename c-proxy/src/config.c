@@ -938,7 +938,6 @@ static int parse_rate_limit(struct loader *ld, const yaml_node_t *key, const yam
     if (walk_mapping(ld, value, path, rate_limit_fields, base) == -1)
         return -1;
     cfg->rate_limit.enabled = true;
-    cfg->rate_limit.line = node_line(key);
     cfg->rate_limit.store_line = node_line(key);
     store = find_pair(ld, value, "store");
     if (store != NULL)

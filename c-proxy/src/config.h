@@ -77,7 +77,6 @@ struct config_rate_limit {
     char *store;                 /* SQLite file path, default "twinproxy.db" */
     unsigned ipv6_prefix;        /* 0..128, default 64 */
     uint64_t max_clients;        /* in-memory buckets, default 100000 */
-    int line;                    /* line of the rate_limit key (0 when absent) */
     int store_line;              /* line of rate_limit.store, else of rate_limit: store errors */
 };
 
