@@ -111,6 +111,8 @@ static enum http1_hdr_id header_id(struct http1_span n)
     case 15:
         if (SPAN_EQ_LIT(n, "x-forwarded-for"))
             return HTTP1_H_X_FORWARDED_FOR;
+        if (SPAN_EQ_LIT(n, "ratelimit-limit") || SPAN_EQ_LIT(n, "ratelimit-reset"))
+            return HTTP1_H_RATELIMIT;
         break;
     case 16:
         if (SPAN_EQ_LIT(n, "proxy-connection"))
@@ -123,6 +125,10 @@ static enum http1_hdr_id header_id(struct http1_span n)
             return HTTP1_H_TRANSFER_ENCODING;
         if (SPAN_EQ_LIT(n, "x-forwarded-proto"))
             return HTTP1_H_X_FORWARDED_PROTO;
+        break;
+    case 19:
+        if (SPAN_EQ_LIT(n, "ratelimit-remaining"))
+            return HTTP1_H_RATELIMIT;
         break;
     default:
         break;
@@ -339,6 +345,22 @@ static void put_u64(struct sbuf *b, uint64_t v)
     put(b, tmp + i, sizeof tmp - i);
 }
 
+/* RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset (omitted when reset < 0:
+ * a bucket that never refills), contract 7. */
+static void put_ratelimit(struct sbuf *b, const struct ratelimit_result *rl)
+{
+    PUT_LIT(b, "RateLimit-Limit: ");
+    put_u64(b, rl->limit);
+    PUT_LIT(b, "\r\nRateLimit-Remaining: ");
+    put_u64(b, rl->remaining);
+    put(b, "\r\n", 2);
+    if (rl->reset >= 0) {
+        PUT_LIT(b, "RateLimit-Reset: ");
+        put_u64(b, (uint64_t)rl->reset);
+        put(b, "\r\n", 2);
+    }
+}
+
 static void put_header(struct sbuf *b, const struct http1_header *h)
 {
     /* The received line is often already "name: value\r\n" byte for byte (one
@@ -444,12 +466,14 @@ size_t http1_build_response_head(const struct http1_msg *m, const struct http1_r
             put_header(&b, h); /* kept where the upstream put it */
             continue;
         }
-        if (h->hop || id_is_hop(h->id))
+        if (h->hop || id_is_hop(h->id) || (h->id == HTTP1_H_RATELIMIT && o->rl))
             continue;
         put_header(&b, h);
     }
     if (o->framing == HTTP1_FRAME_CHUNKED)
         PUT_LIT(&b, "Transfer-Encoding: chunked\r\n");
+    if (o->rl)
+        put_ratelimit(&b, o->rl);
     if (o->upgrade) {
         PUT_LIT(&b, "Connection: upgrade\r\n");
         if (m->upgrade >= 0) {
@@ -496,10 +520,13 @@ const char *http1_reason(int code)
 
 bool http1_error_closes(int code)
 {
-    return !(code == 502 || code == 503 || code == 504);
+    /* 429 is answered before routing, on a request read in full: like 502-504 it
+     * keeps a keep-alive connection (contract 7) */
+    return !(code == 429 || code == 502 || code == 503 || code == 504);
 }
 
-size_t http1_build_error(int code, const char *request_id, bool close, char *out, size_t cap)
+size_t http1_build_error(int code, const char *request_id, bool close,
+                         const struct ratelimit_result *rl, char *out, size_t cap)
 {
     char body[128];
     const char *reason = http1_reason(code);
@@ -514,6 +541,14 @@ size_t http1_build_error(int code, const char *request_id, bool close, char *out
     PUT_LIT(&b, "\r\nX-Request-ID: ");
     puts_(&b, request_id);
     put(&b, "\r\n", 2);
+    if (rl) {
+        if (code == 429 && rl->retry_after >= 0) {
+            PUT_LIT(&b, "Retry-After: ");
+            put_u64(&b, (uint64_t)rl->retry_after);
+            put(&b, "\r\n", 2);
+        }
+        put_ratelimit(&b, rl);
+    }
     if (close)
         PUT_LIT(&b, "Connection: close\r\n");
     put(&b, "\r\n", 2);

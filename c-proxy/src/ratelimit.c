@@ -335,19 +335,79 @@ void ratelimit_take(struct ratelimit_table *t, const char *key, size_t key_len,
     pthread_mutex_unlock(&st->lock);
 }
 
+/* The header values of bucket b under lim, nothing taken. */
+static void status_of(const struct ratelimit_bucket *b, const struct ratelimit_limit *lim,
+                      struct ratelimit_result *res)
+{
+    res->verdict = RATELIMIT_ALLOWED;
+    res->limit = lim->capacity;
+    res->remaining = (uint64_t)floor(b->tokens);
+    res->reset = lim->rate_per_sec > 0
+                     ? ceil_seconds(((double)lim->capacity - b->tokens) / lim->rate_per_sec)
+                     : -1;
+    res->retry_after = -1;
+    res->overflow = false;
+}
+
+void ratelimit_status(struct ratelimit_table *t, const char *key, size_t key_len, double now,
+                      struct ratelimit_result *res)
+{
+    if (key_len == 0 || key_len > RATELIMIT_KEY_MAX) {
+        pthread_mutex_lock(&t->overflow_lock);
+        struct ratelimit_bucket b = t->overflow;
+        ratelimit_refill(&b, &t->dflt, now);
+        status_of(&b, &t->dflt, res);
+        pthread_mutex_unlock(&t->overflow_lock);
+        res->overflow = true;
+        return;
+    }
+    uint32_t h = key_hash(key, key_len);
+    struct ratelimit_stripe *st = stripe_of(t, h);
+
+    pthread_mutex_lock(&st->lock);
+    struct ratelimit_limit lim = t->dflt;
+    struct ratelimit_bucket b = {.tokens = (double)lim.capacity, .at = now};
+    int64_t i = slot_find(t, st, h, key, key_len);
+    if (i >= 0) {
+        const struct ratelimit_slot *s = &st->slots[i];
+        if (s->flags & RATELIMIT_SLOT_F_PINNED)
+            lim = slot_limit(s);
+        b = slot_under(s, &lim, now);
+        ratelimit_refill(&b, &lim, now);
+    }
+    status_of(&b, &lim, res);
+    pthread_mutex_unlock(&st->lock);
+}
+
+void ratelimit_set_default(struct ratelimit_table *t, const struct ratelimit_limit *dflt)
+{
+    /* every reader of t->dflt holds a stripe lock or the overflow lock: hold them all */
+    for (uint32_t k = 0; k < t->n_stripes; k++)
+        pthread_mutex_lock(&t->stripes[k].lock);
+    pthread_mutex_lock(&t->overflow_lock);
+    t->dflt = *dflt;
+    pthread_mutex_unlock(&t->overflow_lock);
+    for (uint32_t k = t->n_stripes; k-- > 0;)
+        pthread_mutex_unlock(&t->stripes[k].lock);
+}
+
 double ratelimit_peek(struct ratelimit_table *t, const char *key, size_t key_len,
                       const struct ratelimit_limit *lim, double now)
 {
     bool given = lim != NULL;
     if (lim == NULL)
-        lim = &t->dflt;
-    if (key_len == 0 || key_len > RATELIMIT_KEY_MAX)
-        return (double)lim->capacity;
+        lim = &t->dflt; /* read under a lock only: ratelimit_set_default() */
+    if (key_len == 0 || key_len > RATELIMIT_KEY_MAX) {
+        pthread_mutex_lock(&t->overflow_lock);
+        double cap = (double)lim->capacity;
+        pthread_mutex_unlock(&t->overflow_lock);
+        return cap;
+    }
     uint32_t h = key_hash(key, key_len);
     struct ratelimit_stripe *st = stripe_of(t, h);
-    double tokens = (double)lim->capacity;
 
     pthread_mutex_lock(&st->lock);
+    double tokens = (double)lim->capacity;
     int64_t i = slot_find(t, st, h, key, key_len);
     if (i >= 0) {
         struct ratelimit_limit pinned;

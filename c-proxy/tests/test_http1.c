@@ -507,12 +507,12 @@ static void test_error_bytes(void **state)
 {
     (void)state;
     char out[512];
-    size_t n = http1_build_error(502, "abc", false, out, sizeof out);
+    size_t n = http1_build_error(502, "abc", false, NULL, out, sizeof out);
     out[n] = '\0';
     assert_string_equal(out, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
                              "Content-Length: 36\r\nX-Request-ID: abc\r\n\r\n"
                              "{\"code\":502,\"message\":\"Bad Gateway\"}");
-    n = http1_build_error(431, "x", true, out, sizeof out);
+    n = http1_build_error(431, "x", true, NULL, out, sizeof out);
     out[n] = '\0';
     assert_string_equal(out, "HTTP/1.1 431 Request Header Fields Too Large\r\n"
                              "Content-Type: application/json\r\nContent-Length: 56\r\n"
@@ -522,11 +522,12 @@ static void test_error_bytes(void **state)
     assert_true(http1_error_closes(408));
     assert_true(http1_error_closes(413));
     assert_true(http1_error_closes(505));
+    assert_false(http1_error_closes(429));
     assert_false(http1_error_closes(502));
     assert_false(http1_error_closes(503));
     assert_false(http1_error_closes(504));
     /* too small: nothing written, the length needed returned */
-    assert_true(http1_build_error(400, "x", true, out, 10) > 10);
+    assert_true(http1_build_error(400, "x", true, NULL, out, 10) > 10);
 }
 
 /* http1_head_scan() agrees with the byte-at-a-time matcher it replaces, whatever
