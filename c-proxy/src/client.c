@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #define IN_MIN 16384            /* client input buffer floor (bytes) */
@@ -78,6 +79,9 @@ static void rl_take(struct client *c, const struct http1_msg *m, const struct co
     exchange_ratelimit_key(m, cfg, c->rl_ip, c->rl_ip_len, &key, &len);
     ratelimit_take(c->w->rl, key, len, NULL, now_of(c), &res);
     exchange_ratelimited(&c->x, &res);
+    metrics_counters_add(
+        c->w->metrics,
+        res.verdict == RATELIMIT_ALLOWED ? METRICS_C_RL_ALLOWED : METRICS_C_RL_LIMITED, 1);
 }
 
 /* The RateLimit-* values for a response to a request that took no token (a bad or

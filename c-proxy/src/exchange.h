@@ -47,8 +47,10 @@
 #define EXCHANGE_F_IDEMPOTENT 0x80000  /* idempotent method or Idempotency-Key: retry-safe */
 #define EXCHANGE_F_UP_READ 0x100000    /* this attempt: bytes arrived from the upstream */
 #define EXCHANGE_F_HEAD_OK 0x200000    /* this attempt: a response head parsed (health OK) */
-#define EXCHANGE_F_RL 0x400000         /* rl holds this request's RateLimit-* values */
-#define EXCHANGE_F_LIMITED 0x800000    /* the bucket was empty: answer 429, never route */
+#define EXCHANGE_F_LIMITED 0x400000    /* the rate limiter said no: answered 429, never routed */
+#define EXCHANGE_F_RL                                                                              \
+    0x800000 /* rl holds this request's RateLimit-* values (Python:                                \
+                Exchange.rl, its header lines, not empty) */
 
 /* Flags that describe one attempt: cleared when the next one is attached. */
 #define EXCHANGE_F_ATTEMPT                                                                         \

@@ -470,10 +470,10 @@ size_t http1_build_response_head(const struct http1_msg *m, const struct http1_r
             continue;
         put_header(&b, h);
     }
-    if (o->framing == HTTP1_FRAME_CHUNKED)
-        PUT_LIT(&b, "Transfer-Encoding: chunked\r\n");
     if (o->rl)
         put_ratelimit(&b, o->rl);
+    if (o->framing == HTTP1_FRAME_CHUNKED)
+        PUT_LIT(&b, "Transfer-Encoding: chunked\r\n");
     if (o->upgrade) {
         PUT_LIT(&b, "Connection: upgrade\r\n");
         if (m->upgrade >= 0) {

@@ -187,7 +187,7 @@ struct http1_resp_opts {
 
 /* The response head sent to the client (docs/behaviour.md "The response sent to
  * the client"); with o->rl, RateLimit-Limit, -Remaining and -Reset (omitted when
- * reset < 0) follow the upstream's fields and framing, before Connection.
+ * reset < 0) follow the upstream's fields, before the framing and Connection.
  * Returns its length; written only if length <= cap. */
 size_t http1_build_response_head(const struct http1_msg *m, const struct http1_resp_opts *o,
                                  char *out, size_t cap);

@@ -36,6 +36,7 @@
 #include "health.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "ratelimit.h"
 #include "store.h"
 #include "upstream.h"
@@ -47,6 +48,7 @@
 struct app {
     const char *path;           /* --config FILE */
     struct cfgref *cfg;         /* current config (one ref); swapped under cfg_mu */
+    struct cfgref *started;     /* the config at start (one ref): what restart-only keys stay */
     pthread_mutex_t cfg_mu;     /* the admin thread reads cfg while a reload swaps it */
     atomic_uint generation;     /* 1 at start, +1 per applied reload (metrics) */
     struct worker *workers;     /* cfg->workers at startup */
@@ -55,9 +57,10 @@ struct app {
     bool stopping;              /* SIGTERM/SIGINT seen */
     ev_signal sig_term, sig_int, sig_hup;
 
-    struct ratelimit_table *rl; /* shared by every worker; NULL: no rate_limit */
-    struct store *store;        /* rate_limit.store, read-write; NULL: no rate_limit */
-    struct admin *admin;        /* admin API server; NULL: no admin.listen */
+    struct ratelimit_table *rl;       /* shared by every worker; NULL: no rate_limit */
+    struct store *store;              /* rate_limit.store, read-write; NULL: no rate_limit */
+    struct admin *admin;              /* admin API server; NULL: no admin.listen */
+    struct metrics_counters counters; /* every worker's counters (metrics.h) */
 
     pthread_t saver;          /* saves the buckets every STORE_SAVE_S */
     bool saver_running;       /* saver was started (join it) */
@@ -166,6 +169,7 @@ static int store_load_into(struct store *s, struct ratelimit_table *t, char *err
         return -1;
     double now = wall_now();
     size_t lost = 0;
+    struct ratelimit_limit dflt = default_limit(app.started->cfg);
     for (size_t i = 0; i < d.n_clients; i++) {
         const struct store_client *c = &d.clients[i];
         struct ratelimit_limit lim = {
@@ -178,14 +182,22 @@ static int store_load_into(struct store *s, struct ratelimit_table *t, char *err
     }
     for (size_t i = 0; i < d.n_buckets; i++) {
         const struct store_bucket *b = &d.buckets[i];
-        ratelimit_set(t, b->client_id, strlen(b->client_id), NULL, b->tokens, b->at);
+        size_t len = strlen(b->client_id);
+        struct ratelimit_limit lim;
+        double tokens;
+        struct ratelimit_bucket bk = {.tokens = b->tokens, .at = b->at};
+        /* a saved bucket that refilled to full by now equals a fresh one: left out */
+        if (!ratelimit_lookup(t, b->client_id, len, now, &lim, &tokens) &&
+            ratelimit_bucket_full(&bk, &dflt, now))
+            continue;
+        ratelimit_set(t, b->client_id, len, NULL, b->tokens, b->at);
     }
     store_data_free(&d);
-    if (lost) {
-        char why[96];
-        snprintf(why, sizeof why, "client table full: %zu overrides not loaded", lost);
-        store_error_event(why);
-    }
+    if (lost)
+        fprintf(stderr,
+                "warning: %zu overrides of %s found no room in the rate-limit table"
+                " (rate_limit.max_clients)\n",
+                lost, app.started->cfg->rate_limit.store);
     return 0;
 }
 
@@ -221,8 +233,45 @@ static void snap_add(const char *key, size_t len, double tokens, double at, void
     r->at = at;
 }
 
-/* Queue every bucket of the table for the store in one batch, then wait for the
- * writer (on this thread, never a worker's) and report a failure (store_error). */
+/* Strict UTF-8 (a TEXT client_id; the twin decodes ids as UTF-8). */
+static bool utf8_valid(const unsigned char *p)
+{
+    while (*p) {
+        unsigned c = *p++, n, min;
+        if (c < 0x80)
+            continue;
+        if (c >= 0xc2 && c <= 0xdf)
+            n = 1, min = 0x80, c &= 0x1f;
+        else if (c >= 0xe0 && c <= 0xef)
+            n = 2, min = 0x800, c &= 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4)
+            n = 3, min = 0x10000, c &= 0x07;
+        else
+            return false;
+        for (; n > 0; n--, p++) {
+            if ((*p & 0xc0) != 0x80)
+                return false;
+            c = (c << 6) | (*p & 0x3fu);
+        }
+        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+            return false;
+    }
+    return true;
+}
+
+static int snap_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct snap_row *)a)->key, ((const struct snap_row *)b)->key);
+}
+
+/* (tokens, at) of every bucket as the last good save wrote it (sorted by key): a
+ * save writes only the buckets that changed since. The saver thread's (and, once
+ * it has stopped, the final save's). */
+static struct snap saved;
+
+/* One save: the buckets that changed since the last good one, queued for the
+ * store in one batch; then wait for the writer (on this thread, never a worker's)
+ * and report a failure (store_error {reason}); the rows are tried again next time. */
 static void store_save_all(void)
 {
     struct snap sn = {0};
@@ -230,20 +279,47 @@ static void store_save_all(void)
     sn.rows = malloc(hint * sizeof *sn.rows);
     sn.cap = sn.rows ? hint : 0;
     ratelimit_snapshot(app.rl, snap_add, &sn);
-    struct store_bucket *b = sn.n ? malloc(sn.n * sizeof *b) : NULL;
-    char err[STORE_ERR_MAX];
-    if (sn.oom || (sn.n && b == NULL)) {
+    if (sn.oom) {
         store_error_event("out of memory: buckets not saved");
-    } else if (sn.n) {
-        for (size_t i = 0; i < sn.n; i++)
-            b[i] = (struct store_bucket){sn.rows[i].key, sn.rows[i].tokens, sn.rows[i].at};
-        if (store_save_buckets(app.store, b, sn.n) == -1)
+        free(sn.rows);
+        return;
+    }
+    qsort(sn.rows, sn.n, sizeof *sn.rows, snap_cmp);
+    struct store_bucket *b = sn.n ? malloc(sn.n * sizeof *b) : NULL;
+    if (sn.n && b == NULL) {
+        store_error_event("out of memory: buckets not saved");
+        free(sn.rows);
+        return;
+    }
+    size_t nb = 0;
+    for (size_t i = 0; i < sn.n; i++) {
+        const struct snap_row *r = &sn.rows[i];
+        const struct snap_row *was =
+            saved.n ? bsearch(r, saved.rows, saved.n, sizeof *r, snap_cmp) : NULL;
+        if (was && was->tokens == r->tokens && was->at == r->at)
+            continue;
+        if (!utf8_valid((const unsigned char *)r->key))
+            continue; /* a header value that is not UTF-8 cannot be a TEXT client_id */
+        b[nb++] = (struct store_bucket){(char *)r->key, r->tokens, r->at};
+    }
+    bool ok = true;
+    if (nb) {
+        char err[STORE_ERR_MAX];
+        if (store_save_buckets(app.store, b, nb) == -1) {
             store_error_event("out of memory: buckets not saved");
+            ok = false;
+        } else if (store_flush(app.store, err, sizeof err) == -1) {
+            store_error_event(err);
+            ok = false;
+        }
     }
     free(b);
-    free(sn.rows);
-    if (store_flush(app.store, err, sizeof err) == -1)
-        store_error_event(err);
+    if (ok) {
+        free(saved.rows);
+        saved = sn;
+    } else {
+        free(sn.rows);
+    }
 }
 
 /* The saver thread: store_save_all() every STORE_SAVE_S until told to stop. */
@@ -325,62 +401,27 @@ static int prov_upstream_set_state(void *ud, const char *name, bool drain, json_
     return rc;
 }
 
-/* A Prometheus label value: \\ \" and \n escaped (cut to fit out). */
-static const char *label_escape(const char *s, char *out, size_t cap)
-{
-    size_t o = 0;
-    for (; *s && o + 3 < cap; s++) {
-        if (*s == '\\' || *s == '"' || *s == '\n') {
-            out[o++] = '\\';
-            out[o++] = *s == '\n' ? 'n' : *s;
-        } else {
-            out[o++] = *s;
-        }
-    }
-    out[o] = '\0';
-    return out;
-}
-
 static size_t prov_metrics(void *ud, char *buf, size_t cap)
 {
     (void)ud;
     struct cfgref *ref = app_config();
     const struct config *cfg = ref->cfg;
-    size_t len = 0;
-#define EMIT(...)                                                                                  \
-    do {                                                                                           \
-        int n_ = snprintf(buf + (len < cap ? len : cap), len < cap ? cap - len : 0, __VA_ARGS__);  \
-        if (n_ > 0)                                                                                \
-            len += (size_t)n_;                                                                     \
-    } while (0)
-    EMIT("# HELP twinproxy_build_info Build of the proxy.\n");
-    EMIT("# TYPE twinproxy_build_info gauge\n");
-    EMIT("twinproxy_build_info{impl=\"c\",version=\"%s\"} 1\n", TWINPROXY_VERSION);
-    EMIT("# HELP twinproxy_config_generation Config generation (1 at start, +1 per applied "
-         "reload).\n");
-    EMIT("# TYPE twinproxy_config_generation gauge\n");
-    EMIT("twinproxy_config_generation %u\n", atomic_load(&app.generation));
-    static const char *const gauges[][2] = {
-        {"twinproxy_upstream_up", "Upstream health verdict (1 up, 0 down)."},
-        {"twinproxy_upstream_active_connections", "Attempts in flight on the upstream."},
-        {"twinproxy_upstream_idle_connections", "Pooled keep-alive connections to the upstream."},
-    };
-    for (size_t g = 0; g < 3; g++) {
-        EMIT("# HELP %s %s\n# TYPE %s gauge\n", gauges[g][0], gauges[g][1], gauges[g][0]);
+    struct metrics_upstream *ups = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof *ups);
+    size_t n = 0;
+    if (ups) {
         for (size_t i = 0; i < cfg->n_upstreams; i++) {
             const struct config_upstream *u = &cfg->upstreams[i];
-            struct health_state *h = health_state_get(u->name, u->addr.text);
-            struct health_stats st;
-            health_stats_get(h, &st);
-            uint64_t v = g == 0 ? (uint64_t)health_is_healthy(h) : g == 1 ? st.active : st.idle;
-            char label[CONFIG_ERR_MAX];
-            EMIT("%s{upstream=\"%s\"} %llu\n", gauges[g][0],
-                 label_escape(u->name, label, sizeof label), (unsigned long long)v);
+            ups[i].name = u->name;
+            ups[i].healthy = health_is_healthy(health_state_get(u->name, u->addr.text));
         }
+        n = metrics_render(buf, cap, "c", TWINPROXY_VERSION, atomic_load(&app.generation), ups,
+                           cfg->n_upstreams,
+                           metrics_counters_total(&app.counters, METRICS_C_RL_ALLOWED),
+                           metrics_counters_total(&app.counters, METRICS_C_RL_LIMITED));
     }
-#undef EMIT
+    free(ups);
     cfgref_release(ref);
-    return len;
+    return n;
 }
 
 static const struct admin_providers app_providers = {
@@ -408,59 +449,56 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
         worker_post_stop(&app.workers[i]);
 }
 
-#define RESTART_WARNING                                                                            \
-    "listen, workers, admin, rate_limit (added or removed), rate_limit.store and "                 \
-    "rate_limit.max_clients need a restart; kept as they were"
+#define RESTART_WARNING "listen, workers and admin.listen need a restart; kept as they were"
+#define RL_RESTART_WARNING                                                                         \
+    "rate_limit added or removed, rate_limit.store and rate_limit.max_clients need a restart;"     \
+    " kept as they were"
 
-/* What a reload cannot change is kept from the running config in the new one
- * (before anyone sees it), with one warning: the sockets (listen, workers,
- * admin.listen), the admin server's token, whether rate limiting runs at all and
- * the table and store behind it. Everything else of rate_limit (default, key,
- * ipv6_prefix) applies. Returns 0, or -1 out of memory. */
+/* A reload cannot change the sockets (listen, workers, admin.listen: one warning,
+ * compared with the running config) nor the rate-limit table and its store
+ * (rate_limit added or removed, another store or max_clients: another warning,
+ * compared with the config at start). For the latter, what runs is written into
+ * the new config before anyone sees it: rate_limit as at start when the new one
+ * has none (or none at all when the start had none), the start's store and
+ * max_clients otherwise. key, default and ipv6_prefix apply. Returns 0, or -1 out
+ * of memory. */
 static int reload_keep(const struct config *old, struct config *cfg)
 {
-    bool warn = strcmp(cfg->listen.text, old->listen.text) != 0 || cfg->workers != old->workers;
-    if (cfg->admin_enabled != old->admin_enabled ||
-        (cfg->admin_enabled && (strcmp(cfg->admin_listen.text, old->admin_listen.text) != 0 ||
-                                strcmp(cfg->admin_token, old->admin_token) != 0))) {
-        char *tok = strdup(old->admin_token);
-        if (!tok)
-            return -1;
-        free(cfg->admin_token);
-        cfg->admin_token = tok;
-        cfg->admin_enabled = old->admin_enabled;
-        cfg->admin_listen = old->admin_listen;
-        warn = true;
-    }
-    const struct config_rate_limit *o = &old->rate_limit;
-    struct config_rate_limit *n = &cfg->rate_limit;
-    if (n->enabled != o->enabled ||
-        (o->enabled && (strcmp(n->store, o->store) != 0 || n->max_clients != o->max_clients))) {
-        bool whole = n->enabled != o->enabled; /* added or removed: the old section as it was */
-        char *store = strdup(o->store);
-        char *hdr = whole && o->key_header ? strdup(o->key_header) : NULL;
-        if (!store || (whole && o->key_header && !hdr)) {
-            free(store);
-            free(hdr);
-            return -1;
-        }
-        free(n->store);
-        n->store = store;
-        n->store_line = o->store_line;
-        n->max_clients = o->max_clients;
-        if (whole) {
-            free(n->key_header);
-            n->key_header = hdr;
-            n->enabled = o->enabled;
-            n->key = o->key;
-            n->default_capacity = o->default_capacity;
-            n->default_rate_per_sec = o->default_rate_per_sec;
-            n->ipv6_prefix = o->ipv6_prefix;
-        }
-        warn = true;
-    }
-    if (warn)
+    if (strcmp(cfg->listen.text, old->listen.text) != 0 || cfg->workers != old->workers ||
+        cfg->admin_enabled != old->admin_enabled ||
+        (cfg->admin_enabled && strcmp(cfg->admin_listen.text, old->admin_listen.text) != 0))
         log_event(CONFIG_LOG_WARN, "reload", json_pack("{s:s}", "warning", RESTART_WARNING));
+    const struct config_rate_limit *o = &app.started->cfg->rate_limit;
+    struct config_rate_limit *n = &cfg->rate_limit;
+    if (n->enabled == o->enabled &&
+        (!o->enabled || (strcmp(n->store, o->store) == 0 && n->max_clients == o->max_clients)))
+        return 0;
+    log_event(CONFIG_LOG_WARN, "reload", json_pack("{s:s}", "warning", RL_RESTART_WARNING));
+    if (!o->enabled) {
+        n->enabled = false; /* no table to take from: rate limiting stays off */
+        return 0;
+    }
+    bool whole = !n->enabled; /* removed: the section as it was at start */
+    char *store = strdup(o->store);
+    char *hdr = whole && o->key_header ? strdup(o->key_header) : NULL;
+    if (!store || (whole && o->key_header && !hdr)) {
+        free(store);
+        free(hdr);
+        return -1;
+    }
+    free(n->store);
+    n->store = store;
+    n->store_line = o->store_line;
+    n->max_clients = o->max_clients;
+    if (whole) {
+        free(n->key_header);
+        n->key_header = hdr;
+        n->enabled = true;
+        n->key = o->key;
+        n->default_capacity = o->default_capacity;
+        n->default_rate_per_sec = o->default_rate_per_sec;
+        n->ipv6_prefix = o->ipv6_prefix;
+    }
     return 0;
 }
 
@@ -490,6 +528,12 @@ static void on_reload(struct ev_loop *loop, ev_signal *w, int revents)
     }
     struct cfgref *ref = cfgref_new(cfg);
     if (!ref) {
+        config_free(cfg);
+        return;
+    }
+    if (app.admin && strcmp(cfg->admin_token, old->admin_token) != 0 &&
+        admin_set_token(app.admin, cfg->admin_token) == -1) {
+        log_event(CONFIG_LOG_ERROR, "reload_failed", json_pack("{s:s}", "error", "out of memory"));
         config_free(cfg);
         return;
     }
@@ -599,11 +643,6 @@ int main(int argc, char **argv)
             fprintf(stderr, "c-proxy: out of memory (rate_limit.max_clients)\n");
             return 1;
         }
-        if (store_load_into(app.store, app.rl, err, sizeof err) == -1) {
-            fprintf(stderr, "config error: %s:%d: store %s: cannot load: %s\n", cfg->path,
-                    cfg->rate_limit.store_line, cfg->rate_limit.store, err);
-            return 2;
-        }
     }
     atomic_init(&app.generation, 1);
     app.cfg = cfgref_new(cfg);
@@ -611,6 +650,12 @@ int main(int argc, char **argv)
     if (!app.cfg || !loop) {
         fprintf(stderr, "c-proxy: cannot start the event loop\n");
         return 1;
+    }
+    app.started = cfgref_acquire(app.cfg);
+    if (app.rl && store_load_into(app.store, app.rl, err, sizeof err) == -1) {
+        fprintf(stderr, "config error: %s:%d: store %s: %s\n", cfg->path,
+                cfg->rate_limit.store_line, cfg->rate_limit.store, err);
+        return 2;
     }
 
     /* worker threads must not take the signals: block them while spawning */
@@ -628,6 +673,7 @@ int main(int argc, char **argv)
             return 1;
         }
         w->rl = app.rl;
+        w->metrics = &app.counters;
         listener_start(&app.listeners[i], w, fds[i], client_new);
     }
     if (app.rl) {
@@ -684,9 +730,11 @@ int main(int argc, char **argv)
     }
     store_close(app.store);
     ratelimit_table_free(app.rl);
+    free(saved.rows);
     log_event(CONFIG_LOG_INFO, "stop", NULL);
     health_registry_free(); /* every set is gone: nobody holds a state */
     cfgref_release(app.cfg);
+    cfgref_release(app.started);
     log_close();
     ev_loop_destroy(loop);
     return 0;
