@@ -65,6 +65,7 @@ static void rl_ip_key(struct client *c, const struct config *cfg)
         return;
     int n = ratelimit_key_ip(c->ip, prefix, c->rl_ip);
     c->rl_ip_len = n > 0 ? (size_t)n : 0; /* not an address: the overflow bucket */
+    c->rl_ip_hash = ratelimit_hash(c->rl_ip, c->rl_ip_len);
     c->rl_prefix = prefix;
 }
 
@@ -77,7 +78,8 @@ static void rl_take(struct client *c, const struct http1_msg *m, const struct co
     struct ratelimit_result res;
     rl_ip_key(c, cfg);
     exchange_ratelimit_key(m, cfg, c->rl_ip, c->rl_ip_len, &key, &len);
-    ratelimit_take(c->w->rl, key, len, NULL, now_of(c), &res);
+    uint32_t h = key == c->rl_ip ? c->rl_ip_hash : ratelimit_hash(key, len);
+    ratelimit_take_hashed(c->w->rl, key, len, h, NULL, now_of(c), &res);
     exchange_ratelimited(&c->x, &res);
     metrics_counters_add(
         c->w->metrics,

@@ -345,20 +345,77 @@ static void put_u64(struct sbuf *b, uint64_t v)
     put(b, tmp + i, sizeof tmp - i);
 }
 
-/* RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset (omitted when reset < 0:
- * a bucket that never refills), contract 7. */
-static void put_ratelimit(struct sbuf *b, const struct ratelimit_result *rl)
+/* v in decimal at q; returns the end. Two digits per step: it runs for every
+ * response of a rate-limited listener. */
+static char *fmt_u64(char *q, uint64_t v)
 {
-    PUT_LIT(b, "RateLimit-Limit: ");
-    put_u64(b, rl->limit);
-    PUT_LIT(b, "\r\nRateLimit-Remaining: ");
-    put_u64(b, rl->remaining);
-    put(b, "\r\n", 2);
-    if (rl->reset >= 0) {
-        PUT_LIT(b, "RateLimit-Reset: ");
-        put_u64(b, (uint64_t)rl->reset);
-        put(b, "\r\n", 2);
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233"
+                                "34353637383940414243444546474849505152535455565758596061626364656667"
+                                "6869707172737475767778798081828384858687888990919293949596979899";
+    static const uint64_t pow10[20] = {1ull,
+                                       10ull,
+                                       100ull,
+                                       1000ull,
+                                       10000ull,
+                                       100000ull,
+                                       1000000ull,
+                                       10000000ull,
+                                       100000000ull,
+                                       1000000000ull,
+                                       10000000000ull,
+                                       100000000000ull,
+                                       1000000000000ull,
+                                       10000000000000ull,
+                                       100000000000000ull,
+                                       1000000000000000ull,
+                                       10000000000000000ull,
+                                       100000000000000000ull,
+                                       1000000000000000000ull,
+                                       10000000000000000000ull};
+    unsigned n = 1;
+    while (n < 20 && v >= pow10[n])
+        n++;
+    char *end = q + n;
+    while (v >= 100) {
+        unsigned d = (unsigned)(v % 100) * 2;
+        v /= 100;
+        *--end = pairs[d + 1];
+        *--end = pairs[d];
     }
+    if (v >= 10) {
+        *--end = pairs[v * 2 + 1];
+        *--end = pairs[v * 2];
+    } else {
+        *--end = (char)('0' + v);
+    }
+    return q + n;
+}
+
+#define LIT(q, lit) (memcpy((q), lit, sizeof lit - 1), (q) + sizeof lit - 1)
+
+/* RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset (omitted when reset < 0:
+ * a bucket that never refills), contract 7; Retry-After first when retry_after is
+ * given (>= 0). Built in one piece, one put. */
+static void put_ratelimit(struct sbuf *b, const struct ratelimit_result *rl, int64_t retry_after)
+{
+    char tmp[160]; /* four fields of at most 20 digits each */
+    char *q = tmp;
+    if (retry_after >= 0) {
+        q = LIT(q, "Retry-After: ");
+        q = fmt_u64(q, (uint64_t)retry_after);
+        q = LIT(q, "\r\n");
+    }
+    q = LIT(q, "RateLimit-Limit: ");
+    q = fmt_u64(q, rl->limit);
+    q = LIT(q, "\r\nRateLimit-Remaining: ");
+    q = fmt_u64(q, rl->remaining);
+    q = LIT(q, "\r\n");
+    if (rl->reset >= 0) {
+        q = LIT(q, "RateLimit-Reset: ");
+        q = fmt_u64(q, (uint64_t)rl->reset);
+        q = LIT(q, "\r\n");
+    }
+    put(b, tmp, (size_t)(q - tmp));
 }
 
 static void put_header(struct sbuf *b, const struct http1_header *h)
@@ -471,7 +528,7 @@ size_t http1_build_response_head(const struct http1_msg *m, const struct http1_r
         put_header(&b, h);
     }
     if (o->rl)
-        put_ratelimit(&b, o->rl);
+        put_ratelimit(&b, o->rl, -1);
     if (o->framing == HTTP1_FRAME_CHUNKED)
         PUT_LIT(&b, "Transfer-Encoding: chunked\r\n");
     if (o->upgrade) {
@@ -541,14 +598,8 @@ size_t http1_build_error(int code, const char *request_id, bool close,
     PUT_LIT(&b, "\r\nX-Request-ID: ");
     puts_(&b, request_id);
     put(&b, "\r\n", 2);
-    if (rl) {
-        if (code == 429 && rl->retry_after >= 0) {
-            PUT_LIT(&b, "Retry-After: ");
-            put_u64(&b, (uint64_t)rl->retry_after);
-            put(&b, "\r\n", 2);
-        }
-        put_ratelimit(&b, rl);
-    }
+    if (rl)
+        put_ratelimit(&b, rl, code == 429 ? rl->retry_after : -1);
     if (close)
         PUT_LIT(&b, "Connection: close\r\n");
     put(&b, "\r\n", 2);

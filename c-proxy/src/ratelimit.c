@@ -298,8 +298,20 @@ static void overflow_take(struct ratelimit_table *t, double now, struct ratelimi
     res->overflow = true;
 }
 
+uint32_t ratelimit_hash(const char *key, size_t key_len)
+{
+    return key_hash(key, key_len);
+}
+
 void ratelimit_take(struct ratelimit_table *t, const char *key, size_t key_len,
                     const struct ratelimit_limit *lim, double now, struct ratelimit_result *res)
+{
+    ratelimit_take_hashed(t, key, key_len, key_hash(key, key_len), lim, now, res);
+}
+
+void ratelimit_take_hashed(struct ratelimit_table *t, const char *key, size_t key_len, uint32_t h,
+                           const struct ratelimit_limit *lim, double now,
+                           struct ratelimit_result *res)
 {
     bool given = lim != NULL;
     if (lim == NULL)
@@ -308,7 +320,6 @@ void ratelimit_take(struct ratelimit_table *t, const char *key, size_t key_len,
         overflow_take(t, now, res);
         return;
     }
-    uint32_t h = key_hash(key, key_len);
     struct ratelimit_stripe *st = stripe_of(t, h);
 
     pthread_mutex_lock(&st->lock);
@@ -569,11 +580,14 @@ size_t ratelimit_snapshot(struct ratelimit_table *t,
     for (uint32_t k = 0; k < t->n_stripes; k++) {
         struct ratelimit_stripe *st = &t->stripes[k];
         pthread_mutex_lock(&st->lock);
-        for (uint32_t i = 0; i < t->slots_per_stripe; i++) {
+        /* stop at the stripe's count: a mostly empty table is not scanned whole */
+        uint32_t left = st->count;
+        for (uint32_t i = 0; i < t->slots_per_stripe && left > 0; i++) {
             const struct ratelimit_slot *s = &st->slots[i];
             if (s->key_len != 0) {
                 fn(s->key, s->key_len, s->tokens, s->at, arg);
                 n++;
+                left--;
             }
         }
         pthread_mutex_unlock(&st->lock);

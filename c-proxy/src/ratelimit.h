@@ -99,6 +99,14 @@ void ratelimit_table_free(struct ratelimit_table *t);
 void ratelimit_take(struct ratelimit_table *t, const char *key, size_t key_len,
                     const struct ratelimit_limit *lim, double now, struct ratelimit_result *res);
 
+/* The hash ratelimit_take() computes for key (crc32), and ratelimit_take() with
+ * it already known: a caller that takes with the same key again and again (the
+ * client_ip key of a keep-alive connection) hashes it once. */
+uint32_t ratelimit_hash(const char *key, size_t key_len);
+void ratelimit_take_hashed(struct ratelimit_table *t, const char *key, size_t key_len, uint32_t hash,
+                           const struct ratelimit_limit *lim, double now,
+                           struct ratelimit_result *res);
+
 /* Tokens key's bucket holds at now (refilled, not stored): capacity of lim (or
  * the default) when the key has no bucket. lim NULL: a pinned slot's limit. */
 double ratelimit_peek(struct ratelimit_table *t, const char *key, size_t key_len,
