@@ -75,15 +75,19 @@ static void rl_take(struct client *c, const struct http1_msg *m, const struct co
 {
     const char *key;
     size_t len;
-    struct ratelimit_result res;
     rl_ip_key(c, cfg);
-    exchange_ratelimit_key(m, cfg, c->rl_ip, c->rl_ip_len, &key, &len);
+    if (cfg->rate_limit.key == CONFIG_KEY_HEADER) {
+        exchange_ratelimit_key(m, cfg, c->rl_ip, c->rl_ip_len, &key, &len);
+    } else {
+        key = c->rl_ip; /* client_ip: no header to look at */
+        len = c->rl_ip_len;
+    }
     uint32_t h = key == c->rl_ip ? c->rl_ip_hash : ratelimit_hash(key, len);
-    ratelimit_take_hashed(c->w->rl, key, len, h, NULL, now_of(c), &res);
-    exchange_ratelimited(&c->x, &res);
+    ratelimit_take_hashed(c->w->rl, key, len, h, NULL, now_of(c), &c->x.rl); /* in place */
+    exchange_ratelimited(&c->x, &c->x.rl);
     metrics_counters_add(
         c->w->metrics,
-        res.verdict == RATELIMIT_ALLOWED ? METRICS_C_RL_ALLOWED : METRICS_C_RL_LIMITED, 1);
+        c->x.rl.verdict == RATELIMIT_ALLOWED ? METRICS_C_RL_ALLOWED : METRICS_C_RL_LIMITED, 1);
 }
 
 /* The RateLimit-* values for a response to a request that took no token (a bad or

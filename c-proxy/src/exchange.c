@@ -205,7 +205,8 @@ void exchange_ratelimit_key(const struct http1_msg *m, const struct config *cfg,
 
 void exchange_ratelimited(struct exchange *x, const struct ratelimit_result *res)
 {
-    x->rl = *res;
+    if (res != &x->rl)
+        x->rl = *res;
     x->flags |= EXCHANGE_F_RL;
     if (res->verdict == RATELIMIT_LIMITED)
         x->flags |= EXCHANGE_F_LIMITED;

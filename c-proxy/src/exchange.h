@@ -128,7 +128,8 @@ void exchange_ratelimit_key(const struct http1_msg *m, const struct config *cfg,
                             size_t ip_key_len, const char **key, size_t *key_len);
 
 /* Record the rate-limit verdict of this request: RateLimit-* on every response,
- * and, when limited, the 429 that replaces routing (EXCHANGE_F_RL/_LIMITED). */
+ * and, when limited, the 429 that replaces routing (EXCHANGE_F_RL/_LIMITED). res
+ * may be &x->rl itself (the take wrote it in place). */
 void exchange_ratelimited(struct exchange *x, const struct ratelimit_result *res);
 
 /* How the request body is re-framed towards the upstream. */

@@ -103,8 +103,8 @@ void ratelimit_take(struct ratelimit_table *t, const char *key, size_t key_len,
  * it already known: a caller that takes with the same key again and again (the
  * client_ip key of a keep-alive connection) hashes it once. */
 uint32_t ratelimit_hash(const char *key, size_t key_len);
-void ratelimit_take_hashed(struct ratelimit_table *t, const char *key, size_t key_len, uint32_t hash,
-                           const struct ratelimit_limit *lim, double now,
+void ratelimit_take_hashed(struct ratelimit_table *t, const char *key, size_t key_len,
+                           uint32_t hash, const struct ratelimit_limit *lim, double now,
                            struct ratelimit_result *res);
 
 /* Tokens key's bucket holds at now (refilled, not stored): capacity of lim (or

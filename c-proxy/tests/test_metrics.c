@@ -67,8 +67,8 @@ static void test_metrics_render_shared_case(void **state)
         }
     }
     char out[4096];
-    size_t n = metrics_render(out, sizeof out, impl, version, generation, ups, n_ups, allowed,
-                              limited);
+    size_t n =
+        metrics_render(out, sizeof out, impl, version, generation, ups, n_ups, allowed, limited);
     assert_true(n < sizeof out);
     assert_string_equal(out, want);
     /* too small: the full length, as much as fits */
