@@ -1,5 +1,7 @@
 #include "http1.h"
 
+#include <pthread.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -853,38 +855,43 @@ static int cb_message_complete(llhttp_t *llp)
     return HPE_PAUSED;
 }
 
+static llhttp_settings_t settings_s;
+
+/* Once per process (pthread_once: worker threads make parsers at the same time). */
+static void settings_init(void)
+{
+    llhttp_settings_t s;
+    llhttp_settings_init(&s);
+    s.on_message_begin = cb_message_begin;
+    s.on_url = cb_url;
+    s.on_status = cb_status;
+    s.on_version = cb_version;
+    s.on_header_field = cb_header_field;
+    s.on_header_value = cb_header_value;
+    s.on_header_field_complete = cb_header_field_complete;
+    s.on_header_value_complete = cb_header_value_complete;
+    s.on_headers_complete = cb_headers_complete;
+    s.on_body = cb_body;
+    s.on_chunk_header = cb_chunk_header;
+    s.on_chunk_extension_name = cb_ext_piece;
+    s.on_chunk_extension_value = cb_ext_piece;
+    s.on_chunk_extension_name_complete = cb_ext_complete;
+    s.on_chunk_extension_value_complete = cb_ext_complete;
+    s.on_message_complete = cb_message_complete;
+    settings_s = s;
+}
+
 static const llhttp_settings_t *settings(void)
 {
-    static llhttp_settings_t s;
-    static bool init;
-    if (!init) {
-        llhttp_settings_init(&s);
-        s.on_message_begin = cb_message_begin;
-        s.on_url = cb_url;
-        s.on_status = cb_status;
-        s.on_version = cb_version;
-        s.on_header_field = cb_header_field;
-        s.on_header_value = cb_header_value;
-        s.on_header_field_complete = cb_header_field_complete;
-        s.on_header_value_complete = cb_header_value_complete;
-        s.on_headers_complete = cb_headers_complete;
-        s.on_body = cb_body;
-        s.on_chunk_header = cb_chunk_header;
-        s.on_chunk_extension_name = cb_ext_piece;
-        s.on_chunk_extension_value = cb_ext_piece;
-        s.on_chunk_extension_name_complete = cb_ext_complete;
-        s.on_chunk_extension_value_complete = cb_ext_complete;
-        s.on_message_complete = cb_message_complete;
-        init = true;
-    }
-    return &s;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, settings_init);
+    return &settings_s;
 }
 
 int http1_parser_init(struct http1_parser *p, llhttp_type_t type)
 {
     memset(p, 0, sizeof *p);
-    static const llhttp_settings_t *s;
-    s = settings();
+    const llhttp_settings_t *s = settings();
     llhttp_init(&p->llp, type, s);
     p->llp.data = p;
     p->msg.hdrs = malloc(HDRS_INITIAL * sizeof *p->msg.hdrs);
