@@ -376,8 +376,11 @@ static char *fmt_u64(char *q, uint64_t v)
                                        1000000000000000000ull,
                                        10000000000000000000ull};
     unsigned n = 1;
-    while (n < 20 && v >= pow10[n])
-        n++;
+    if (v >= 10) {
+        /* digits from the bit length: log10(2) ~ 1233/4096, corrected by one compare */
+        unsigned t = ((unsigned)(64 - __builtin_clzll(v)) * 1233) >> 12;
+        n = t + 1 - (v < pow10[t]);
+    }
     char *end = q + n;
     while (v >= 100) {
         unsigned d = (unsigned)(v % 100) * 2;
