@@ -197,8 +197,8 @@ static int rl_teardown(void **state)
     (void)state;
     if (R.ufd != -1)
         close(R.ufd);
-    worker_post_stop(&R.w);
-    worker_join_and_deinit(&R.w);
+    upstream_set_uninstall(&R.w); /* the worker's ref; clients drop theirs when freed */
+    worker_join_and_deinit(&R.w); /* aborts the clients, frees the graveyard and the loop */
     health_registry_free();
     ratelimit_table_free(R.t);
     close(R.lfd);
