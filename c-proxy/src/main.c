@@ -193,11 +193,13 @@ static int store_load_into(struct store *s, struct ratelimit_table *t, char *err
         ratelimit_set(t, b->client_id, len, NULL, b->tokens, b->at);
     }
     store_data_free(&d);
-    if (lost)
-        fprintf(stderr,
-                "warning: %zu overrides of %s found no room in the rate-limit table"
-                " (rate_limit.max_clients)\n",
-                lost, app.started->cfg->rate_limit.store);
+    if (lost) { /* the proxy starts: the store keeps them, a bigger max_clients loads them */
+        char why[128];
+        snprintf(why, sizeof why,
+                 "%zu overrides found no room in the rate-limit table (rate_limit.max_clients)",
+                 lost);
+        log_event(CONFIG_LOG_WARN, "store_error", json_pack("{s:s}", "reason", why));
+    }
     return 0;
 }
 
