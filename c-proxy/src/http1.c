@@ -404,16 +404,30 @@ static char *fmt_u64(char *q, uint64_t v)
  * given (>= 0). Built in one piece, one put. */
 static void put_ratelimit(struct sbuf *b, const struct ratelimit_result *rl, int64_t retry_after)
 {
-    char tmp[160]; /* four fields of at most 20 digits each */
+    char tmp[192]; /* four fields of at most 20 digits each, + the fixed-size copy's slack */
     char *q = tmp;
     if (retry_after >= 0) {
         q = LIT(q, "Retry-After: ");
         q = fmt_u64(q, (uint64_t)retry_after);
         q = LIT(q, "\r\n");
     }
-    q = LIT(q, "RateLimit-Limit: ");
-    q = fmt_u64(q, rl->limit);
-    q = LIT(q, "\r\nRateLimit-Remaining: ");
+    /* RateLimit-Limit is the same on most responses (one default limit): this thread
+     * keeps the last line it wrote and copies it (a fixed-size copy, no call) */
+    static _Thread_local struct {
+        uint64_t v; /* the limit, UINT64_MAX: none yet */
+        size_t n;   /* bytes of s in use */
+        char s[48]; /* "RateLimit-Limit: N\r\n" (at most 17 + 20 + 2) */
+    } last = {UINT64_MAX, 0, {0}};
+    if (rl->limit != last.v) {
+        char *e = LIT(last.s, "RateLimit-Limit: ");
+        e = fmt_u64(e, rl->limit);
+        e = LIT(e, "\r\n");
+        last.n = (size_t)(e - last.s);
+        last.v = rl->limit;
+    }
+    memcpy(q, last.s, sizeof last.s);
+    q += last.n;
+    q = LIT(q, "RateLimit-Remaining: ");
     q = fmt_u64(q, rl->remaining);
     q = LIT(q, "\r\n");
     if (rl->reset >= 0) {
