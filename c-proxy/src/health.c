@@ -270,11 +270,6 @@ const char *health_name(const struct health_state *h)
     return h != NULL ? h->name : "";
 }
 
-const char *health_address(const struct health_state *h)
-{
-    return h != NULL ? h->address : "";
-}
-
 void health_stats_add(struct health_state *h, enum health_stat which, int64_t delta)
 {
     if (h != NULL && which < HEALTH_STAT_COUNT)

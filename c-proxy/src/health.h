@@ -97,7 +97,6 @@ bool health_is_healthy(const struct health_state *h);
 const char *health_last_error(const struct health_state *h);
 
 const char *health_name(const struct health_state *h);
-const char *health_address(const struct health_state *h);
 
 /* ---- per-upstream counters of every worker (GET /upstreams, /metrics) ----
  * Kept in the registry entry so that the admin thread reads them without
