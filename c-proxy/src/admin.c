@@ -202,7 +202,8 @@ struct admin {
     int lfd;                      /* listening socket */
     ev_io accept_w;               /* readable lfd */
     ev_async stop_w;              /* admin_stop() -> the thread */
-    char *token;                  /* "" = no auth */
+    char *token;                  /* "" = no auth; replaced by admin_set_token() */
+    pthread_mutex_t token_mu;     /* guards token (a reload sets it from main's thread) */
     double idle;                  /* idle timeout, seconds */
     struct admin_providers prov;  /* /upstreams, /metrics */
     struct admin_clients clients; /* /clients (valid when has_clients) */
@@ -378,7 +379,7 @@ static bool span_ieq(const char *p, size_t n, const char *lit)
 }
 
 /* Constant-time compare of the Authorization value with "Bearer <token>". */
-static bool authorized(const struct admin *a, const struct admin_req *r)
+static bool token_matches(const struct admin *a, const struct admin_req *r)
 {
     if (a->token[0] == '\0')
         return true;
@@ -394,6 +395,14 @@ static bool authorized(const struct admin *a, const struct admin_req *r)
         diff |= (unsigned)(want ^ got);
     }
     return diff == 0;
+}
+
+static bool authorized(struct admin *a, const struct admin_req *r)
+{
+    pthread_mutex_lock(&a->token_mu);
+    bool ok = token_matches(a, r);
+    pthread_mutex_unlock(&a->token_mu);
+    return ok;
 }
 
 static int hexval(char ch)
@@ -1392,6 +1401,7 @@ struct admin *admin_start(const struct admin_config *cfg, int lfd,
     if (a == NULL)
         goto fail;
     a->lfd = lfd;
+    pthread_mutex_init(&a->token_mu, NULL);
     a->token = strdup(cfg->token ? cfg->token : "");
     a->idle = cfg->idle_timeout > 0 ? cfg->idle_timeout : ADMIN_IDLE_S;
     if (prov != NULL)
@@ -1438,6 +1448,20 @@ void admin_stop(struct admin *a)
     ev_async_stop(a->loop, &a->stop_w);
     ev_loop_destroy(a->loop);
     close(a->lfd);
+    pthread_mutex_destroy(&a->token_mu);
     free(a->token);
     free(a);
+}
+
+int admin_set_token(struct admin *a, const char *token)
+{
+    char *t = strdup(token ? token : "");
+    if (t == NULL)
+        return -1;
+    pthread_mutex_lock(&a->token_mu);
+    char *old = a->token;
+    a->token = t;
+    pthread_mutex_unlock(&a->token_mu);
+    free(old);
+    return 0;
 }

@@ -89,6 +89,10 @@ struct admin *admin_start(const struct admin_config *cfg, int lfd,
  * fd, free the server. NULL is a no-op. */
 void admin_stop(struct admin *a);
 
+/* A reload changed admin.token: requests from now on need the new one ("" = no
+ * auth). Any thread. Returns 0, or -1 out of memory (the old token stays). */
+int admin_set_token(struct admin *a, const char *token);
+
 /* Contract number formatting shared by both twins: integral values with
  * |x| < 2^53 as integers ("10"), anything else with %.15g; -0 as 0. Writes
  * at most cap bytes (NUL-ended) and returns the length. */

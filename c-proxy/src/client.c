@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #define IN_MIN 16384            /* client input buffer floor (bytes) */
@@ -50,6 +52,58 @@ static double wall_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---------------------------------------------------------------- rate limiting */
+
+/* The connection's client_ip key for the configured ipv6_prefix: made once per
+ * connection (and again only if a reload changed the prefix), never per request. */
+static void rl_ip_key(struct client *c, const struct config *cfg)
+{
+    unsigned prefix = cfg->rate_limit.ipv6_prefix;
+    if (c->rl_prefix == prefix)
+        return;
+    int n = ratelimit_key_ip(c->ip, prefix, c->rl_ip);
+    c->rl_ip_len = n > 0 ? (size_t)n : 0; /* not an address: the overflow bucket */
+    c->rl_ip_hash = ratelimit_hash(c->rl_ip, c->rl_ip_len);
+    c->rl_prefix = prefix;
+}
+
+/* One token for the request whose head m just parsed and is valid (contract 7),
+ * before routing: the exchange keeps the verdict and the RateLimit-* values. */
+static void rl_take(struct client *c, const struct http1_msg *m, const struct config *cfg)
+{
+    const char *key;
+    size_t len;
+    rl_ip_key(c, cfg);
+    if (cfg->rate_limit.key == CONFIG_KEY_HEADER) {
+        exchange_ratelimit_key(m, cfg, c->rl_ip, c->rl_ip_len, &key, &len);
+    } else {
+        key = c->rl_ip; /* client_ip: no header to look at */
+        len = c->rl_ip_len;
+    }
+    uint32_t h = key == c->rl_ip ? c->rl_ip_hash : ratelimit_hash(key, len);
+    ratelimit_take_hashed(c->w->rl, key, len, h, NULL, now_of(c), &c->x.rl); /* in place */
+    exchange_ratelimited(&c->x, &c->x.rl);
+    metrics_counters_add(
+        c->w->metrics,
+        c->x.rl.verdict == RATELIMIT_ALLOWED ? METRICS_C_RL_ALLOWED : METRICS_C_RL_LIMITED, 1);
+}
+
+/* The RateLimit-* values for a response to a request that took no token (a bad or
+ * incomplete head, a timeout): the bucket as it is, nothing taken. m: the parsed
+ * head when there is one (header:NAME keys), else NULL (the client ip key). */
+static void rl_status(struct client *c, const struct http1_msg *m, const struct config *cfg)
+{
+    const char *key = c->rl_ip;
+    size_t len;
+    struct ratelimit_result res;
+    rl_ip_key(c, cfg);
+    len = c->rl_ip_len;
+    if (m)
+        exchange_ratelimit_key(m, cfg, c->rl_ip, c->rl_ip_len, &key, &len);
+    ratelimit_status(c->w->rl, key, len, now_of(c), &res);
+    exchange_ratelimited(&c->x, &res);
 }
 
 /* A generated request id, in the exchange's rid_buf. */
@@ -271,6 +325,7 @@ int client_new(struct worker *w, int fd, const struct sockaddr *peer)
     c->resp.on_head = client_on_response_head;
     c->w = w;
     c->fd = fd;
+    c->rl_prefix = UINT_MAX;
     if (peer->sa_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)peer;
         inet_ntop(AF_INET, &a->sin_addr, c->ip, sizeof c->ip);
@@ -299,8 +354,12 @@ int client_new(struct worker *w, int fd, const struct sockaddr *peer)
 static void attempt_end(struct client *c, enum health_outcome o, const char *reason)
 {
     if (c->peer_counted && c->up && c->set) {
-        if (o == HEALTH_FAIL)
+        struct health_state *h = c->set->peers[c->up->index].health;
+        if (o == HEALTH_FAIL) {
             c->up->fails++;
+            health_stats_add(h, HEALTH_STAT_FAILS, 1);
+        }
+        health_stats_add(h, HEALTH_STAT_ACTIVE, -1);
         balancer_attempt_end(&c->set->bal, c->up->index, o, reason, now_of(c));
     }
     c->peer_counted = false;
@@ -414,11 +473,24 @@ static int client_on_request_head(struct http1_parser *p)
     const char *why = NULL;
     int st = exchange_classify_request(&c->x, p, cfg, c->w->draining, &why);
     if (st) {
+        if (c->w->rl)
+            rl_status(c, m, cfg); /* not counted, but its response carries RateLimit-* */
         p->error_status = st;
         p->error_reason = why;
         return -1;
     }
     p->body_limit = cfg->limits.max_body_bytes;
+    if (c->w->rl) {
+        rl_take(c, m, cfg);
+        if (c->x.flags & EXCHANGE_F_LIMITED) {
+            /* 429 instead of routing (client_route): nothing is built for an upstream;
+             * a body is read and dropped so that the connection can stay open */
+            p->out = NULL;
+            p->out_mode = HTTP1_OUT_NONE;
+            c->state = CLIENT_ST_UPSTREAM;
+            return 0;
+        }
+    }
     struct http1_fwd f = {
         .client_ip = c->ip,
         .request_id = c->x.request_id,
@@ -597,6 +669,10 @@ static void connect_failed(struct client *c, const char *reason)
 
 static void client_route(struct client *c)
 {
+    if (c->x.flags & EXCHANGE_F_LIMITED) {
+        client_error(c, 429, "rate limited"); /* never touches an upstream */
+        return;
+    }
     if (!c->set) {
         c->set = upstream_set_acquire(c->w->set);
         c->w->requests_in_flight++;
@@ -621,6 +697,8 @@ static void client_route(struct client *c)
     c->up = u;
     c->x.attempts++;
     u->requests++;
+    health_stats_add(c->set->peers[idx].health, HEALTH_STAT_REQUESTS, 1);
+    health_stats_add(c->set->peers[idx].health, HEALTH_STAT_ACTIVE, 1);
     balancer_attempt_begin(&c->set->bal, (size_t)idx, now_of(c));
     c->peer_counted = true;
     if (c->x.attempts > 1) {
@@ -674,6 +752,8 @@ static int client_on_response_head(struct http1_parser *p)
         return -1;
     }
     p->out_mode = mode;
+    if (c->x.flags & EXCHANGE_F_RL)
+        o.rl = &c->x.rl;
     c->resp_mark = c->out.wpos;
     size_t n = http1_build_response_head(m, &o, buffer_tail(&c->out), buffer_space(&c->out));
     if (n > buffer_space(&c->out)) {
@@ -810,9 +890,12 @@ static void client_error(struct client *c, int code, const char *why)
         c->x.start_mono = mono_now();
     }
     bool close = exchange_error_closes(&c->x, code, c->w->draining, (c->flags & CLIENT_F_EOF) != 0);
+    if (c->w->rl && !(c->x.flags & EXCHANGE_F_RL))
+        rl_status(c, NULL, cur_cfg(c)); /* no head, no token taken: the client ip's bucket */
     out_compact(c);
-    size_t n = http1_build_error(code, c->x.request_id, close, buffer_tail(&c->out),
-                                 buffer_space(&c->out));
+    size_t n = http1_build_error(code, c->x.request_id, close,
+                                 (c->x.flags & EXCHANGE_F_RL) ? &c->x.rl : NULL,
+                                 buffer_tail(&c->out), buffer_space(&c->out));
     if (n > buffer_space(&c->out)) {
         client_close(c);
         return;

@@ -99,6 +99,10 @@ struct client {
     enum client_state state;   /* see the diagram */
     unsigned flags;            /* CLIENT_F_* */
     char ip[INET6_ADDRSTRLEN]; /* peer address without port */
+    char rl_ip[RATELIMIT_IP_KEY_MAX]; /* client_ip rate-limit key of ip (ratelimit_key_ip) */
+    size_t rl_ip_len;                 /* its length; 0: not an address (overflow bucket) */
+    uint32_t rl_ip_hash;              /* ratelimit_hash() of rl_ip */
+    unsigned rl_prefix;               /* ipv6_prefix rl_ip was made with; UINT_MAX: not yet */
 
     struct buffer in;         /* client -> proxy */
     struct buffer out;        /* proxy -> client */

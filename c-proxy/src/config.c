@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -696,6 +697,22 @@ static int parse_rate_limit_key(struct loader *ld, const yaml_node_t *key, const
                           &cfg->rate_limit.key_header);
 }
 
+/* A bucket's capacity: a number > 0 (the messages of any number) that is whole. */
+static int parse_capacity(struct loader *ld, const yaml_node_t *key, const yaml_node_t *value,
+                          const char *path, void *base)
+{
+    struct config *cfg = base;
+    double v;
+
+    (void)key;
+    if (parse_number_node(ld, value, path, true, &v) == -1)
+        return -1;
+    if (v != floor(v))
+        return fail(ld, node_line(value), path, "must be an integer");
+    cfg->rate_limit.default_capacity = v;
+    return 0;
+}
+
 static int parse_admin_listen(struct loader *ld, const yaml_node_t *key, const yaml_node_t *value,
                               const char *path, void *base)
 {
@@ -878,7 +895,7 @@ static const struct field retry_budget_fields[] = {
 };
 
 static const struct field bucket_fields[] = {
-    {.key = "capacity", .kind = FIELD_NUMBER, .offset = C(rate_limit.default_capacity), .min = 1},
+    {.key = "capacity", .kind = FIELD_CUSTOM, .parse = parse_capacity},
     {.key = "rate_per_sec",
      .kind = FIELD_NUMBER,
      .offset = C(rate_limit.default_rate_per_sec),
@@ -910,10 +927,28 @@ static const struct field log_fields[] = {
     {.key = NULL},
 };
 
+/* rate_limit: its mapping, plus the line store errors are reported at: the store
+ * key's, else rate_limit's own (the store is opened by main, not here). */
+static int parse_rate_limit(struct loader *ld, const yaml_node_t *key, const yaml_node_t *value,
+                            const char *path, void *base)
+{
+    struct config *cfg = base;
+    const yaml_node_pair_t *store;
+
+    if (walk_mapping(ld, value, path, rate_limit_fields, base) == -1)
+        return -1;
+    cfg->rate_limit.enabled = true;
+    cfg->rate_limit.store_line = node_line(key);
+    store = find_pair(ld, value, "store");
+    if (store != NULL)
+        cfg->rate_limit.store_line = node_line(yaml_document_get_node(ld->doc, store->key));
+    return 0;
+}
+
 static const struct field root_fields[] = {
     {.key = "listen", .kind = FIELD_ADDR, .offset = C(listen)},
     {.key = "workers", .kind = FIELD_UINT, .offset = C(workers), .min = 1, .max = 1024},
-    {.key = "admin", .kind = FIELD_MAP, .sub = admin_fields, .unsupported = true},
+    {.key = "admin", .kind = FIELD_MAP, .sub = admin_fields},
     {.key = "upstreams", .kind = FIELD_CUSTOM, .parse = parse_upstreams},
     {.key = "balancer", .kind = FIELD_CUSTOM, .parse = parse_balancer},
     {.key = "hash_key", .kind = FIELD_CUSTOM, .parse = parse_hash_key},
@@ -922,12 +957,7 @@ static const struct field root_fields[] = {
     {.key = "health", .kind = FIELD_MAP, .sub = health_fields},
     {.key = "retries", .kind = FIELD_UINT, .offset = C(retries), .min = 0, .max = 100},
     {.key = "retry_budget", .kind = FIELD_MAP, .sub = retry_budget_fields},
-    {.key = "rate_limit",
-     .kind = FIELD_MAP,
-     .sub = rate_limit_fields,
-     .flag = true,
-     .offset = C(rate_limit.enabled),
-     .unsupported = true},
+    {.key = "rate_limit", .kind = FIELD_CUSTOM, .parse = parse_rate_limit},
     {.key = "log", .kind = FIELD_MAP, .sub = log_fields},
     {.key = NULL},
 };

@@ -72,11 +72,12 @@ struct config_rate_limit {
     bool enabled;                /* rate_limit present */
     enum config_key_kind key;    /* client_ip | header */
     char *key_header;            /* NAME of header:NAME, else NULL */
-    double default_capacity;     /* default.capacity, > 0, default 100 */
+    double default_capacity;     /* default.capacity, a whole number > 0, default 100 */
     double default_rate_per_sec; /* default.rate_per_sec, >= 0, default 50 */
     char *store;                 /* SQLite file path, default "twinproxy.db" */
     unsigned ipv6_prefix;        /* 0..128, default 64 */
     uint64_t max_clients;        /* in-memory buckets, default 100000 */
+    int store_line;              /* line of rate_limit.store, else of rate_limit: store errors */
 };
 
 struct config {
@@ -85,8 +86,6 @@ struct config {
     struct config_addr listen; /* listen:, default 127.0.0.1:8080 */
     unsigned workers;          /* workers:, >= 1, default 1 */
 
-    /* admin: and rate_limit: are refused ("KEY is not supported yet") until they ship;
-     * their fields are parsed by tables kept ready in config.c and stay at the defaults. */
     bool admin_enabled;              /* admin: present with a listen: */
     struct config_addr admin_listen; /* admin.listen */
     char *admin_token;               /* admin.token, "" when unset (never NULL) */

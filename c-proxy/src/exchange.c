@@ -181,6 +181,37 @@ int exchange_classify_request(struct exchange *x, const struct http1_parser *req
     return 0;
 }
 
+void exchange_ratelimit_key(const struct http1_msg *m, const struct config *cfg, const char *ip_key,
+                            size_t ip_key_len, const char **key, size_t *key_len)
+{
+    if (cfg->rate_limit.key == CONFIG_KEY_HEADER && cfg->rate_limit.key_header) {
+        for (size_t i = 0; i < m->n_hdrs; i++) {
+            const struct http1_header *h = &m->hdrs[i];
+            if (!http1_span_eq(h->name, cfg->rate_limit.key_header))
+                continue;
+            /* the first field decides; an empty one means "no key": the client ip
+             * (ratelimit_key_header's rule, with the ip key computed once per connection) */
+            if (h->value.len > 0) {
+                *key = h->value.p;
+                *key_len = h->value.len;
+                return;
+            }
+            break;
+        }
+    }
+    *key = ip_key;
+    *key_len = ip_key_len;
+}
+
+void exchange_ratelimited(struct exchange *x, const struct ratelimit_result *res)
+{
+    if (res != &x->rl)
+        x->rl = *res;
+    x->flags |= EXCHANGE_F_RL;
+    if (res->verdict == RATELIMIT_LIMITED)
+        x->flags |= EXCHANGE_F_LIMITED;
+}
+
 enum http1_out exchange_request_out_mode(const struct exchange *x)
 {
     return x->chunked ? HTTP1_OUT_CHUNKED : x->has_cl ? HTTP1_OUT_IDENTITY : HTTP1_OUT_NONE;

@@ -24,6 +24,7 @@
 #include "balancer.h"
 #include "config.h"
 #include "http1.h"
+#include "ratelimit.h"
 #include "retry.h"
 
 /* Per-request flags (values as the former CLIENT_F_* of the same names). */
@@ -46,6 +47,10 @@
 #define EXCHANGE_F_IDEMPOTENT 0x80000  /* idempotent method or Idempotency-Key: retry-safe */
 #define EXCHANGE_F_UP_READ 0x100000    /* this attempt: bytes arrived from the upstream */
 #define EXCHANGE_F_HEAD_OK 0x200000    /* this attempt: a response head parsed (health OK) */
+#define EXCHANGE_F_LIMITED 0x400000    /* the rate limiter said no: answered 429, never routed */
+#define EXCHANGE_F_RL                                                                              \
+    0x800000 /* rl holds this request's RateLimit-* values (Python:                                \
+                Exchange.rl, its header lines, not empty) */
 
 /* Flags that describe one attempt: cleared when the next one is attached. */
 #define EXCHANGE_F_ATTEMPT                                                                         \
@@ -74,6 +79,9 @@ struct exchange {
     uint64_t tried_small[2];     /* inline storage for tried (<= 128 upstreams) */
     unsigned attempts;           /* upstream attempts started */
     enum retry_phase phase;      /* phase of the last failed attempt */
+
+    /* rate limiting (a rate-limited listener) */
+    struct ratelimit_result rl; /* the take's verdict and header values (EXCHANGE_F_RL) */
 
     /* access-log fields */
     double start_wall;  /* wall clock at the request's first byte */
@@ -111,6 +119,18 @@ char *exchange_generated_id(struct exchange *x);
  * 505) with *why set (or 400 "out of memory"). */
 int exchange_classify_request(struct exchange *x, const struct http1_parser *req,
                               const struct config *cfg, bool draining, const char **why);
+
+/* The rate-limit key of a request whose head m is valid (contract 7): for
+ * rate_limit.key header:NAME the first NAME field's value when it is not empty,
+ * else (and for client_ip) ip_key, the connection's client_ip key
+ * (ratelimit_key_ip). Points into m's input buffer or at ip_key. */
+void exchange_ratelimit_key(const struct http1_msg *m, const struct config *cfg, const char *ip_key,
+                            size_t ip_key_len, const char **key, size_t *key_len);
+
+/* Record the rate-limit verdict of this request: RateLimit-* on every response,
+ * and, when limited, the 429 that replaces routing (EXCHANGE_F_RL/_LIMITED). res
+ * may be &x->rl itself (the take wrote it in place). */
+void exchange_ratelimited(struct exchange *x, const struct ratelimit_result *res);
 
 /* How the request body is re-framed towards the upstream. */
 enum http1_out exchange_request_out_mode(const struct exchange *x);

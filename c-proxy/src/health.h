@@ -35,6 +35,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct config;
 struct ev_loop;
@@ -96,6 +97,32 @@ bool health_is_healthy(const struct health_state *h);
 const char *health_last_error(const struct health_state *h);
 
 const char *health_name(const struct health_state *h);
+
+/* ---- per-upstream counters of every worker (GET /upstreams, /metrics) ----
+ * Kept in the registry entry so that the admin thread reads them without
+ * touching a worker's own structures: atomics, relaxed (each is a counter or a
+ * gauge on its own; no reader needs two of them to agree). Like the verdict,
+ * they belong to the upstream's name and survive reloads. NULL h: no-ops. */
+
+enum health_stat {
+    HEALTH_STAT_REQUESTS = 0, /* attempts started (counter) */
+    HEALTH_STAT_FAILS,        /* attempts that ended with HEALTH_FAIL (counter) */
+    HEALTH_STAT_ACTIVE,       /* attempts in flight (gauge) */
+    HEALTH_STAT_IDLE,         /* pooled keep-alive connections (gauge) */
+    HEALTH_STAT_COUNT,
+};
+
+struct health_stats {
+    uint64_t requests; /* HEALTH_STAT_REQUESTS */
+    uint64_t fails;    /* HEALTH_STAT_FAILS */
+    uint64_t active;   /* HEALTH_STAT_ACTIVE */
+    uint64_t idle;     /* HEALTH_STAT_IDLE */
+};
+
+/* Add delta (negative for a gauge going down) to one counter of h. */
+void health_stats_add(struct health_state *h, enum health_stat which, int64_t delta);
+/* Read h's counters (zeros for NULL). */
+void health_stats_get(const struct health_state *h, struct health_stats *out);
 
 /* ---- active checker (C: ev_timer + non-blocking connect + ev_io; no threads) ---- */
 

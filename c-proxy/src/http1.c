@@ -1,5 +1,7 @@
 #include "http1.h"
 
+#include <pthread.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +113,8 @@ static enum http1_hdr_id header_id(struct http1_span n)
     case 15:
         if (SPAN_EQ_LIT(n, "x-forwarded-for"))
             return HTTP1_H_X_FORWARDED_FOR;
+        if (SPAN_EQ_LIT(n, "ratelimit-limit") || SPAN_EQ_LIT(n, "ratelimit-reset"))
+            return HTTP1_H_RATELIMIT;
         break;
     case 16:
         if (SPAN_EQ_LIT(n, "proxy-connection"))
@@ -123,6 +127,10 @@ static enum http1_hdr_id header_id(struct http1_span n)
             return HTTP1_H_TRANSFER_ENCODING;
         if (SPAN_EQ_LIT(n, "x-forwarded-proto"))
             return HTTP1_H_X_FORWARDED_PROTO;
+        break;
+    case 19:
+        if (SPAN_EQ_LIT(n, "ratelimit-remaining"))
+            return HTTP1_H_RATELIMIT;
         break;
     default:
         break;
@@ -339,6 +347,97 @@ static void put_u64(struct sbuf *b, uint64_t v)
     put(b, tmp + i, sizeof tmp - i);
 }
 
+/* v in decimal at q; returns the end. Two digits per step: it runs for every
+ * response of a rate-limited listener. */
+static char *fmt_u64(char *q, uint64_t v)
+{
+    static const char pairs[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233"
+        "34353637383940414243444546474849505152535455565758596061626364656667"
+        "6869707172737475767778798081828384858687888990919293949596979899";
+    static const uint64_t pow10[20] = {1ull,
+                                       10ull,
+                                       100ull,
+                                       1000ull,
+                                       10000ull,
+                                       100000ull,
+                                       1000000ull,
+                                       10000000ull,
+                                       100000000ull,
+                                       1000000000ull,
+                                       10000000000ull,
+                                       100000000000ull,
+                                       1000000000000ull,
+                                       10000000000000ull,
+                                       100000000000000ull,
+                                       1000000000000000ull,
+                                       10000000000000000ull,
+                                       100000000000000000ull,
+                                       1000000000000000000ull,
+                                       10000000000000000000ull};
+    unsigned n = 1;
+    if (v >= 10) {
+        /* digits from the bit length: log10(2) ~ 1233/4096, corrected by one compare */
+        unsigned t = ((unsigned)(64 - __builtin_clzll(v)) * 1233) >> 12;
+        n = t + 1 - (v < pow10[t]);
+    }
+    char *end = q + n;
+    while (v >= 100) {
+        unsigned d = (unsigned)(v % 100) * 2;
+        v /= 100;
+        *--end = pairs[d + 1];
+        *--end = pairs[d];
+    }
+    if (v >= 10) {
+        *--end = pairs[v * 2 + 1];
+        *--end = pairs[v * 2];
+    } else {
+        *--end = (char)('0' + v);
+    }
+    return q + n;
+}
+
+#define LIT(q, lit) (memcpy((q), lit, sizeof lit - 1), (q) + sizeof lit - 1)
+
+/* RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset (omitted when reset < 0:
+ * a bucket that never refills), contract 7; Retry-After first when retry_after is
+ * given (>= 0). Built in one piece, one put. */
+static void put_ratelimit(struct sbuf *b, const struct ratelimit_result *rl, int64_t retry_after)
+{
+    char tmp[192]; /* four fields of at most 20 digits each, + the fixed-size copy's slack */
+    char *q = tmp;
+    if (retry_after >= 0) {
+        q = LIT(q, "Retry-After: ");
+        q = fmt_u64(q, (uint64_t)retry_after);
+        q = LIT(q, "\r\n");
+    }
+    /* RateLimit-Limit is the same on most responses (one default limit): this thread
+     * keeps the last line it wrote and copies it (a fixed-size copy, no call) */
+    static _Thread_local struct {
+        uint64_t v; /* the limit, UINT64_MAX: none yet */
+        size_t n;   /* bytes of s in use */
+        char s[48]; /* "RateLimit-Limit: N\r\n" (at most 17 + 20 + 2) */
+    } last = {UINT64_MAX, 0, {0}};
+    if (rl->limit != last.v) {
+        char *e = LIT(last.s, "RateLimit-Limit: ");
+        e = fmt_u64(e, rl->limit);
+        e = LIT(e, "\r\n");
+        last.n = (size_t)(e - last.s);
+        last.v = rl->limit;
+    }
+    memcpy(q, last.s, sizeof last.s);
+    q += last.n;
+    q = LIT(q, "RateLimit-Remaining: ");
+    q = fmt_u64(q, rl->remaining);
+    q = LIT(q, "\r\n");
+    if (rl->reset >= 0) {
+        q = LIT(q, "RateLimit-Reset: ");
+        q = fmt_u64(q, (uint64_t)rl->reset);
+        q = LIT(q, "\r\n");
+    }
+    put(b, tmp, (size_t)(q - tmp));
+}
+
 static void put_header(struct sbuf *b, const struct http1_header *h)
 {
     /* The received line is often already "name: value\r\n" byte for byte (one
@@ -444,10 +543,12 @@ size_t http1_build_response_head(const struct http1_msg *m, const struct http1_r
             put_header(&b, h); /* kept where the upstream put it */
             continue;
         }
-        if (h->hop || id_is_hop(h->id))
+        if (h->hop || id_is_hop(h->id) || (h->id == HTTP1_H_RATELIMIT && o->rl))
             continue;
         put_header(&b, h);
     }
+    if (o->rl)
+        put_ratelimit(&b, o->rl, -1);
     if (o->framing == HTTP1_FRAME_CHUNKED)
         PUT_LIT(&b, "Transfer-Encoding: chunked\r\n");
     if (o->upgrade) {
@@ -496,10 +597,13 @@ const char *http1_reason(int code)
 
 bool http1_error_closes(int code)
 {
-    return !(code == 502 || code == 503 || code == 504);
+    /* 429 is answered before routing, on a request read in full: like 502-504 it
+     * keeps a keep-alive connection (contract 7) */
+    return !(code == 429 || code == 502 || code == 503 || code == 504);
 }
 
-size_t http1_build_error(int code, const char *request_id, bool close, char *out, size_t cap)
+size_t http1_build_error(int code, const char *request_id, bool close,
+                         const struct ratelimit_result *rl, char *out, size_t cap)
 {
     char body[128];
     const char *reason = http1_reason(code);
@@ -514,6 +618,8 @@ size_t http1_build_error(int code, const char *request_id, bool close, char *out
     PUT_LIT(&b, "\r\nX-Request-ID: ");
     puts_(&b, request_id);
     put(&b, "\r\n", 2);
+    if (rl)
+        put_ratelimit(&b, rl, code == 429 ? rl->retry_after : -1);
     if (close)
         PUT_LIT(&b, "Connection: close\r\n");
     put(&b, "\r\n", 2);
@@ -766,38 +872,43 @@ static int cb_message_complete(llhttp_t *llp)
     return HPE_PAUSED;
 }
 
+static llhttp_settings_t settings_s;
+
+/* Once per process (pthread_once: worker threads make parsers at the same time). */
+static void settings_init(void)
+{
+    llhttp_settings_t s;
+    llhttp_settings_init(&s);
+    s.on_message_begin = cb_message_begin;
+    s.on_url = cb_url;
+    s.on_status = cb_status;
+    s.on_version = cb_version;
+    s.on_header_field = cb_header_field;
+    s.on_header_value = cb_header_value;
+    s.on_header_field_complete = cb_header_field_complete;
+    s.on_header_value_complete = cb_header_value_complete;
+    s.on_headers_complete = cb_headers_complete;
+    s.on_body = cb_body;
+    s.on_chunk_header = cb_chunk_header;
+    s.on_chunk_extension_name = cb_ext_piece;
+    s.on_chunk_extension_value = cb_ext_piece;
+    s.on_chunk_extension_name_complete = cb_ext_complete;
+    s.on_chunk_extension_value_complete = cb_ext_complete;
+    s.on_message_complete = cb_message_complete;
+    settings_s = s;
+}
+
 static const llhttp_settings_t *settings(void)
 {
-    static llhttp_settings_t s;
-    static bool init;
-    if (!init) {
-        llhttp_settings_init(&s);
-        s.on_message_begin = cb_message_begin;
-        s.on_url = cb_url;
-        s.on_status = cb_status;
-        s.on_version = cb_version;
-        s.on_header_field = cb_header_field;
-        s.on_header_value = cb_header_value;
-        s.on_header_field_complete = cb_header_field_complete;
-        s.on_header_value_complete = cb_header_value_complete;
-        s.on_headers_complete = cb_headers_complete;
-        s.on_body = cb_body;
-        s.on_chunk_header = cb_chunk_header;
-        s.on_chunk_extension_name = cb_ext_piece;
-        s.on_chunk_extension_value = cb_ext_piece;
-        s.on_chunk_extension_name_complete = cb_ext_complete;
-        s.on_chunk_extension_value_complete = cb_ext_complete;
-        s.on_message_complete = cb_message_complete;
-        init = true;
-    }
-    return &s;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, settings_init);
+    return &settings_s;
 }
 
 int http1_parser_init(struct http1_parser *p, llhttp_type_t type)
 {
     memset(p, 0, sizeof *p);
-    static const llhttp_settings_t *s;
-    s = settings();
+    const llhttp_settings_t *s = settings();
     llhttp_init(&p->llp, type, s);
     p->llp.data = p;
     p->msg.hdrs = malloc(HDRS_INITIAL * sizeof *p->msg.hdrs);

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "buffer.h"
+#include "ratelimit.h"
 
 /* Output room the caller keeps free beyond the bytes it feeds: chunk framing
  * of one on_body call plus a trailer name held over from the previous feed. */
@@ -45,6 +46,8 @@ enum http1_hdr_id {
     HTTP1_H_X_FORWARDED_HOST,  /* re-added */
     HTTP1_H_X_REQUEST_ID,      /* re-added */
     HTTP1_H_VIA,               /* re-added */
+    HTTP1_H_RATELIMIT,         /* RateLimit-Limit/-Remaining/-Reset: replaced on a rate-limited
+                                  listener's responses */
 };
 
 #define HTTP1_CONN_CLOSE 0x1     /* Connection: close */
@@ -174,20 +177,27 @@ enum http1_framing {
 };
 
 struct http1_resp_opts {
-    enum http1_framing framing; /* body framing towards the client */
-    bool close;                 /* add Connection: close */
-    bool keepalive;             /* add Connection: keep-alive (HTTP/1.0 client) */
-    bool upgrade;               /* 101: keep Upgrade, add Connection: upgrade */
+    enum http1_framing framing;        /* body framing towards the client */
+    bool close;                        /* add Connection: close */
+    bool keepalive;                    /* add Connection: keep-alive (HTTP/1.0 client) */
+    bool upgrade;                      /* 101: keep Upgrade, add Connection: upgrade */
+    const struct ratelimit_result *rl; /* rate-limited listener: the request's RateLimit-*
+                                          fields (the upstream's are dropped); NULL: none */
 };
 
 /* The response head sent to the client (docs/behaviour.md "The response sent to
- * the client"). Returns its length; written only if length <= cap. */
+ * the client"); with o->rl, RateLimit-Limit, -Remaining and -Reset (omitted when
+ * reset < 0) follow the upstream's fields, before the framing and Connection.
+ * Returns its length; written only if length <= cap. */
 size_t http1_build_response_head(const struct http1_msg *m, const struct http1_resp_opts *o,
                                  char *out, size_t cap);
 
-/* The proxy's own error response (contract 4). Returns its length; written only
- * if length <= cap. */
-size_t http1_build_error(int code, const char *request_id, bool close, char *out, size_t cap);
+/* The proxy's own error response (contract 4). rl (a rate-limited listener; NULL:
+ * none) adds, after X-Request-ID: Retry-After on a 429 (when retry_after >= 0),
+ * then RateLimit-Limit, -Remaining and -Reset (when reset >= 0) (contract 7,
+ * docs/behaviour.md). Returns its length; written only if length <= cap. */
+size_t http1_build_error(int code, const char *request_id, bool close,
+                         const struct ratelimit_result *rl, char *out, size_t cap);
 
 /* Standard reason phrase of the codes the proxy sends itself. */
 const char *http1_reason(int code);

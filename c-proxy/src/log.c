@@ -12,10 +12,11 @@
 #include "util.h"
 
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
-static int log_level = CONFIG_LOG_INFO;  /* events below are dropped */
-static int log_format = CONFIG_LOG_JSON; /* json | text */
-static int access_fd = 1;                /* -1 = off */
-static bool access_owned;                /* access_fd is a file we opened */
+/* Atomics: written under log_mu by a reload (main thread), read by every worker. */
+static _Atomic int log_level = CONFIG_LOG_INFO;  /* events below are dropped */
+static _Atomic int log_format = CONFIG_LOG_JSON; /* json | text */
+static _Atomic int access_fd = 1;                /* -1 = off */
+static bool access_owned;                        /* access_fd is a file we opened */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 

@@ -5,41 +5,92 @@
  *   c-proxy --config FILE [--check] [--version]
  *
  * Exit codes: 0 after a graceful stop or a valid --check, 2 on a bad config
- * (one line "config error: FILE:LINE: ..." on stderr), including a listen
- * address that cannot be bound.
+ * (one line "config error: FILE:LINE: ..." on stderr), including a listen or
+ * admin.listen address that cannot be bound and a rate_limit.store that cannot
+ * be opened (--check opens it read-only; a file that does not exist yet is fine).
+ *
+ * Rate limiting: ONE table shared by every worker thread (ratelimit.h), filled at
+ * start from the store (overrides pinned, then the saved buckets), saved to the
+ * store every STORE_SAVE_S seconds by the saver thread and once more on a graceful
+ * stop. Admin API: its own thread (admin.h); what it shows of the upstreams comes
+ * from the health registry (shared verdicts and counters, atomics) and the
+ * current config, never from a worker's own structures.
  */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
 #include <llhttp.h>
 
+#include "admin.h"
 #include "client.h"
 #include "config.h"
 #include "health.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+#include "ratelimit.h"
+#include "store.h"
 #include "upstream.h"
 #include "util.h"
 #include "worker.h"
 
+#define STORE_SAVE_S 5 /* seconds between two saves of the token buckets */
+
 struct app {
     const char *path;           /* --config FILE */
-    struct cfgref *cfg;         /* current config (one ref) */
+    struct cfgref *cfg;         /* current config (one ref); swapped under cfg_mu */
+    struct cfgref *started;     /* the config at start (one ref): what restart-only keys stay */
+    pthread_mutex_t cfg_mu;     /* the admin thread reads cfg while a reload swaps it */
+    atomic_uint generation;     /* 1 at start, +1 per applied reload (metrics) */
     struct worker *workers;     /* cfg->workers at startup */
     struct listener *listeners; /* one per worker, same index */
     unsigned n_workers;         /* fixed for the process's life */
     bool stopping;              /* SIGTERM/SIGINT seen */
     ev_signal sig_term, sig_int, sig_hup;
+
+    struct ratelimit_table *rl;       /* shared by every worker; NULL: no rate_limit */
+    struct store *store;              /* rate_limit.store, read-write; NULL: no rate_limit */
+    struct admin *admin;              /* admin API server; NULL: no admin.listen */
+    struct metrics_counters counters; /* every worker's counters (metrics.h) */
+
+    pthread_t saver;          /* saves the buckets every STORE_SAVE_S */
+    bool saver_running;       /* saver was started (join it) */
+    bool saver_stop;          /* under saver_mu: end the saver */
+    pthread_mutex_t saver_mu; /* guards saver_stop */
+    pthread_cond_t saver_cv;  /* wakes the saver for its stop */
 };
 
-static struct app app;
+static struct app app = {
+    .cfg_mu = PTHREAD_MUTEX_INITIALIZER,
+    .saver_mu = PTHREAD_MUTEX_INITIALIZER,
+    .saver_cv = PTHREAD_COND_INITIALIZER,
+};
+
+/* Wall clock, seconds: bucket times (the store keeps them across restarts). */
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A new ref on the current config, from any thread. */
+static struct cfgref *app_config(void)
+{
+    pthread_mutex_lock(&app.cfg_mu);
+    struct cfgref *r = cfgref_acquire(app.cfg);
+    pthread_mutex_unlock(&app.cfg_mu);
+    return r;
+}
 
 /* ---------------------------------------------------------------- worker hooks */
 
@@ -74,6 +125,314 @@ static const struct worker_hooks app_hooks = {
     .on_deinit = app_on_deinit,
 };
 
+/* ---------------------------------------------------------------- rate limiting + store */
+
+static struct ratelimit_limit default_limit(const struct config *cfg)
+{
+    return (struct ratelimit_limit){
+        .capacity = (uint32_t)cfg->rate_limit.default_capacity, /* whole, 1..1e9 (config) */
+        .rate_per_sec = cfg->rate_limit.default_rate_per_sec,
+    };
+}
+
+/* Open cfg's store (read-only for --check, where a file that does not exist yet
+ * is valid: *out stays NULL). Returns 0, or -1 with "FILE:LINE: store PATH: ..." in
+ * err, LINE being rate_limit.store's (or rate_limit's when the key is omitted). */
+static int store_open_for(const struct config *cfg, bool check, struct store **out, char *err,
+                          size_t errlen)
+{
+    char serr[STORE_ERR_MAX];
+    *out = NULL;
+    if (check && access(cfg->rate_limit.store, F_OK) == -1 && errno == ENOENT)
+        return 0;
+    *out = store_open(cfg->rate_limit.store, check ? STORE_F_READONLY : 0, serr, sizeof serr);
+    if (*out == NULL) {
+        if (snprintf(err, errlen, "%s:%d: %s", cfg->path, cfg->rate_limit.store_line, serr) < 0)
+            err[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+static void store_error_event(const char *reason)
+{
+    log_event(CONFIG_LOG_ERROR, "store_error", json_pack("{s:s}", "reason", reason));
+}
+
+/* The store's content into the table: overrides pinned first, then every saved
+ * bucket set to its (tokens, at) under its client's limit. Returns 0, or -1 with
+ * the store's message in err. */
+static int store_load_into(struct store *s, struct ratelimit_table *t, char *err, size_t errlen)
+{
+    struct store_data d;
+    if (store_load(s, &d, err, errlen) == -1)
+        return -1;
+    double now = wall_now();
+    size_t lost = 0;
+    struct ratelimit_limit dflt = default_limit(app.started->cfg);
+    for (size_t i = 0; i < d.n_clients; i++) {
+        const struct store_client *c = &d.clients[i];
+        struct ratelimit_limit lim = {
+            .capacity = c->capacity > RATELIMIT_CAPACITY_MAX ? RATELIMIT_CAPACITY_MAX
+                                                             : (uint32_t)c->capacity,
+            .rate_per_sec = c->rate_per_sec,
+        };
+        if (ratelimit_pin(t, c->client_id, strlen(c->client_id), &lim, -1, now) == -1)
+            lost++;
+    }
+    for (size_t i = 0; i < d.n_buckets; i++) {
+        const struct store_bucket *b = &d.buckets[i];
+        size_t len = strlen(b->client_id);
+        struct ratelimit_limit lim;
+        double tokens;
+        struct ratelimit_bucket bk = {.tokens = b->tokens, .at = b->at};
+        /* a saved bucket that refilled to full by now equals a fresh one: left out */
+        if (!ratelimit_lookup(t, b->client_id, len, now, &lim, &tokens) &&
+            ratelimit_bucket_full(&bk, &dflt, now))
+            continue;
+        ratelimit_set(t, b->client_id, len, NULL, b->tokens, b->at);
+    }
+    store_data_free(&d);
+    if (lost) { /* the proxy starts: the store keeps them, a bigger max_clients loads them */
+        char why[128];
+        snprintf(why, sizeof why,
+                 "%zu overrides found no room in the rate-limit table (rate_limit.max_clients)",
+                 lost);
+        log_event(CONFIG_LOG_WARN, "store_error", json_pack("{s:s}", "reason", why));
+    }
+    return 0;
+}
+
+/* ratelimit_snapshot() into rows for store_save_buckets(). */
+struct snap_row {
+    char key[RATELIMIT_KEY_MAX + 1]; /* NUL-ended copy of the key */
+    double tokens, at;               /* the bucket */
+};
+
+struct snap {
+    struct snap_row *rows; /* grown as needed (the stripe lock is held: rarely) */
+    size_t n, cap;         /* used, allocated */
+    bool oom;              /* a row could not be kept */
+};
+
+static void snap_add(const char *key, size_t len, double tokens, double at, void *arg)
+{
+    struct snap *sn = arg;
+    if (sn->n == sn->cap) {
+        size_t ncap = sn->cap ? sn->cap * 2 : 256;
+        struct snap_row *nr = realloc(sn->rows, ncap * sizeof *nr);
+        if (nr == NULL) {
+            sn->oom = true;
+            return;
+        }
+        sn->rows = nr;
+        sn->cap = ncap;
+    }
+    struct snap_row *r = &sn->rows[sn->n++];
+    memcpy(r->key, key, len);
+    r->key[len] = '\0';
+    r->tokens = tokens;
+    r->at = at;
+}
+
+/* Strict UTF-8 (a TEXT client_id; the twin decodes ids as UTF-8). */
+static bool utf8_valid(const unsigned char *p)
+{
+    while (*p) {
+        unsigned c = *p++, n, min;
+        if (c < 0x80)
+            continue;
+        if (c >= 0xc2 && c <= 0xdf)
+            n = 1, min = 0x80, c &= 0x1f;
+        else if (c >= 0xe0 && c <= 0xef)
+            n = 2, min = 0x800, c &= 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4)
+            n = 3, min = 0x10000, c &= 0x07;
+        else
+            return false;
+        for (; n > 0; n--, p++) {
+            if ((*p & 0xc0) != 0x80)
+                return false;
+            c = (c << 6) | (*p & 0x3fu);
+        }
+        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+            return false;
+    }
+    return true;
+}
+
+static int snap_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct snap_row *)a)->key, ((const struct snap_row *)b)->key);
+}
+
+/* (tokens, at) of every bucket as the last good save wrote it (sorted by key): a
+ * save writes only the buckets that changed since. The saver thread's (and, once
+ * it has stopped, the final save's). */
+static struct snap saved;
+
+/* One save: the buckets that changed since the last good one, queued for the
+ * store in one batch; then wait for the writer (on this thread, never a worker's)
+ * and report a failure (store_error {reason}); the rows are tried again next time. */
+static void store_save_all(void)
+{
+    struct snap sn = {0};
+    size_t hint = ratelimit_count(app.rl) + 64;
+    sn.rows = malloc(hint * sizeof *sn.rows);
+    sn.cap = sn.rows ? hint : 0;
+    ratelimit_snapshot(app.rl, snap_add, &sn);
+    if (sn.oom) {
+        store_error_event("out of memory: buckets not saved");
+        free(sn.rows);
+        return;
+    }
+    qsort(sn.rows, sn.n, sizeof *sn.rows, snap_cmp);
+    struct store_bucket *b = sn.n ? malloc(sn.n * sizeof *b) : NULL;
+    if (sn.n && b == NULL) {
+        store_error_event("out of memory: buckets not saved");
+        free(sn.rows);
+        return;
+    }
+    size_t nb = 0;
+    for (size_t i = 0; i < sn.n; i++) {
+        const struct snap_row *r = &sn.rows[i];
+        const struct snap_row *was =
+            saved.n ? bsearch(r, saved.rows, saved.n, sizeof *r, snap_cmp) : NULL;
+        if (was && was->tokens == r->tokens && was->at == r->at)
+            continue;
+        if (!utf8_valid((const unsigned char *)r->key))
+            continue; /* a header value that is not UTF-8 cannot be a TEXT client_id */
+        b[nb++] = (struct store_bucket){(char *)r->key, r->tokens, r->at};
+    }
+    bool ok = true;
+    if (nb) {
+        char err[STORE_ERR_MAX];
+        if (store_save_buckets(app.store, b, nb) == -1) {
+            store_error_event("out of memory: buckets not saved");
+            ok = false;
+        } else if (store_flush(app.store, err, sizeof err) == -1) {
+            store_error_event(err);
+            ok = false;
+        }
+    }
+    free(b);
+    if (ok) {
+        free(saved.rows);
+        saved = sn;
+    } else {
+        free(sn.rows);
+    }
+}
+
+/* The saver thread: store_save_all() every STORE_SAVE_S until told to stop. */
+static void *saver_thread(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&app.saver_mu);
+    while (!app.saver_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += STORE_SAVE_S;
+        while (!app.saver_stop &&
+               pthread_cond_timedwait(&app.saver_cv, &app.saver_mu, &until) != ETIMEDOUT)
+            ;
+        if (app.saver_stop)
+            break;
+        pthread_mutex_unlock(&app.saver_mu);
+        store_save_all();
+        pthread_mutex_lock(&app.saver_mu);
+    }
+    pthread_mutex_unlock(&app.saver_mu);
+    return NULL;
+}
+
+static void saver_stop(void)
+{
+    if (!app.saver_running)
+        return;
+    pthread_mutex_lock(&app.saver_mu);
+    app.saver_stop = true;
+    pthread_cond_signal(&app.saver_cv);
+    pthread_mutex_unlock(&app.saver_mu);
+    pthread_join(app.saver, NULL);
+    app.saver_running = false;
+}
+
+/* ---------------------------------------------------------------- admin providers */
+
+/* One upstream object of contract 8, keys in its order: config + the registry. */
+static json_t *upstream_json(const struct config_upstream *u)
+{
+    struct health_state *h = health_state_get(u->name, u->addr.text);
+    struct health_stats st;
+    health_stats_get(h, &st);
+    return json_pack("{s:s,s:s,s:i,s:s,s:b,s:I,s:I,s:I,s:I,s:s}", "name", u->name, "address",
+                     u->addr.text, "weight", (int)u->weight, "state",
+                     health_is_drained(h) ? "drain" : "active", "healthy", health_is_healthy(h),
+                     "active", (json_int_t)st.active, "idle", (json_int_t)st.idle, "requests",
+                     (json_int_t)st.requests, "fails", (json_int_t)st.fails, "last_error",
+                     h ? health_last_error(h) : "");
+}
+
+static json_t *prov_upstreams(void *ud)
+{
+    (void)ud;
+    struct cfgref *ref = app_config();
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < ref->cfg->n_upstreams; i++)
+        json_array_append_new(a, upstream_json(&ref->cfg->upstreams[i]));
+    cfgref_release(ref);
+    return a;
+}
+
+static int prov_upstream_set_state(void *ud, const char *name, bool drain, json_t **out)
+{
+    (void)ud;
+    struct cfgref *ref = app_config();
+    int rc = -1;
+    for (size_t i = 0; i < ref->cfg->n_upstreams; i++) {
+        const struct config_upstream *u = &ref->cfg->upstreams[i];
+        if (strcmp(u->name, name) != 0)
+            continue;
+        health_set_drain(health_state_get(u->name, u->addr.text), drain);
+        *out = upstream_json(u);
+        rc = 0;
+        break;
+    }
+    cfgref_release(ref);
+    return rc;
+}
+
+static size_t prov_metrics(void *ud, char *buf, size_t cap)
+{
+    (void)ud;
+    struct cfgref *ref = app_config();
+    const struct config *cfg = ref->cfg;
+    struct metrics_upstream *ups = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof *ups);
+    size_t n = 0;
+    if (ups) {
+        for (size_t i = 0; i < cfg->n_upstreams; i++) {
+            const struct config_upstream *u = &cfg->upstreams[i];
+            ups[i].name = u->name;
+            ups[i].healthy = health_is_healthy(health_state_get(u->name, u->addr.text));
+        }
+        n = metrics_render(buf, cap, "c", TWINPROXY_VERSION, atomic_load(&app.generation), ups,
+                           cfg->n_upstreams,
+                           metrics_counters_total(&app.counters, METRICS_C_RL_ALLOWED),
+                           metrics_counters_total(&app.counters, METRICS_C_RL_LIMITED));
+    }
+    free(ups);
+    cfgref_release(ref);
+    return n;
+}
+
+static const struct admin_providers app_providers = {
+    .upstreams = prov_upstreams,
+    .upstream_set_state = prov_upstream_set_state,
+    .metrics = prov_metrics,
+    .ud = NULL,
+};
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: c-proxy --config FILE [--check] [--version]\n");
@@ -92,6 +451,59 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
         worker_post_stop(&app.workers[i]);
 }
 
+#define RESTART_WARNING "listen, workers and admin.listen need a restart; kept as they were"
+#define RL_RESTART_WARNING                                                                         \
+    "rate_limit added or removed, rate_limit.store and rate_limit.max_clients need a restart;"     \
+    " kept as they were"
+
+/* A reload cannot change the sockets (listen, workers, admin.listen: one warning,
+ * compared with the running config) nor the rate-limit table and its store
+ * (rate_limit added or removed, another store or max_clients: another warning,
+ * compared with the config at start). For the latter, what runs is written into
+ * the new config before anyone sees it: rate_limit as at start when the new one
+ * has none (or none at all when the start had none), the start's store and
+ * max_clients otherwise. key, default and ipv6_prefix apply. Returns 0, or -1 out
+ * of memory. */
+static int reload_keep(const struct config *old, struct config *cfg)
+{
+    if (strcmp(cfg->listen.text, old->listen.text) != 0 || cfg->workers != old->workers ||
+        cfg->admin_enabled != old->admin_enabled ||
+        (cfg->admin_enabled && strcmp(cfg->admin_listen.text, old->admin_listen.text) != 0))
+        log_event(CONFIG_LOG_WARN, "reload", json_pack("{s:s}", "warning", RESTART_WARNING));
+    const struct config_rate_limit *o = &app.started->cfg->rate_limit;
+    struct config_rate_limit *n = &cfg->rate_limit;
+    if (n->enabled == o->enabled &&
+        (!o->enabled || (strcmp(n->store, o->store) == 0 && n->max_clients == o->max_clients)))
+        return 0;
+    log_event(CONFIG_LOG_WARN, "reload", json_pack("{s:s}", "warning", RL_RESTART_WARNING));
+    if (!o->enabled) {
+        n->enabled = false; /* no table to take from: rate limiting stays off */
+        return 0;
+    }
+    bool whole = !n->enabled; /* removed: the section as it was at start */
+    char *store = strdup(o->store);
+    char *hdr = whole && o->key_header ? strdup(o->key_header) : NULL;
+    if (!store || (whole && o->key_header && !hdr)) {
+        free(store);
+        free(hdr);
+        return -1;
+    }
+    free(n->store);
+    n->store = store;
+    n->store_line = o->store_line;
+    n->max_clients = o->max_clients;
+    if (whole) {
+        free(n->key_header);
+        n->key_header = hdr;
+        n->enabled = true;
+        n->key = o->key;
+        n->default_capacity = o->default_capacity;
+        n->default_rate_per_sec = o->default_rate_per_sec;
+        n->ipv6_prefix = o->ipv6_prefix;
+    }
+    return 0;
+}
+
 static void on_reload(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
@@ -106,12 +518,11 @@ static void on_reload(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     }
     const struct config *old = app.cfg->cfg;
-    if (strcmp(cfg->listen.text, old->listen.text) != 0 || cfg->workers != old->workers ||
-        cfg->admin_enabled != old->admin_enabled ||
-        (cfg->admin_enabled && strcmp(cfg->admin_listen.text, old->admin_listen.text) != 0))
-        log_event(CONFIG_LOG_WARN, "reload",
-                  json_pack("{s:s}", "warning",
-                            "listen, workers and admin.listen need a restart; kept as they were"));
+    if (reload_keep(old, cfg) == -1) {
+        log_event(CONFIG_LOG_ERROR, "reload_failed", json_pack("{s:s}", "error", "out of memory"));
+        config_free(cfg);
+        return;
+    }
     if (log_configure(cfg, err, sizeof err) == -1) {
         log_event(CONFIG_LOG_ERROR, "reload_failed", json_pack("{s:s}", "error", err));
         config_free(cfg);
@@ -122,10 +533,26 @@ static void on_reload(struct ev_loop *loop, ev_signal *w, int revents)
         config_free(cfg);
         return;
     }
+    if (app.admin && strcmp(cfg->admin_token, old->admin_token) != 0 &&
+        admin_set_token(app.admin, cfg->admin_token) == -1) {
+        log_event(CONFIG_LOG_ERROR, "reload_failed", json_pack("{s:s}", "error", "out of memory"));
+        config_free(cfg);
+        return;
+    }
+    if (app.rl) {
+        struct ratelimit_limit a = default_limit(old), b = default_limit(cfg);
+        if (a.capacity != b.capacity || a.rate_per_sec != b.rate_per_sec)
+            ratelimit_set_default(app.rl,
+                                  &b); /* new buckets, and unpinned ones on their next take */
+    }
     for (unsigned i = 0; i < app.n_workers; i++)
         worker_post_config(&app.workers[i], cfgref_acquire(ref));
-    cfgref_release(app.cfg);
+    pthread_mutex_lock(&app.cfg_mu);
+    struct cfgref *prev = app.cfg;
     app.cfg = ref;
+    pthread_mutex_unlock(&app.cfg_mu);
+    cfgref_release(prev);
+    atomic_fetch_add(&app.generation, 1);
     log_event(CONFIG_LOG_INFO, "reload",
               json_pack("{s:s,s:I}", "path", app.path, "upstreams", (json_int_t)cfg->n_upstreams));
 }
@@ -163,12 +590,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "config error: %s\n", err);
         return 2;
     }
+    /* the store is part of the config: opened (and its schema checked) before anything */
+    if (cfg->rate_limit.enabled && store_open_for(cfg, check, &app.store, err, sizeof err) == -1) {
+        fprintf(stderr, "config error: %s\n", err);
+        config_free(cfg);
+        return 2;
+    }
     if (check) {
+        store_close(app.store);
         config_free(cfg);
         return 0;
     }
     if (log_configure(cfg, err, sizeof err) == -1) {
         fprintf(stderr, "config error: %s\n", err);
+        store_close(app.store);
         config_free(cfg);
         return 2;
     }
@@ -187,20 +622,42 @@ int main(int argc, char **argv)
         fprintf(stderr, "c-proxy: out of memory\n");
         return 1;
     }
-    if (listener_bind_all(cfg, fds, app.n_workers, err, sizeof err) == -1) {
+    int admin_fd = -1;
+    if (listener_bind_all(cfg, fds, app.n_workers, err, sizeof err) == -1 ||
+        (cfg->admin_enabled &&
+         (admin_fd = admin_bind(&cfg->admin_listen, cfg->path, err, sizeof err)) == -1)) {
         fprintf(stderr, "config error: %s\n", err);
+        for (unsigned i = 0; i < app.n_workers; i++)
+            if (fds[i] != -1)
+                close(fds[i]);
         free(fds);
         free(app.workers);
         free(app.listeners);
+        store_close(app.store);
         config_free(cfg);
         log_close();
         return 2;
     }
+    if (cfg->rate_limit.enabled) {
+        struct ratelimit_limit dflt = default_limit(cfg);
+        app.rl = ratelimit_table_new(cfg->rate_limit.max_clients, &dflt);
+        if (!app.rl) {
+            fprintf(stderr, "c-proxy: out of memory (rate_limit.max_clients)\n");
+            return 1;
+        }
+    }
+    atomic_init(&app.generation, 1);
     app.cfg = cfgref_new(cfg);
     struct ev_loop *loop = ev_default_loop(0);
     if (!app.cfg || !loop) {
         fprintf(stderr, "c-proxy: cannot start the event loop\n");
         return 1;
+    }
+    app.started = cfgref_acquire(app.cfg);
+    if (app.rl && store_load_into(app.store, app.rl, err, sizeof err) == -1) {
+        fprintf(stderr, "config error: %s:%d: store %s: %s\n", cfg->path,
+                cfg->rate_limit.store_line, cfg->rate_limit.store, err);
+        return 2;
     }
 
     /* worker threads must not take the signals: block them while spawning */
@@ -217,7 +674,26 @@ int main(int argc, char **argv)
             fprintf(stderr, "c-proxy: cannot start worker %u\n", i);
             return 1;
         }
+        w->rl = app.rl;
+        w->metrics = &app.counters;
         listener_start(&app.listeners[i], w, fds[i], client_new);
+    }
+    if (app.rl) {
+        if (pthread_create(&app.saver, NULL, saver_thread, NULL) != 0) {
+            fprintf(stderr, "c-proxy: cannot start the store saver thread\n");
+            return 1;
+        }
+        app.saver_running = true;
+    }
+    if (admin_fd != -1) {
+        struct admin_config acfg = {.token = cfg->admin_token};
+        struct admin_clients clients = {.table = app.rl, .store = app.store, .now = wall_now};
+        app.admin =
+            admin_start(&acfg, admin_fd, &app_providers, app.rl ? &clients : NULL, err, sizeof err);
+        if (!app.admin) {
+            fprintf(stderr, "c-proxy: %s\n", err);
+            return 1;
+        }
     }
     for (unsigned i = 1; i < app.n_workers; i++) {
         if (worker_spawn(&app.workers[i]) == -1) {
@@ -248,9 +724,19 @@ int main(int argc, char **argv)
         worker_join_and_deinit(&app.workers[i]);
     free(app.workers);
     free(app.listeners);
+    /* the admin API changes the table and the store: stop it before the last save */
+    admin_stop(app.admin);
+    if (app.rl) {
+        saver_stop();
+        store_save_all(); /* a restart must not refill anyone */
+    }
+    store_close(app.store);
+    ratelimit_table_free(app.rl);
+    free(saved.rows);
     log_event(CONFIG_LOG_INFO, "stop", NULL);
     health_registry_free(); /* every set is gone: nobody holds a state */
     cfgref_release(app.cfg);
+    cfgref_release(app.started);
     log_close();
     ev_loop_destroy(loop);
     return 0;

@@ -3,9 +3,10 @@
  * Locking: worker threads share one table. Each take touches one bucket and
  * must be atomic (refill + compare + take), which a lock-free design could only
  * do with a CAS loop over a 16-byte (tokens, at) pair plus a separate protocol
- * for inserting and evicting keys. A mutex per stripe is simpler, exact, and
- * cheap: a take holds it for a hash probe and a few flops, and with 64 stripes
- * keyed by the key's hash two workers rarely want the same one. The same
+ * for inserting and evicting keys. A lock per stripe (struct rl_lock below) is
+ * simpler, exact, and cheap: a take holds it for a hash probe and a few flops,
+ * and with 64 stripes keyed by the key's hash two workers rarely want the same
+ * one. The same
  * stripe layout is what the Python twin locks across processes, one
  * multiprocessing lock per stripe over a shared-memory table.
  */
@@ -13,11 +14,32 @@
 
 #include <arpa/inet.h>
 #include <math.h>
-#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+
+/* A stripe lock: an atomic flag taken with one exchange (uncontended: a few
+ * instructions, where a pthread mutex costs some sixty per lock and unlock on the
+ * request path). It is held for a hash probe and a few flops (a snapshot: one
+ * stripe's scan), so a waiter spins, yielding the CPU between tries: on a busy
+ * machine the holder may have been preempted, and yielding lets it finish. */
+struct rl_lock {
+    atomic_flag f; /* set: held */
+};
+
+static void rl_lock(struct rl_lock *l)
+{
+    while (atomic_flag_test_and_set_explicit(&l->f, memory_order_acquire))
+        sched_yield();
+}
+
+static void rl_unlock(struct rl_lock *l)
+{
+    atomic_flag_clear_explicit(&l->f, memory_order_release);
+}
 
 /* One slot, 128 bytes, the byte layout of the Python twin's SLOT struct
  * ("=IHHIIddd88s"). key_len 0 marks an empty slot (keys are never empty). */
@@ -42,7 +64,7 @@ _Static_assert(sizeof(struct ratelimit_slot) == RATELIMIT_SLOT_SIZE, "slot layou
 /* A stripe: its own lock, slots and share of max_clients. Aligned to a cache
  * line so two stripes' counters never share one. */
 struct ratelimit_stripe {
-    pthread_mutex_t lock;         /* guards everything below and the slots */
+    struct rl_lock lock;          /* guards everything below and the slots */
     uint32_t count;               /* used slots */
     uint32_t hand;                /* where the next eviction scan starts (clock hand) */
     struct ratelimit_slot *slots; /* slots_per_stripe, inside table->slots */
@@ -54,7 +76,7 @@ struct ratelimit_table {
     uint32_t cap_per_stripe;           /* buckets a stripe may hold */
     uint32_t slots_per_stripe;         /* cap + cap/3 + 1: load <= 75% */
     struct ratelimit_slot *slots;      /* n_stripes * slots_per_stripe */
-    pthread_mutex_t overflow_lock;     /* guards overflow */
+    struct rl_lock overflow_lock;      /* guards overflow */
     struct ratelimit_bucket overflow;  /* shared by keys without a slot */
     struct ratelimit_stripe stripes[]; /* n_stripes */
 };
@@ -141,10 +163,10 @@ struct ratelimit_table *ratelimit_table_new(uint64_t max_clients,
     t->n_stripes = n;
     t->cap_per_stripe = cap;
     t->slots_per_stripe = sps;
-    pthread_mutex_init(&t->overflow_lock, NULL);
+    atomic_flag_clear(&t->overflow_lock.f);
     t->overflow = (struct ratelimit_bucket){.tokens = dflt->capacity, .at = 0};
     for (uint32_t i = 0; i < n; i++) {
-        pthread_mutex_init(&t->stripes[i].lock, NULL);
+        atomic_flag_clear(&t->stripes[i].lock.f);
         t->stripes[i].slots = t->slots + (size_t)i * sps;
     }
     return t;
@@ -154,9 +176,6 @@ void ratelimit_table_free(struct ratelimit_table *t)
 {
     if (t == NULL)
         return;
-    for (uint32_t i = 0; i < t->n_stripes; i++)
-        pthread_mutex_destroy(&t->stripes[i].lock);
-    pthread_mutex_destroy(&t->overflow_lock);
     free(t->slots);
     free(t);
 }
@@ -292,14 +311,26 @@ static struct ratelimit_bucket slot_under(const struct ratelimit_slot *s,
 
 static void overflow_take(struct ratelimit_table *t, double now, struct ratelimit_result *res)
 {
-    pthread_mutex_lock(&t->overflow_lock);
+    rl_lock(&t->overflow_lock);
     ratelimit_bucket_take(&t->overflow, &t->dflt, now, res);
-    pthread_mutex_unlock(&t->overflow_lock);
+    rl_unlock(&t->overflow_lock);
     res->overflow = true;
+}
+
+uint32_t ratelimit_hash(const char *key, size_t key_len)
+{
+    return key_hash(key, key_len);
 }
 
 void ratelimit_take(struct ratelimit_table *t, const char *key, size_t key_len,
                     const struct ratelimit_limit *lim, double now, struct ratelimit_result *res)
+{
+    ratelimit_take_hashed(t, key, key_len, key_hash(key, key_len), lim, now, res);
+}
+
+void ratelimit_take_hashed(struct ratelimit_table *t, const char *key, size_t key_len, uint32_t h,
+                           const struct ratelimit_limit *lim, double now,
+                           struct ratelimit_result *res)
 {
     bool given = lim != NULL;
     if (lim == NULL)
@@ -308,15 +339,14 @@ void ratelimit_take(struct ratelimit_table *t, const char *key, size_t key_len,
         overflow_take(t, now, res);
         return;
     }
-    uint32_t h = key_hash(key, key_len);
     struct ratelimit_stripe *st = stripe_of(t, h);
 
-    pthread_mutex_lock(&st->lock);
+    rl_lock(&st->lock);
     int64_t i = slot_find(t, st, h, key, key_len);
     if (i < 0)
         i = slot_insert(t, st, h, key, key_len, lim, now);
     if (i < 0) {
-        pthread_mutex_unlock(&st->lock);
+        rl_unlock(&st->lock);
         overflow_take(t, now, res);
         return;
     }
@@ -332,7 +362,63 @@ void ratelimit_take(struct ratelimit_table *t, const char *key, size_t key_len,
     s->at = b.at;
     s->capacity = lim->capacity;
     s->rate_per_sec = lim->rate_per_sec;
-    pthread_mutex_unlock(&st->lock);
+    rl_unlock(&st->lock);
+}
+
+/* The header values of bucket b under lim, nothing taken. */
+static void status_of(const struct ratelimit_bucket *b, const struct ratelimit_limit *lim,
+                      struct ratelimit_result *res)
+{
+    res->verdict = RATELIMIT_ALLOWED;
+    res->limit = lim->capacity;
+    res->remaining = (uint64_t)floor(b->tokens);
+    res->reset = lim->rate_per_sec > 0
+                     ? ceil_seconds(((double)lim->capacity - b->tokens) / lim->rate_per_sec)
+                     : -1;
+    res->retry_after = -1;
+    res->overflow = false;
+}
+
+void ratelimit_status(struct ratelimit_table *t, const char *key, size_t key_len, double now,
+                      struct ratelimit_result *res)
+{
+    if (key_len == 0 || key_len > RATELIMIT_KEY_MAX) {
+        rl_lock(&t->overflow_lock);
+        struct ratelimit_bucket b = t->overflow;
+        ratelimit_refill(&b, &t->dflt, now);
+        status_of(&b, &t->dflt, res);
+        rl_unlock(&t->overflow_lock);
+        res->overflow = true;
+        return;
+    }
+    uint32_t h = key_hash(key, key_len);
+    struct ratelimit_stripe *st = stripe_of(t, h);
+
+    rl_lock(&st->lock);
+    struct ratelimit_limit lim = t->dflt;
+    struct ratelimit_bucket b = {.tokens = (double)lim.capacity, .at = now};
+    int64_t i = slot_find(t, st, h, key, key_len);
+    if (i >= 0) {
+        const struct ratelimit_slot *s = &st->slots[i];
+        if (s->flags & RATELIMIT_SLOT_F_PINNED)
+            lim = slot_limit(s);
+        b = slot_under(s, &lim, now);
+        ratelimit_refill(&b, &lim, now);
+    }
+    status_of(&b, &lim, res);
+    rl_unlock(&st->lock);
+}
+
+void ratelimit_set_default(struct ratelimit_table *t, const struct ratelimit_limit *dflt)
+{
+    /* every reader of t->dflt holds a stripe lock or the overflow lock: hold them all */
+    for (uint32_t k = 0; k < t->n_stripes; k++)
+        rl_lock(&t->stripes[k].lock);
+    rl_lock(&t->overflow_lock);
+    t->dflt = *dflt;
+    rl_unlock(&t->overflow_lock);
+    for (uint32_t k = t->n_stripes; k-- > 0;)
+        rl_unlock(&t->stripes[k].lock);
 }
 
 double ratelimit_peek(struct ratelimit_table *t, const char *key, size_t key_len,
@@ -340,14 +426,18 @@ double ratelimit_peek(struct ratelimit_table *t, const char *key, size_t key_len
 {
     bool given = lim != NULL;
     if (lim == NULL)
-        lim = &t->dflt;
-    if (key_len == 0 || key_len > RATELIMIT_KEY_MAX)
-        return (double)lim->capacity;
+        lim = &t->dflt; /* read under a lock only: ratelimit_set_default() */
+    if (key_len == 0 || key_len > RATELIMIT_KEY_MAX) {
+        rl_lock(&t->overflow_lock);
+        double cap = (double)lim->capacity;
+        rl_unlock(&t->overflow_lock);
+        return cap;
+    }
     uint32_t h = key_hash(key, key_len);
     struct ratelimit_stripe *st = stripe_of(t, h);
-    double tokens = (double)lim->capacity;
 
-    pthread_mutex_lock(&st->lock);
+    rl_lock(&st->lock);
+    double tokens = (double)lim->capacity;
     int64_t i = slot_find(t, st, h, key, key_len);
     if (i >= 0) {
         struct ratelimit_limit pinned;
@@ -359,7 +449,7 @@ double ratelimit_peek(struct ratelimit_table *t, const char *key, size_t key_len
         ratelimit_refill(&b, lim, now);
         tokens = b.tokens;
     }
-    pthread_mutex_unlock(&st->lock);
+    rl_unlock(&st->lock);
     return tokens;
 }
 
@@ -376,7 +466,7 @@ int ratelimit_set(struct ratelimit_table *t, const char *key, size_t key_len,
     uint32_t h = key_hash(key, key_len);
     struct ratelimit_stripe *st = stripe_of(t, h);
 
-    pthread_mutex_lock(&st->lock);
+    rl_lock(&st->lock);
     int64_t i = slot_find(t, st, h, key, key_len);
     struct ratelimit_limit pinned;
     if (i >= 0 && !given && (st->slots[i].flags & RATELIMIT_SLOT_F_PINNED)) {
@@ -394,7 +484,7 @@ int ratelimit_set(struct ratelimit_table *t, const char *key, size_t key_len,
         s->capacity = lim->capacity;
         s->rate_per_sec = lim->rate_per_sec;
     }
-    pthread_mutex_unlock(&st->lock);
+    rl_unlock(&st->lock);
     return i >= 0 ? 0 : -1;
 }
 
@@ -406,7 +496,7 @@ int ratelimit_pin(struct ratelimit_table *t, const char *key, size_t key_len,
     uint32_t h = key_hash(key, key_len);
     struct ratelimit_stripe *st = stripe_of(t, h);
 
-    pthread_mutex_lock(&st->lock);
+    rl_lock(&st->lock);
     int64_t i = slot_find(t, st, h, key, key_len);
     if (i < 0)
         i = slot_insert(t, st, h, key, key_len, lim, now);
@@ -424,7 +514,7 @@ int ratelimit_pin(struct ratelimit_table *t, const char *key, size_t key_len,
         s->rate_per_sec = lim->rate_per_sec;
         s->flags |= RATELIMIT_SLOT_F_PINNED;
     }
-    pthread_mutex_unlock(&st->lock);
+    rl_unlock(&st->lock);
     return i >= 0 ? 0 : -1;
 }
 
@@ -436,7 +526,7 @@ bool ratelimit_unpin(struct ratelimit_table *t, const char *key, size_t key_len,
     struct ratelimit_stripe *st = stripe_of(t, h);
     bool was = false;
 
-    pthread_mutex_lock(&st->lock);
+    rl_lock(&st->lock);
     int64_t i = slot_find(t, st, h, key, key_len);
     if (i >= 0 && (st->slots[i].flags & RATELIMIT_SLOT_F_PINNED)) {
         struct ratelimit_slot *s = &st->slots[i];
@@ -449,7 +539,7 @@ bool ratelimit_unpin(struct ratelimit_table *t, const char *key, size_t key_len,
         s->flags &= (uint16_t)~RATELIMIT_SLOT_F_PINNED;
         was = true;
     }
-    pthread_mutex_unlock(&st->lock);
+    rl_unlock(&st->lock);
     return was;
 }
 
@@ -462,7 +552,7 @@ bool ratelimit_lookup(struct ratelimit_table *t, const char *key, size_t key_len
     struct ratelimit_stripe *st = stripe_of(t, h);
     bool pinned = false;
 
-    pthread_mutex_lock(&st->lock);
+    rl_lock(&st->lock);
     int64_t i = slot_find(t, st, h, key, key_len);
     if (i >= 0 && (st->slots[i].flags & RATELIMIT_SLOT_F_PINNED)) {
         const struct ratelimit_slot *s = &st->slots[i];
@@ -472,7 +562,7 @@ bool ratelimit_lookup(struct ratelimit_table *t, const char *key, size_t key_len
         *tokens = b.tokens;
         pinned = true;
     }
-    pthread_mutex_unlock(&st->lock);
+    rl_unlock(&st->lock);
     return pinned;
 }
 
@@ -484,7 +574,7 @@ size_t ratelimit_pinned(struct ratelimit_table *t, double now,
     size_t n = 0;
     for (uint32_t k = 0; k < t->n_stripes; k++) {
         struct ratelimit_stripe *st = &t->stripes[k];
-        pthread_mutex_lock(&st->lock);
+        rl_lock(&st->lock);
         for (uint32_t i = 0; i < t->slots_per_stripe; i++) {
             const struct ratelimit_slot *s = &st->slots[i];
             if (s->key_len != 0 && (s->flags & RATELIMIT_SLOT_F_PINNED)) {
@@ -495,7 +585,7 @@ size_t ratelimit_pinned(struct ratelimit_table *t, double now,
                 n++;
             }
         }
-        pthread_mutex_unlock(&st->lock);
+        rl_unlock(&st->lock);
     }
     return n;
 }
@@ -508,15 +598,18 @@ size_t ratelimit_snapshot(struct ratelimit_table *t,
     size_t n = 0;
     for (uint32_t k = 0; k < t->n_stripes; k++) {
         struct ratelimit_stripe *st = &t->stripes[k];
-        pthread_mutex_lock(&st->lock);
-        for (uint32_t i = 0; i < t->slots_per_stripe; i++) {
+        rl_lock(&st->lock);
+        /* stop at the stripe's count: a mostly empty table is not scanned whole */
+        uint32_t left = st->count;
+        for (uint32_t i = 0; i < t->slots_per_stripe && left > 0; i++) {
             const struct ratelimit_slot *s = &st->slots[i];
             if (s->key_len != 0) {
                 fn(s->key, s->key_len, s->tokens, s->at, arg);
                 n++;
+                left--;
             }
         }
-        pthread_mutex_unlock(&st->lock);
+        rl_unlock(&st->lock);
     }
     return n;
 }
@@ -525,9 +618,9 @@ size_t ratelimit_count(struct ratelimit_table *t)
 {
     size_t n = 0;
     for (uint32_t k = 0; k < t->n_stripes; k++) {
-        pthread_mutex_lock(&t->stripes[k].lock);
+        rl_lock(&t->stripes[k].lock);
         n += t->stripes[k].count;
-        pthread_mutex_unlock(&t->stripes[k].lock);
+        rl_unlock(&t->stripes[k].lock);
     }
     return n;
 }

@@ -99,10 +99,31 @@ void ratelimit_table_free(struct ratelimit_table *t);
 void ratelimit_take(struct ratelimit_table *t, const char *key, size_t key_len,
                     const struct ratelimit_limit *lim, double now, struct ratelimit_result *res);
 
+/* The hash ratelimit_take() computes for key (crc32), and ratelimit_take() with
+ * it already known: a caller that takes with the same key again and again (the
+ * client_ip key of a keep-alive connection) hashes it once. */
+uint32_t ratelimit_hash(const char *key, size_t key_len);
+void ratelimit_take_hashed(struct ratelimit_table *t, const char *key, size_t key_len,
+                           uint32_t hash, const struct ratelimit_limit *lim, double now,
+                           struct ratelimit_result *res);
+
 /* Tokens key's bucket holds at now (refilled, not stored): capacity of lim (or
  * the default) when the key has no bucket. lim NULL: a pinned slot's limit. */
 double ratelimit_peek(struct ratelimit_table *t, const char *key, size_t key_len,
                       const struct ratelimit_limit *lim, double now);
+
+/* The header values of key's bucket at now without taking a token (a response
+ * the proxy sends for a request that was not counted: malformed, too large, a
+ * head timeout): verdict allowed, remaining, reset as a take would report them;
+ * retry_after -1. The key's pinned limit, else the default; a key without a
+ * bucket reads as a fresh one. Changes nothing. */
+void ratelimit_status(struct ratelimit_table *t, const char *key, size_t key_len, double now,
+                      struct ratelimit_result *res);
+
+/* Replace the default limit (a reload changed rate_limit.default): new keys get
+ * it, and every unpinned bucket moves to it on its next take (refilled under
+ * its old limit, then capped: a change never adds tokens). Takes every lock. */
+void ratelimit_set_default(struct ratelimit_table *t, const struct ratelimit_limit *dflt);
 
 /* Set key's bucket to (tokens, at) under lim, creating it if needed (evicting a
  * full bucket if the stripe is at its share). For the admin API's PATCH tokens

@@ -121,10 +121,17 @@ void upstream_owner_init(struct upstream_owner *o, const struct upstream_owner_o
 
 /* ---------------------------------------------------------------- conns */
 
+/* The upstream's shared verdict and counters (health registry, every worker). */
+static struct health_state *health_of(const struct upstream *u)
+{
+    return u->set->peers[u->index].health;
+}
+
 static void idle_unlink(struct upstream_conn *conn)
 {
     list_del(&conn->idle_link);
     conn->up->n_idle--;
+    health_stats_add(health_of(conn->up), HEALTH_STAT_IDLE, -1);
 }
 
 static void conn_on_read(struct ev_loop *loop, ev_io *w, int revents);
@@ -312,6 +319,7 @@ void upstream_release(struct upstream_conn *conn, bool reusable)
     u->n_open--;
     list_add(&conn->idle_link, &u->idle);
     u->n_idle++;
+    health_stats_add(health_of(u), HEALTH_STAT_IDLE, 1);
     ev_io_start(loop, &conn->rio);
     conn->idle_since = ev_now(loop);
     if (!ev_is_active(&conn->idle_timer)) {

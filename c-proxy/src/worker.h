@@ -34,6 +34,8 @@
 struct worker;
 struct worker_conn;
 struct upstream_set;
+struct ratelimit_table;
+struct metrics_counters;
 
 /* What the worker may ask of a connection it holds. */
 struct worker_conn_ops {
@@ -70,6 +72,9 @@ struct worker {
     pthread_t thread;                     /* valid for id > 0 */
     const struct worker_hooks *hooks;     /* the creator's callbacks (borrowed) */
     struct upstream_set *set;             /* current upstream set (one ref), set by the hooks */
+    struct ratelimit_table *rl;           /* rate-limit table shared by every worker (main's),
+                                             NULL: rate_limit not configured */
+    struct metrics_counters *metrics;     /* the process's counters (main's); NULL: none */
     struct cfgref *cfg;                   /* config of the current set (borrowed via set) */
     _Atomic(struct cfgref *) pending_cfg; /* reload: handed over by main (one ref) */
     atomic_bool stop_requested;           /* shutdown: set by main */

@@ -168,7 +168,8 @@ static void test_defaults(void **state)
 }
 
 /* Sections present but empty keep their defaults, and enable what they enable.
- * rate_limit: and admin: are refused even empty, until they ship. */
+ * An empty rate_limit: enables rate limiting with every default; an empty admin:
+ * without a listen leaves the admin API off. */
 static void test_empty_sections(void **state)
 {
     struct config *cfg = load_ok(MIN_UP "limits: {}\ntimeouts: {}\nhealth: {check: {}}\n"
@@ -185,8 +186,12 @@ static void test_empty_sections(void **state)
     assert_true(cfg->rate_limit.default_capacity == 100.0);
     assert_false(cfg->admin_enabled);
     config_free(cfg);
-    expect_error(MIN_UP "log: {}\nrate_limit: {}\n", "t.yaml:4: rate_limit is not supported yet");
-    expect_error(MIN_UP "admin: {}\n", "t.yaml:3: admin is not supported yet");
+    cfg = load_ok(MIN_UP "log: {}\nrate_limit: {}\nadmin: {}\n");
+    assert_true(cfg->rate_limit.enabled);
+    assert_string_equal(cfg->rate_limit.store, "twinproxy.db");
+    assert_int_equal(cfg->rate_limit.store_line, 4); /* no store key: the line of rate_limit */
+    assert_false(cfg->admin_enabled);
+    config_free(cfg);
 }
 
 static void test_every_key(void **state)
@@ -288,8 +293,14 @@ static void test_enums_and_key_forms(void **state)
     assert_int_equal(cfg->hash_key, CONFIG_KEY_PATH);
     assert_null(cfg->hash_header);
     config_free(cfg);
-    expect_error(MIN_UP "hash_key: path\nrate_limit: {key: client_ip}\n",
-                 "t.yaml:4: rate_limit is not supported yet");
+    expect_error(MIN_UP "hash_key: path\nrate_limit: {key: path}\n",
+                 "t.yaml:4: rate_limit.key: unknown value \"path\" (expected client_ip | "
+                 "header:NAME)");
+    cfg = load_ok(MIN_UP "rate_limit:\n  key: header:X-API-Key\n  store: /tmp/x.db\n");
+    assert_int_equal(cfg->rate_limit.key, CONFIG_KEY_HEADER);
+    assert_string_equal(cfg->rate_limit.key_header, "X-API-Key");
+    assert_int_equal(cfg->rate_limit.store_line, 5);
+    config_free(cfg);
     cfg = load_ok(MIN_UP "hash_key: client_ip\nlog: {access: \"off\"}\n");
     assert_int_equal(cfg->hash_key, CONFIG_KEY_CLIENT_IP);
     assert_string_equal(cfg->log.access, "off");
@@ -332,8 +343,12 @@ static void test_ipv6_listen(void **state)
     assert_int_equal(cfg->listen.line, 1);
     assert_false(cfg->admin_enabled);
     config_free(cfg);
-    expect_error("listen: \"[::1]:8443\"\nadmin:\n  listen: '[::]:9443'\n" MIN_UP,
-                 "t.yaml:2: admin is not supported yet");
+    cfg = load_ok("listen: \"[::1]:8443\"\nadmin:\n  listen: '[::]:9443'\n  token: t\n" MIN_UP);
+    assert_true(cfg->admin_enabled);
+    assert_addr(&cfg->admin_listen, AF_INET6, "::", 9443);
+    assert_int_equal(cfg->admin_listen.line, 3);
+    assert_string_equal(cfg->admin_token, "t");
+    config_free(cfg);
 }
 
 static void test_example_config(void **state)
@@ -505,15 +520,17 @@ static void test_errors_from_string(void **state)
     expect_error("just text\n", "t.yaml:1: expected a mapping at the top level, got \"just text\"");
     expect_error(MIN_UP "limits: {max_body_bytes: 1t}\n",
                  "t.yaml:3: limits.max_body_bytes: bad size \"1t\"");
-    expect_error(MIN_UP "admin:\n  token:\n", "t.yaml:3: admin is not supported yet");
+    expect_error(MIN_UP "admin:\n  token:\n", "t.yaml:4: admin.token: expected a string, got null");
     expect_error(MIN_UP "log:\n  access:\n", "t.yaml:4: log.access: expected a string, got null");
     expect_error(MIN_UP "workers: [1]\n", "t.yaml:3: workers: expected an integer, got a list");
     expect_error(MIN_UP "rate_limit:\n  default: {capacity: many}\n",
-                 "t.yaml:3: rate_limit is not supported yet");
+                 "t.yaml:4: rate_limit.default.capacity: expected a number, got \"many\"");
     expect_error(MIN_UP "rate_limit:\n  default: {capacity: 1000000000.5}\n",
-                 "t.yaml:3: rate_limit is not supported yet");
+                 "t.yaml:4: rate_limit.default.capacity: must be <= 1000000000");
+    expect_error(MIN_UP "rate_limit:\n  default: {capacity: 2.5}\n",
+                 "t.yaml:4: rate_limit.default.capacity: must be an integer");
     expect_error(MIN_UP "rate_limit: {key: \"header:\"}\n",
-                 "t.yaml:3: rate_limit is not supported yet");
+                 "t.yaml:3: rate_limit.key: bad header name \"\"");
     expect_error(MIN_UP "hash_key: \"header:\"\n", "t.yaml:3: hash_key: bad header name \"\"");
     expect_error(MIN_UP "retry_budget:\n  percent: 100.5\n",
                  "t.yaml:4: retry_budget.percent: expected an integer, got \"100.5\"");

@@ -413,6 +413,32 @@ static void test_checker_probes_loopback(void **state)
     ev_loop_destroy(loop);
 }
 
+/* C only: the per-upstream counters every worker thread keeps in the registry
+ * entry (GET /upstreams; the Python twin reports worker 0's upstream set). */
+static void test_stats_shared_by_name(void **state)
+{
+    (void)state;
+    struct health_state *a = health_state_get("s1", "127.0.0.1:1");
+    struct health_state *b = health_state_get("s1", "127.0.0.1:1");
+    struct health_stats st;
+    health_stats_add(a, HEALTH_STAT_REQUESTS, 1);
+    health_stats_add(b, HEALTH_STAT_REQUESTS, 1);
+    health_stats_add(a, HEALTH_STAT_ACTIVE, 1);
+    health_stats_add(a, HEALTH_STAT_IDLE, 2);
+    health_stats_add(b, HEALTH_STAT_FAILS, 1);
+    health_stats_get(b, &st);
+    assert_int_equal(st.requests, 2);
+    assert_int_equal(st.active, 1);
+    assert_int_equal(st.idle, 2);
+    assert_int_equal(st.fails, 1);
+    health_stats_add(a, HEALTH_STAT_ACTIVE, -2); /* a reader never sees a gauge below 0 */
+    health_stats_get(a, &st);
+    assert_int_equal(st.active, 0);
+    health_stats_add(NULL, HEALTH_STAT_REQUESTS, 1); /* no state: no-op, zeros */
+    health_stats_get(NULL, &st);
+    assert_int_equal(st.requests, 0);
+}
+
 int main(void)
 {
     static const struct CMUnitTest tests[] = {
@@ -427,6 +453,7 @@ int main(void)
         cmocka_unit_test_teardown(test_active_rise_brings_up, teardown),
         cmocka_unit_test_teardown(test_drain_not_available, teardown),
         cmocka_unit_test_teardown(test_registry_shared_by_name, teardown),
+        cmocka_unit_test_teardown(test_stats_shared_by_name, teardown),
         cmocka_unit_test_teardown(test_checker_probes_loopback, teardown),
     };
     return cmocka_run_group_tests_name("health", tests, NULL, NULL);

@@ -507,12 +507,12 @@ static void test_error_bytes(void **state)
 {
     (void)state;
     char out[512];
-    size_t n = http1_build_error(502, "abc", false, out, sizeof out);
+    size_t n = http1_build_error(502, "abc", false, NULL, out, sizeof out);
     out[n] = '\0';
     assert_string_equal(out, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
                              "Content-Length: 36\r\nX-Request-ID: abc\r\n\r\n"
                              "{\"code\":502,\"message\":\"Bad Gateway\"}");
-    n = http1_build_error(431, "x", true, out, sizeof out);
+    n = http1_build_error(431, "x", true, NULL, out, sizeof out);
     out[n] = '\0';
     assert_string_equal(out, "HTTP/1.1 431 Request Header Fields Too Large\r\n"
                              "Content-Type: application/json\r\nContent-Length: 56\r\n"
@@ -522,11 +522,58 @@ static void test_error_bytes(void **state)
     assert_true(http1_error_closes(408));
     assert_true(http1_error_closes(413));
     assert_true(http1_error_closes(505));
+    assert_false(http1_error_closes(429));
     assert_false(http1_error_closes(502));
     assert_false(http1_error_closes(503));
     assert_false(http1_error_closes(504));
     /* too small: nothing written, the length needed returned */
-    assert_true(http1_build_error(400, "x", true, out, 10) > 10);
+    assert_true(http1_build_error(400, "x", true, NULL, out, 10) > 10);
+}
+
+/* Contract 7 on a rate-limited listener: RateLimit-* after X-Request-ID (Retry-After
+ * first on a 429, Reset omitted when it is -1), before Connection: close; on an
+ * upstream response after its fields (its own RateLimit-* dropped), before the framing. */
+static void test_ratelimit_fields(void **state)
+{
+    (void)state;
+    char out[1024];
+    struct ratelimit_result rl = {
+        .verdict = RATELIMIT_LIMITED, .limit = 3, .remaining = 0, .reset = 6, .retry_after = 2};
+    size_t n = http1_build_error(429, "r", false, &rl, out, sizeof out);
+    out[n] = '\0';
+    assert_string_equal(out, "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+                             "Content-Length: 42\r\nX-Request-ID: r\r\nRetry-After: 2\r\n"
+                             "RateLimit-Limit: 3\r\nRateLimit-Remaining: 0\r\n"
+                             "RateLimit-Reset: 6\r\n\r\n"
+                             "{\"code\":429,\"message\":\"Too Many Requests\"}");
+    struct ratelimit_result ok = {
+        .limit = 1000000000, .remaining = 999999999, .reset = -1, .retry_after = -1};
+    n = http1_build_error(502, "r", true, &ok, out, sizeof out); /* no Retry-After but on 429 */
+    out[n] = '\0';
+    assert_non_null(strstr(out, "X-Request-ID: r\r\nRateLimit-Limit: 1000000000\r\n"
+                                "RateLimit-Remaining: 999999999\r\nConnection: close\r\n\r\n"));
+    struct rfx f;
+    struct http1_resp_opts o = {.framing = HTTP1_FRAME_CHUNKED, .close = true, .rl = &rl};
+    assert_int_equal(parse_response(&f,
+                                    "HTTP/1.1 200 OK\r\nratelimit-limit: 9\r\nX: 1\r\n"
+                                    "RateLimit-Remaining: 9\r\nRateLimit-Reset: 9\r\n"
+                                    "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                                    o),
+                     0);
+    assert_string_equal(f.head, "HTTP/1.1 200 OK\r\nX: 1\r\nRateLimit-Limit: 3\r\n"
+                                "RateLimit-Remaining: 0\r\nRateLimit-Reset: 6\r\n"
+                                "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    rfx_deinit(&f);
+    /* no rate limiting: an upstream's RateLimit-* pass */
+    struct http1_resp_opts plain = {.framing = HTTP1_FRAME_LENGTH};
+    assert_int_equal(parse_response(&f,
+                                    "HTTP/1.1 200 OK\r\nRateLimit-Limit: 9\r\n"
+                                    "Content-Length: 0\r\n\r\n",
+                                    plain),
+                     0);
+    assert_string_equal(f.head,
+                        "HTTP/1.1 200 OK\r\nRateLimit-Limit: 9\r\nContent-Length: 0\r\n\r\n");
+    rfx_deinit(&f);
 }
 
 /* http1_head_scan() agrees with the byte-at-a-time matcher it replaces, whatever
@@ -593,6 +640,7 @@ int main(void)
         cmocka_unit_test(test_response_head),
         cmocka_unit_test(test_response_rejects),
         cmocka_unit_test(test_error_bytes),
+        cmocka_unit_test(test_ratelimit_fields),
         cmocka_unit_test(test_head_scan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -515,6 +515,77 @@ static void test_threads_share_one_bucket(void **state)
     ratelimit_table_free(t);
 }
 
+/* C-only helpers of the wiring (the Python twin does these inline in its client
+ * and main: ClientConn._rl_peek, Table.default). */
+
+static void test_status_reads_without_taking(void **state)
+{
+    (void)state;
+    struct ratelimit_limit dflt = {.capacity = 4, .rate_per_sec = 0.5};
+    struct ratelimit_table *t = ratelimit_table_new(64, &dflt);
+    struct ratelimit_result r;
+    assert_non_null(t);
+    ratelimit_status(t, "a", 1, 100.0, &r); /* no bucket: a fresh one, nothing created */
+    assert_int_equal(r.verdict, RATELIMIT_ALLOWED);
+    assert_int_equal(r.limit, 4);
+    assert_int_equal(r.remaining, 4);
+    assert_int_equal(r.reset, 0);
+    assert_int_equal(r.retry_after, -1);
+    assert_int_equal(ratelimit_count(t), 0);
+    ratelimit_take(t, "a", 1, NULL, 100.0, &r);
+    ratelimit_take(t, "a", 1, NULL, 100.0, &r); /* 2 left, 4 s to full */
+    ratelimit_status(t, "a", 1, 101.0, &r);     /* 2.5 at 101: nothing taken */
+    assert_int_equal(r.remaining, 2);
+    assert_int_equal(r.reset, 3);
+    ratelimit_status(t, "a", 1, 101.0, &r);
+    assert_int_equal(r.remaining, 2);
+    struct ratelimit_limit pin = {.capacity = 9, .rate_per_sec = 0};
+    assert_int_equal(ratelimit_pin(t, "p", 1, &pin, 5, 100.0), 0);
+    ratelimit_status(t, "p", 1, 200.0, &r); /* a pinned key: its own limit */
+    assert_int_equal(r.limit, 9);
+    assert_int_equal(r.remaining, 5);
+    assert_int_equal(r.reset, -1); /* rate 0: omitted */
+    ratelimit_table_free(t);
+}
+
+static void test_set_default_applies_to_new_and_unpinned(void **state)
+{
+    (void)state;
+    struct ratelimit_limit dflt = {.capacity = 4, .rate_per_sec = 0};
+    struct ratelimit_limit pin = {.capacity = 9, .rate_per_sec = 0};
+    struct ratelimit_limit bigger = {.capacity = 10, .rate_per_sec = 0};
+    struct ratelimit_table *t = ratelimit_table_new(64, &dflt);
+    struct ratelimit_result r;
+    assert_non_null(t);
+    ratelimit_take(t, "old", 3, NULL, 1.0, &r); /* 3 left under the old default */
+    assert_int_equal(ratelimit_pin(t, "p", 1, &pin, -1, 1.0), 0);
+    ratelimit_set_default(t, &bigger);
+    ratelimit_take(t, "new", 3, NULL, 2.0, &r); /* a new key: the new default, full */
+    assert_int_equal(r.limit, 10);
+    assert_int_equal(r.remaining, 9);
+    ratelimit_take(t, "old", 3, NULL, 2.0, &r); /* moved to it, tokens never raised */
+    assert_int_equal(r.limit, 10);
+    assert_int_equal(r.remaining, 2);
+    ratelimit_take(t, "p", 1, NULL, 2.0, &r); /* an override keeps its own limit */
+    assert_int_equal(r.limit, 9);
+    assert_int_equal(r.remaining, 8);
+    ratelimit_table_free(t);
+}
+
+static void test_take_hashed_is_take(void **state)
+{
+    (void)state;
+    struct ratelimit_limit dflt = {.capacity = 2, .rate_per_sec = 0};
+    struct ratelimit_table *t = ratelimit_table_new(64, &dflt);
+    struct ratelimit_result r;
+    assert_non_null(t);
+    ratelimit_take_hashed(t, "k", 1, ratelimit_hash("k", 1), NULL, 1.0, &r);
+    ratelimit_take(t, "k", 1, NULL, 1.0, &r); /* the same bucket */
+    assert_int_equal(r.remaining, 0);
+    assert_int_equal(ratelimit_count(t), 1);
+    ratelimit_table_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -537,6 +608,9 @@ int main(void)
         cmocka_unit_test(test_take_uses_pinned_limit),
         cmocka_unit_test(test_change_limit_clamps_tokens),
         cmocka_unit_test(test_unpin_restores_default),
+        cmocka_unit_test(test_status_reads_without_taking),
+        cmocka_unit_test(test_set_default_applies_to_new_and_unpinned),
+        cmocka_unit_test(test_take_hashed_is_take),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

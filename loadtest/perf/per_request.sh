@@ -13,6 +13,9 @@
 # so the same script measures a baseline build and the current one, e.g.
 #   loadtest/perf/per_request.sh c-proxy=/work/baseline/c-proxy/build/c-proxy c-proxy
 #
+# $TWINPROXY_EXTRA_YAML (optional): YAML appended to the c-proxy/py-proxy config, e.g.
+#   TWINPROXY_EXTRA_YAML=$'rate_limit:\n  default: {capacity: 1000000000, rate_per_sec: 1000000}\n  store: rl.db'
+# to measure with rate limiting on (a relative store is made in the run's own directory).
 # Defaults: N=20000 requests, 16 connections, both tools, 1 repetition. The upstream is
 # $UPSTREAM (default upstreams/build/upstream of this checkout); it is not measured.
 # Everything listens on 127.0.0.1 on free ports; everything started is stopped on exit.
@@ -25,7 +28,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/loadtest/perf"
 n=20000 conns=16 tools=callgrind,strace reps=1 keep=""
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while getopts "n:c:t:r:o:h" opt; do
   case $opt in
     n) n=$OPTARG ;;
@@ -86,6 +89,7 @@ log:
   access: "off"
   format: json
 EOF
+  if [ -n "${TWINPROXY_EXTRA_YAML:-}" ]; then printf '%s\n' "$TWINPROXY_EXTRA_YAML" >>"$1"; fi
 }
 
 write_nginx_conf() { # $1 dir, $2 port
