@@ -618,7 +618,7 @@ static void client_json(struct sb *o, const char *id, size_t idlen,
 
 static void store_failed(struct resp *r, const char *msg)
 {
-    log_event(CONFIG_LOG_ERROR, "store_error", json_pack("{s:s}", "message", msg));
+    log_event(CONFIG_LOG_ERROR, "store_error", json_pack("{s:s}", "reason", msg));
     resp_error(r, 500, "store error");
 }
 
@@ -734,7 +734,7 @@ static void clients_create(struct admin *a, const struct sb *raw, struct resp *r
     if (ratelimit_pin(a->clients.table, b.client_id, b.client_id_len, &lim, tokens, now) == -1) {
         char err[STORE_ERR_MAX];
         if (store_delete_client(a->clients.store, b.client_id, err, sizeof err) == -1)
-            log_event(CONFIG_LOG_ERROR, "store_error", json_pack("{s:s}", "message", err));
+            log_event(CONFIG_LOG_ERROR, "store_error", json_pack("{s:s}", "reason", err));
         resp_error(r, 503, "client table full");
         goto out;
     }

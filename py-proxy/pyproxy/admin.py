@@ -605,7 +605,7 @@ class Admin:
         return await asyncio.wrap_future(fut, loop=self.loop)
 
     def _store_failed(self, e: BaseException) -> Resp:
-        self._event("error", "store_error", message=str(e))
+        self._event("error", "store_error", reason=str(e))
         return error(500, "store error")
 
     async def clients_create(self, raw: bytes) -> Resp:
@@ -631,7 +631,7 @@ class Admin:
             try:
                 await self._store(cl.store.delete_client(cid))
             except Exception as e:
-                self._event("error", "store_error", message=str(e))
+                self._event("error", "store_error", reason=str(e))
             return error(503, "client table full")
         got = cl.table.lookup(b.client_id, now)
         assert got is not None
