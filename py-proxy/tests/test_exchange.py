@@ -57,6 +57,27 @@ def framed(x: Exchange, raw: bytes, head_request: bool = False) -> tuple[bytes, 
 # classify_request ---------------------------------------------------------------------------
 
 
+def test_classify_hash_key() -> None:
+    def key(raw: bytes, extra: str) -> bytes:
+        p = RequestParser()
+        p.feed_head(raw)
+        x = Exchange()
+        assert x.classify_request(p.finish_head(), make_config(extra), False, p.upgraded) == 0
+        return x.key
+
+    assert key(b"GET /a/b?c=d HTTP/1.1\r\nHost: x\r\n\r\n", "balancer: hash\nhash_key: path\n") == (
+        b"/a/b"
+    )
+    hdr = "balancer: hash\nhash_key: header:X-User\n"
+    # the first one, trimmed
+    assert key(b"GET / HTTP/1.1\r\nHost: x\r\nx-user:  alice \r\nX-User: bob\r\n\r\n", hdr) == (
+        b"alice"
+    )
+    # absent or empty: no key (the client ip is hashed)
+    assert key(b"GET / HTTP/1.1\r\nHost: x\r\nX-User:\r\n\r\n", hdr) == b""
+    assert key(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n", "balancer: hash\n") == b""
+
+
 def test_classify_get_keepalive() -> None:
     x, code = classify(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
     assert code == 0

@@ -396,3 +396,30 @@ def test_unpin_restores_default() -> None:
     assert peek(t, "d", 1) == 2.0
     assert t.count() == 2
     t.close()
+
+
+def test_status_reads_without_taking() -> None:
+    # C's ratelimit_status; Python reads the same through peek (and lookup for a pinned key)
+    t = table(64, 4, 0.5)
+    assert peek(t, "a", 100.0) == 4.0  # no bucket: a fresh one, nothing created
+    assert t.count() == 0
+    take(t, "a", 100.0)
+    take(t, "a", 100.0)  # 2 left, 4 s to full
+    assert peek(t, "a", 101.0) == 2.5  # 2.5 at 101: nothing taken
+    assert peek(t, "a", 101.0) == 2.5
+    assert t.pin(b"p", Limit(9, 0), 5, 100.0)
+    got = t.lookup(b"p", 200.0)  # a pinned key: its own limit
+    assert got is not None and got[0] == Limit(9, 0) and got[1] == 5.0
+
+
+def test_set_default_applies_to_new_and_unpinned() -> None:
+    t = table(64, 4, 0)
+    take(t, "old", 1.0)  # 3 left under the old default
+    assert t.pin(b"p", Limit(9, 0), None, 1.0)
+    t.default = Limit(10, 0)  # a reload's new rate_limit.default
+    r = take(t, "new", 2.0)  # a new key: the new default, full
+    assert (r.limit, r.remaining) == (10, 9)
+    r = take(t, "old", 2.0)  # moved to it, tokens never raised
+    assert (r.limit, r.remaining) == (10, 2)
+    r = take(t, "p", 2.0)  # an override keeps its own limit
+    assert (r.limit, r.remaining) == (9, 8)
