@@ -14,10 +14,13 @@ from typing import Any
 from loadtest.report.common import (
     HEADLINE_CONNECTIONS,
     NOT_MEASURED,
+    SLO_P99_US,
     WRK_NOTE,
     Ctx,
     capacity_runs,
     fmt_row,
+    mark_better,
+    max_rate_at_p99,
     metric,
     ratio_table,
     s3_added,
@@ -37,6 +40,7 @@ from loadtest.report.doc import (
 )
 from loadtest.report.load import Cell, Results, cell, load
 from loadtest.report.sections import SECTIONS
+from loadtest.report.verdict import verdict
 
 # ---------------------------------------------------------------- header + headline
 
@@ -169,6 +173,13 @@ def headline(res: Results) -> list[Block]:
         (f"S4 CPU µs/req (@{rate4} req/s)", cpu),
         (f"S7 KiB per idle conn (@{conn7} conns)", rss),
     ]
+    if res.select("S2"):
+        columns.append(
+            (
+                f"S2 max req/s at p99 ≤ {SLO_P99_US / 1000:g} ms",
+                {n: max_rate_at_p99(res, n) for n in names if res.select("S2", n)},
+            )
+        )
     rows = tuple(
         fmt_row(n, [cells.get(n) for _, cells in columns], missing=NOT_MEASURED)
         for n in names
@@ -207,9 +218,12 @@ def method_notes() -> list[Block]:
                     "interpolation."
                 ),
                 (
-                    "Ratios are ratios of medians with [min ratio, max ratio] = [min a / max b, "
-                    "max a / min b]. For req/s higher is better; for µs, CPU and memory lower "
-                    "is better."
+                    "Ratios are **paired**: rep i of one contender over rep i of the other "
+                    "(interleaved reps share the machine's state), the geometric mean of the "
+                    "pair ratios with a **bootstrap 95 % CI** (seeded, so a rebuild gives the "
+                    "same interval); **no difference shown** when the CI includes 1; no CI "
+                    "below 3 valid pairs. Every table's columns are marked ↓ (lower is "
+                    "better) or ↑ (higher is better); unmarked columns are settings or counts."
                 ),
                 WRK_NOTE,
                 (
@@ -255,12 +269,15 @@ def build(results_dir: Path) -> tuple[Path, Path]:
         "*.png"
     ):  # ours from an earlier build: none may go stale
         old.unlink()
-    blocks: list[Block] = header(res, results_dir.name)
+    head = header(res, results_dir.name)
+    at = next(i for i, b in enumerate(head) if isinstance(b, Table))
+    blocks: list[Block] = head[:at] + verdict(res) + head[at:]
     blocks += headline(res)
     blocks += method_notes()
     for section in SECTIONS:
         blocks += section(ctx)
     blocks += appendix(res)
+    blocks = mark_better(blocks)
     blocks.append(Para(f"Built by loadtest.report in {time.monotonic() - t0:.1f} s."))
     md = results_dir / "report.md"
     html_path = results_dir / "report.html"

@@ -7,6 +7,7 @@ about any one scenario except the small helpers the headline and several section
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,39 @@ class Ctx:
         return Image(path=path, rel=f"plots/{path.name}", alt=alt)
 
 
+def pairs_of(a: Cell, b: Cell) -> list[tuple[float, float]]:
+    """(a, b) for every rep number valid in both cells: rep i of a with rep i of b."""
+    ra, rb = a.by_rep(), b.by_rep()
+    return [(ra[k], rb[k]) for k in sorted(ra) if k in rb]
+
+
+def paired(a: Cell | None, b: Cell | None) -> stats.PairedRatio | None:
+    if a is None or b is None:
+        return None
+    return stats.paired_ratio(pairs_of(a, b))
+
+
+NO_DIFF = "no difference shown"
+
+
+def fmt_paired(r: stats.PairedRatio | None, words: bool = True) -> str:
+    """2.00 [1.90, 2.10]; "no difference shown" when the CI spans 1; n pairs without CI."""
+    if r is None:
+        return MISSING
+    if not r.has_ci:
+        return f"{r.value:.2f} ({r.n} pair{'s' if r.n != 1 else ''}: no CI)"
+    text = f"{r.value:.2f} [{r.lo:.2f}, {r.hi:.2f}]"
+    return text + (f" {NO_DIFF}" if words and r.spans_one else "")
+
+
+RATIO_NOTE = (
+    "Ratios: paired — rep i of the first over rep i of the second (reps are interleaved, "
+    "so a pair shared the machine's state), geometric mean of the pair ratios, "
+    f"[bootstrap 95 % CI] (seeded; no CI below {stats.MIN_PAIRS_FOR_CI} valid pairs); "
+    f"'{NO_DIFF}' when the CI includes 1. Valid reps only."
+)
+
+
 def ratio_table(columns: Sequence[tuple[str, dict[str, Cell]]]) -> list[Block]:
     """Rows: the standard ratios; columns: figures (name, contender -> Cell)."""
     rows: list[tuple[str, ...]] = []
@@ -143,17 +177,16 @@ def ratio_table(columns: Sequence[tuple[str, dict[str, Cell]]]) -> list[Block]:
             elif min(a.values) <= 0 or min(b.values) <= 0:
                 # added latency can dip below direct's median: a ratio of those means nothing
                 row.append("n/a (a rep ≤ 0)")
+            elif not pairs_of(a, b):
+                row.append("no paired reps")
             else:
-                row.append(fmt_ratio(stats.ratio(a.values, b.values)))
+                row.append(fmt_paired(paired(a, b)))
         if any(c != MISSING for c in row[1:]):
             rows.append(tuple(row))
     if not rows:
         return [Para("Ratios: no pair of contenders measured on both sides.")]
     return [
-        Para(
-            "Ratios: ratio of medians, with [min ratio, max ratio] from the rep extremes "
-            "(min a / max b, max a / min b); valid reps only."
-        ),
+        Para(RATIO_NOTE),
         Table(("ratio",) + tuple(name for name, _ in columns), tuple(rows)),
     ]
 
@@ -427,3 +460,101 @@ def per_param_section(
 
 def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+SLO_P99_US = 1000.0
+
+
+def max_rate_at_p99(res: Results, contender: str, slo_us: float = SLO_P99_US) -> Cell:
+    """Per rep: the highest S2 offered rate at which that rep was valid with p99 <= slo_us
+    (0 when no measured rate met it); median [min, max] over reps, paired by rep number.
+    A lower bound when the contender's highest measured rate still met it."""
+    best: dict[int, float] = {}
+    invalid: list[str] = []
+    total_reps: set[int] = set()
+    for run in res.select("S2", contender):
+        rate = _num(run.param("rate"))
+        total_reps.add(run.rep)
+        if not run.valid:
+            invalid.append(run.reason())
+            continue
+        best.setdefault(run.rep, 0.0)
+        p99 = run.metric("percentiles_us", "99")
+        if rate is not None and p99 is not None and p99 <= slo_us:
+            best[run.rep] = max(best[run.rep], rate)
+    reps = tuple(sorted(best))
+    values = tuple(best[r] for r in reps)
+    summary = stats.summarize(values) if values else None
+    # reasons only for reps that never produced a valid run (others still count)
+    lost = tuple(invalid) if not values else ()
+    return Cell(values, summary, lost, len(total_reps), reps)
+
+
+LOWER, HIGHER = "↓", "↑"
+LEGEND = "↓ lower is better · ↑ higher is better · unmarked: a setting or a count"
+_HIGHER_WORDS = ("req/s", "mib/s", "admitted", "p-value", "capacity req", "requests/s")
+_LOWER_WORDS = (
+    "µs",
+    " ms",
+    "cpu",
+    "kib",
+    "mib",
+    "rss",
+    "error",
+    "syscalls",
+    "max/min",
+    "chi-square",
+    "failures",
+    "other",
+    "fds after",
+    "|error|",
+    "− timeout",
+)
+_NEUTRAL_HEADS = ("read timeout ms", "rate/s", "offered/s per client")
+
+
+def direction(header: str) -> str:
+    """↑ / ↓ / "" for a column header, by what it measures."""
+    h = re.sub(r"\(.*?\)|@\S+", "", header.lower()).strip()
+    if (
+        h in _NEUTRAL_HEADS
+        or h.startswith("contender")
+        or h in ("ratio", "syscall", "name")
+    ):
+        return ""
+    if any(w in h for w in _HIGHER_WORDS):
+        return HIGHER
+    if any(w in h for w in _LOWER_WORDS):
+        return LOWER
+    return ""
+
+
+def mark_better(blocks: list[Block]) -> list[Block]:
+    """Every figure table: ↓/↑ after each column header that measures something, and the
+    legend under the table. A table whose columns are param values (S5-S7) takes the
+    direction from the bold figure name just above it, marked on its first header."""
+    out: list[Block] = []
+    for i, b in enumerate(blocks):
+        if isinstance(b, Table) and not b.text:
+            heads = list(b.headers)
+            marked = False
+            prev = blocks[i - 1] if i else None
+            by_para = (
+                "\\" in heads[0]
+                and isinstance(prev, Para)
+                and prev.text.startswith("**")
+            )
+            for j, h in enumerate(heads):
+                d = "" if by_para else direction(h)
+                if d and j > 0:
+                    heads[j] = f"{h} {d}"
+                    marked = True
+            if not marked and isinstance(prev, Para) and prev.text.startswith("**"):
+                d = direction(prev.text.strip("*"))
+                if d:
+                    heads[0] = f"{heads[0]} ({prev.text.strip('*')} {d})"
+                    marked = True
+            if marked:
+                b = Table(tuple(heads), b.rows, b.text, LEGEND)
+        out.append(b)
+    return out

@@ -263,11 +263,18 @@ class Cell:
     summary: stats.Summary | None  # None when no valid rep had the figure
     invalid: tuple[str, ...]  # reasons of the excluded (invalid) reps
     total: int  # reps recorded, valid or not
+    reps: tuple[
+        int, ...
+    ] = ()  # rep number of each value (pairs reps across contenders)
+
+    def by_rep(self) -> dict[int, float]:
+        return dict(zip(self.reps, self.values))
 
 
 def cell(runs: Iterable[Run], value: Callable[[Run], float | None]) -> Cell:
     """Summarize value(run) over the valid runs; invalid ones only counted and explained."""
     values: list[float] = []
+    reps: list[int] = []
     invalid: list[str] = []
     total = 0
     for run in runs:
@@ -278,5 +285,6 @@ def cell(runs: Iterable[Run], value: Callable[[Run], float | None]) -> Cell:
         v = value(run)
         if v is not None:
             values.append(v)
+            reps.append(run.rep)
     summary = stats.summarize(values) if values else None
-    return Cell(tuple(values), summary, tuple(invalid), total)
+    return Cell(tuple(values), summary, tuple(invalid), total, tuple(reps))

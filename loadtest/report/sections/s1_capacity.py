@@ -49,7 +49,7 @@ def section(ctx: Ctx) -> list[Block]:
     path = plots.bars(ctx.plots_dir / "s1-capacity.png", [panel], ncols=1)
     blocks.append(ctx.image(path, "S1 capacity bars per connection count"))
     blocks += ratio_table(
-        [(f"{c} conns", {n: cells[(n, c)] for n in names}) for c in conns]
+        [(f"{c} conns req/s", {n: cells[(n, c)] for n in names}) for c in conns]
     )
     blocks += invalid_list(runs)
     return blocks

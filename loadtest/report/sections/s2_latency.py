@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from loadtest.report import plots
 from loadtest.report.common import (
     NOT_MEASURED,
     PCTS,
+    SLO_P99_US,
     Ctx,
+    contender_table,
     fmt_row,
     invalid_list,
+    is_response,
+    max_rate_at_p99,
     metric,
     ratio_table,
     s2_common,
     spectrum_block,
 )
 from loadtest.report.doc import Block, Heading, Para, Table
-from loadtest.report.load import cell
+from loadtest.report.load import Run, cell
 
 
 def section(ctx: Ctx) -> list[Block]:
@@ -64,6 +70,8 @@ def section(ctx: Ctx) -> list[Block]:
             curves,
         )
         blocks.append(ctx.image(path, "S2 latency vs throughput"))
+    blocks += offered_ladder(ctx, names, rates)
+    blocks += over_time_plots(ctx, names, rates)
     point = s2_common(res)
     if point is None:
         blocks.append(
@@ -85,7 +93,7 @@ def section(ctx: Ctx) -> list[Block]:
         blocks += ratio_table(
             [
                 (
-                    f"{label} {point.tag}",
+                    f"{label} µs {point.tag}",
                     {
                         n: cell(runs, metric("percentiles_us", k))
                         for n, runs in point.runs.items()
@@ -95,4 +103,110 @@ def section(ctx: Ctx) -> list[Block]:
             ]
         )
     blocks += invalid_list(runs)
+    return blocks
+
+
+def offered_ladder(ctx: Ctx, names: list[str], rates: list) -> list[Block]:
+    """p99 vs offered rate on one absolute axis, and the max rate each kept p99 <= 1 ms."""
+    res = ctx.res
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for n in names:
+        xs, ys = [], []
+        for rate in rates:
+            c = cell(res.select("S2", n, rate=rate), metric("percentiles_us", "99"))
+            if c.summary is not None and isinstance(rate, (int, float)):
+                xs.append(float(rate))
+                ys.append(c.summary.median)
+        if xs:
+            curves[n] = (xs, ys)
+    if not curves:
+        return []
+    slo = f"p99 ≤ {SLO_P99_US / 1000:g} ms"
+    path = plots.latency_offered(
+        ctx.plots_dir / "s2-p99-vs-offered.png",
+        f"S2 p99 vs offered rate, every contender on one absolute axis ({slo} dotted)",
+        curves,
+        SLO_P99_US,
+    )
+    shared = [r for r in rates if all(res.select("S2", n, rate=r) for n in names)]
+    ladder = (
+        "Every contender was offered the same absolute rates."
+        if shared and len(shared) == len(rates)
+        else "This run stepped each contender's rates by its own capacity, so the "
+        "contenders' points sit at different absolute rates on the common axis."
+    )
+    table = contender_table(
+        names,
+        "contender",
+        [(f"max offered req/s at {slo}", {n: max_rate_at_p99(res, n) for n in names})],
+    )
+    return [
+        ctx.image(path, "S2 p99 vs offered rate on one absolute axis"),
+        Para(
+            f"**Max rate at {slo}**: per rep, the highest offered rate whose run was valid "
+            f"with p99 ≤ {SLO_P99_US:,.0f} µs (0 = none measured met it); median [min, max] "
+            "over reps. A lower bound when it is the contender's highest measured rate. "
+            + ladder
+        ),
+        table,
+    ]
+
+
+def first_valid(runs: list[Run]) -> Run | None:
+    return next((r for r in runs if r.valid), None)
+
+
+def over_time_plots(ctx: Ctx, names: list[str], rates: list) -> list[Block]:
+    """Per contender, latency over the window at each S2 point (first valid rep), from the
+    raw samples: a queue that grows through the window shows as a rising line."""
+    res = ctx.res
+    blocks: list[Block] = []
+    lacking: list[str] = []
+    for n in names:
+        panels: list[plots.OverTime] = []
+        for rate in rates:
+            run = first_valid(res.select("S2", n, rate=rate))
+            if run is None:
+                continue
+            cols = res.read_columns(
+                run, "samples", ("intended_us", "latency_us", "status")
+            )
+            if cols is None or not len(cols["intended_us"]):
+                continue
+            keep = is_response(cols["status"])
+            t = cols["intended_us"][keep]
+            if not len(t):
+                continue
+            panels.append(
+                plots.OverTime(
+                    f"@{rate} req/s, rep {run.rep}",
+                    (t - t.min()) / 1e6,
+                    np.asarray(cols["latency_us"][keep], dtype=float),
+                )
+            )
+        if not panels:
+            lacking.append(n)
+            continue
+        path = plots.over_time(
+            ctx.plots_dir / f"s2-over-time-{n}.png",
+            f"S2 {n}: latency over the window per offered rate (p50, p99, max per window)",
+            panels,
+        )
+        blocks.append(ctx.image(path, f"S2 latency over time, {n}"))
+    if blocks:
+        blocks.insert(
+            0,
+            Para(
+                "**Latency over time** at each S2 point (first valid rep; 40 equal windows "
+                "of the measurement, nearest-rank p50 / p99 / max per window): a flat line "
+                "is a steady state, a rising one a queue growing through the window that a "
+                "summary percentile hides."
+            ),
+        )
+    if lacking:
+        blocks.append(
+            Para(
+                f"Latency over time: no raw samples with send times for {', '.join(lacking)}."
+            )
+        )
     return blocks

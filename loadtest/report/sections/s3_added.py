@@ -54,7 +54,7 @@ def section(ctx: Ctx) -> list[Block]:
                 )
             )
             blocks += ratio_table(
-                [(f"added {label}", added[k]) for label, k in PCTS[:4]]
+                [(f"added {label} µs", added[k]) for label, k in PCTS[:4]]
             )
         point = CommonPoint(
             f"{rate} req/s",
