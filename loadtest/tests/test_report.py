@@ -536,3 +536,43 @@ def test_windowed_percentiles_are_nearest_rank() -> None:
         and list(p99) == [100.0, 8.0]
         and list(mx) == [100.0, 8.0]
     )
+
+
+# ---------------------------------------------------------------- a real browser
+
+
+def test_report_renders_in_chromium_every_image_loads(built: Path) -> None:
+    from PIL import Image
+
+    from loadtest.report import browser
+
+    assert browser.chromium(), "chromium missing: `make deps` installs it"
+    result = browser.check(built / "report.html")
+    assert len(result.images) == len(EXPECTED_PLOTS)
+    assert result.broken == []
+    assert all(i["complete"] for i in result.images)
+    shot = built / "report-first-screen.png"
+    assert result.screenshot == shot
+    assert shot.read_bytes()[:8] == PNG_MAGIC
+    with Image.open(shot) as img:
+        assert img.size == browser.WINDOW
+        # the first screen is not blank: the verdict's text is dark on white
+        assert img.convert("L").getextrema()[0] < 100
+
+
+def test_cli_keeps_the_first_screen_screenshot(built: Path) -> None:
+    # `python -m loadtest.report` (what `make bench` runs) does the browser check itself
+    assert (built / "report-first-screen.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_browser_check_sees_a_broken_image(tmp_path: Path) -> None:
+    from loadtest.report import browser
+
+    page = tmp_path / "report.html"
+    page.write_text(
+        "<!DOCTYPE html><html><body><p>x</p>"
+        '<img alt="broken" src="data:image/png;base64,AAAA"></body></html>'
+    )
+    result = browser.check(page)
+    assert result.broken == ["broken"]
+    assert (tmp_path / "report-first-screen.png").is_file()
