@@ -504,7 +504,7 @@ def test_every_figure_table_has_better_markers(built: Path) -> None:
     tables = [
         ln
         for ln in md.splitlines()
-        if ln.startswith("| contender") or ln.startswith("| ratio")
+        if ln.startswith(("| contender", "| ratio"))
     ]
     assert tables
     for head in tables:
@@ -576,3 +576,30 @@ def test_browser_check_sees_a_broken_image(tmp_path: Path) -> None:
     result = browser.check(page)
     assert result.broken == ["broken"]
     assert (tmp_path / "report-first-screen.png").is_file()
+
+
+def test_xz_compressed_raw_files_are_read(tmp_path: Path) -> None:
+    """An archived run (results/reference) keeps raw CSVs as .xz beside the name in files."""
+    import lzma
+
+    from loadtest.report.load import load
+
+    root = tmp_path / "packed"
+    shutil.copytree(FIXTURE, root)
+    for csv_path in (root / "raw").glob("S2-*.csv"):
+        with lzma.open(csv_path.with_name(csv_path.name + ".xz"), "wb") as fh:
+            fh.write(csv_path.read_bytes())
+        csv_path.unlink()
+    res = load(root)
+    run = next(r for r in res.runs if r.scenario == "S2" and r.valid)
+    cols = res.read_columns(run, "samples", ("intended_us", "latency_us", "status"))
+    assert cols is not None and len(cols["latency_us"]) > 0
+    plain = load(FIXTURE)
+    again = plain.read_columns(
+        next(r for r in plain.runs if r.line == run.line),
+        "samples",
+        ("intended_us", "latency_us", "status"),
+    )
+    assert again is not None
+    assert np.array_equal(cols["latency_us"], again["latency_us"])
+    assert res.read_csv(run, "samples") == plain.read_csv(run, "samples")
