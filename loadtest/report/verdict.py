@@ -4,6 +4,7 @@ lowest tail at equal load, c vs py by how much; each with its paired ratio and b
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from loadtest import stats
@@ -51,16 +52,21 @@ def _winner_line(
     if not ranked:
         return f"**{what}**: not measured in this run."
     best = ranked[0]
-    text = f"**{what}**: {best}, {fmt(cells[best].summary.median)} {unit} {where}"  # type: ignore[union-attr]
-    if len(ranked) > 1:
-        nxt = ranked[1]
-        r = _versus(cells[nxt], cells[best])
-        text += (
-            f"; next {nxt} at {fmt(cells[nxt].summary.median)} {unit}: "  # type: ignore[union-attr]
-            f"{nxt}/{best} = {_ratio_words(r)}"
+    med = {n: cells[n].summary.median for n in ranked}  # type: ignore[union-attr]
+    if len(ranked) == 1:
+        return f"**{what}**: {best}, {fmt(med[best])} {unit} {where}, the only one measured."
+    nxt = ranked[1]
+    r = _versus(cells[nxt], cells[best])
+    if r is not None and r.spans_one:
+        # the medians order them, the paired reps do not: say it is not settled
+        return (
+            f"**{what}**: no clear winner {where} — {best} {fmt(med[best])} and {nxt} "
+            f"{fmt(med[nxt])} {unit} (medians), {nxt}/{best} = {_ratio_words(r)}."
         )
-        if r is not None and r.spans_one:
-            text += f" (a tie with {nxt} on this data)"
+    text = (
+        f"**{what}**: {best}, {fmt(med[best])} {unit} {where}; next {nxt} at "
+        f"{fmt(med[nxt])} {unit}: {nxt}/{best} = {_ratio_words(r)}"
+    )
     return text + "."
 
 
@@ -141,12 +147,17 @@ def verdict(res: Results) -> list[Block]:
             f"(S1 at {HEADLINE_CONNECTIONS} connections; higher is better)",
         ),
     )
-    return [
-        Heading(2, "Verdict", "verdict"),
-        Bullets(lines),
-        Para(
-            "Each ratio is paired (rep i over rep i), geometric mean of the pair ratios "
-            f"[bootstrap 95 % CI]; '{NO_DIFF}' when the CI includes 1; "
-            f"no CI with fewer than {stats.MIN_PAIRS_FOR_CI} valid pairs."
-        ),
-    ]
+    note = (
+        "Each ratio is paired (rep i over rep i), geometric mean of the pair ratios "
+        f"[bootstrap 95 % CI]; '{NO_DIFF}' when the CI includes 1; "
+        f"no CI with fewer than {stats.MIN_PAIRS_FOR_CI} valid pairs."
+    )
+    reps = len({r.rep for r in res.runs})
+    if 0 < reps < 5:
+        distinct = math.comb(2 * reps - 1, reps)
+        note += (
+            f" This run has {reps} rep(s) per point: a bootstrap over {reps} pairs has at "
+            f"most {distinct} distinct resamples, so its CI is coarse (about the range of "
+            "the pair ratios); 5 or more reps give a CI worth its name."
+        )
+    return [Heading(2, "Verdict", "verdict"), Bullets(lines), Para(note)]

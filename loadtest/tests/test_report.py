@@ -485,7 +485,7 @@ def test_verdict_five_lines_with_paired_ratios(built: Path) -> None:
     assert len(lines) == 5
     assert lines[0].startswith("- **Cheapest per request**: nginx, 8 µs CPU/req")
     assert "haproxy/nginx = " in lines[0]
-    assert lines[1].startswith("- **Lowest tail at equal load**")
+    assert lines[1].startswith("- **Lowest tail at equal load**: no clear winner")
     assert "S2 p99 at 10000 req/s" in lines[1]
     cpu = stats.paired_ratio([(60, 10), (62, 11), (58, 9)])
     assert cpu is not None and cpu.has_ci
@@ -501,11 +501,7 @@ def test_verdict_five_lines_with_paired_ratios(built: Path) -> None:
 
 def test_every_figure_table_has_better_markers(built: Path) -> None:
     md = (built / "report.md").read_text()
-    tables = [
-        ln
-        for ln in md.splitlines()
-        if ln.startswith(("| contender", "| ratio"))
-    ]
+    tables = [ln for ln in md.splitlines() if ln.startswith(("| contender", "| ratio"))]
     assert tables
     for head in tables:
         assert "↓" in head or "↑" in head, head
