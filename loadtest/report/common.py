@@ -299,8 +299,16 @@ def capacity_runs(res: Results, contender: str, connections: Any) -> list[Run]:
 
 
 def s4_rate(res: Results) -> Any:
-    rates = res.param_values("S4", "rate")
-    return rates[-1] if rates else None
+    """The highest S4 rate (above the idle 0) at which every S4 contender has a valid
+    rep; else the highest rate."""
+    rates = [r for r in res.param_values("S4", "rate") if r]
+    names = res.contenders("S4")
+    shared = [
+        r
+        for r in rates
+        if all(any(x.valid for x in res.select("S4", n, rate=r)) for n in names)
+    ]
+    return (shared or rates or [None])[-1]
 
 
 def s7_connections(res: Results) -> Any:
@@ -505,6 +513,9 @@ _LOWER_WORDS = (
     "max/min",
     "chi-square",
     "failures",
+    "ejection",
+    "re-admission",
+    "while dead",
     "other",
     "fds after",
     "|error|",

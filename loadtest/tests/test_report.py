@@ -599,3 +599,100 @@ def test_xz_compressed_raw_files_are_read(tmp_path: Path) -> None:
     assert again is not None
     assert np.array_equal(cols["latency_us"], again["latency_us"])
     assert res.read_csv(run, "samples") == plain.read_csv(run, "samples")
+
+
+def test_runs_with_the_second_round_fields_build(tmp_path: Path) -> None:
+    """Records with the fields the measurement side adds (host CPU per core, LOAD-BOUND,
+    S4 idle point and marginal-cost fit, S8 weighted phase, fairness FAILED, ejection,
+    S2 curve end) build, and show what the report knows to show; without them (the
+    fixture) the report is as before."""
+    host = {
+        "proxy_core": {"busy_pct": 80.0, "steal_pct": 0.0},
+        "load_core": {"busy_pct": 99.0, "steal_pct": 0.1},
+        "steal_pct": 0.1,
+        "load_bound": True,
+    }
+    recs: list[dict[str, object]] = []
+    for r in fixture_records():
+        m = dict(r["metrics"])  # type: ignore[arg-type]
+        m["host"] = host
+        if r["scenario"] == "S2":
+            m.update(curve="on", curve_end_rate=20000, completed_in_window=1)
+        recs.append({**r, "metrics": m})
+    for rep in range(3):
+        for c, b in (("c-proxy", 9.5 + rep * 0.1), ("py-asyncio", 55.0 + rep)):
+            recs.append(
+                {
+                    "scenario": "S4",
+                    "contender": c,
+                    "rep": rep,
+                    "params": {"fit": "utilisation = a + b * rps"},
+                    "metrics": {
+                        "marginal_us_per_req": b,
+                        "marginal_se_us": 0.4,
+                        "idle_utilisation": 0.01,
+                        "r2": 0.99,
+                        "max_rps": 5000,
+                    },
+                    "valid": True,
+                    "files": {},
+                }
+            )
+            recs.append(
+                {
+                    "scenario": "S4",
+                    "contender": c,
+                    "rep": rep,
+                    "params": {"rate": 0},
+                    "metrics": {"cpu_s": 0.01, "requests": 0, "cpu_us_per_req": None},
+                    "valid": True,
+                    "files": {},
+                }
+            )
+        recs.append(
+            {
+                "scenario": "S8",
+                "contender": "c-proxy",
+                "rep": rep,
+                "params": {"phase": "weighted", "weights": {"u1": 3, "u2": 1, "u3": 1}},
+                "metrics": {
+                    "counts": {"u1": 600, "u2": 200, "u3": 200},
+                    "fairness": "FAILED: max/min 1.20 > 1.05" if rep == 1 else "ok",
+                    "errors": 0,
+                    "requests": 1000,
+                },
+                "valid": True,
+                "files": {},
+            }
+        )
+    killed = [
+        r for r in recs if r["scenario"] == "S8" and r["params"] == {"phase": "killed"}
+    ]  # type: ignore[comparison-overlap]
+    for r in killed:
+        r["metrics"]["ejection"] = {"ejection_s": 0.5, "readmission_s": 2.0}  # type: ignore[index]
+    recs.append(
+        {
+            "scenario": "S6",
+            "contender": "c-proxy",
+            "rep": 3,
+            "params": {"connections": 16},
+            "metrics": {"rps": 99999, "host": host, "load_bound": True},
+            "valid": False,
+            "invalid_reason": "LOAD-BOUND: load core 99% busy",
+            "files": {},
+        }
+    )
+    root = tmp_path / "round2"
+    shutil.copytree(FIXTURE / "raw", root / "raw")
+    _write_partial(root, recs, json.loads((FIXTURE / "env.json").read_text()))
+    md = build(root)[0].read_text()
+    s4 = md[md.index("## S4 ") : md.index("## S5 ")]
+    assert "Marginal CPU cost" in s4 and "marginal µs/req (b) ↓" in s4
+    assert "| c-proxy @0 |" in s4  # the idle point is a row, not the headline rate
+    assert "(@5000 req/s)" in md[: md.index("## How to read")]
+    s8 = md[md.index("## S8 ") : md.index("## S9 ")]
+    assert "### Phase: weighted" in s8
+    assert "**FAILED** fairness gate: c-proxy weighted rep 1" in s8
+    assert "Ejection and re-admission" in s8
+    assert "INVALID: LOAD-BOUND: load core 99% busy — S6 c-proxy rep 3" in md
+    assert "## Verdict" in md

@@ -10,11 +10,14 @@ from loadtest.report.common import (
     MISSING,
     NOT_MEASURED,
     Ctx,
+    contender_table,
+    figure_columns,
     fmt_cell,
     fmt_row,
     invalid_list,
     metric,
     ratio_table,
+    s4_rate,
 )
 from loadtest.report.doc import Block, Heading, Para, Table
 from loadtest.report.load import Cell, Results, cell
@@ -64,7 +67,42 @@ def section(ctx: Ctx) -> list[Block]:
         blocks.append(
             Para("Syscalls per request: not measured in this run (no strace pass).")
         )
-    rate = rates[-1]
+    fits = [r for r in runs if r.params.get("fit")]
+    if fits:
+        fig = [
+            ("marginal µs/req (b)", metric("marginal_us_per_req")),
+            ("± fit s.e. µs", metric("marginal_se_us")),
+            ("idle utilisation (a)", metric("idle_utilisation")),
+            ("r²", metric("r2")),
+            ("max req/s in fit", metric("max_rps")),
+        ]
+        fit_names = [n for n in names if any(r.contender == n for r in fits)]
+        blocks.append(
+            Para(
+                "Marginal CPU cost: utilisation (CPU s per s, schedstat) = a + b × req/s, "
+                "fit over the idle point and every valid rate of a rep; b is the CPU one more "
+                "request costs."
+            )
+        )
+        blocks.append(
+            contender_table(
+                fit_names,
+                "contender",
+                figure_columns(
+                    fit_names,
+                    lambda n: [r for r in fits if r.contender == n],
+                    fig,
+                ),
+            )
+        )
+    traced = [
+        r
+        for r in rates
+        if any(
+            x.metric("syscalls_per_req") is not None for x in res.select("S4", rate=r)
+        )
+    ]
+    rate = (traced or [s4_rate(res)])[-1]
     blocks += syscall_table(res, names, rate)
     blocks += ratio_table(
         [

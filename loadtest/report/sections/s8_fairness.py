@@ -20,7 +20,7 @@ from loadtest.report.common import (
 from loadtest.report.doc import Block, Heading, Para
 from loadtest.report.load import Results, Run, cell
 
-S8_PHASES = ("equal", "slow", "dead", "killed")
+S8_PHASES = ("equal", "slow", "weighted", "dead", "killed")
 
 
 def s8_phases(res: Results) -> list[Any]:
@@ -110,6 +110,26 @@ def section(ctx: Ctx) -> list[Block]:
     if panels:
         path = plots.bars(ctx.plots_dir / "s8-fairness.png", panels)
         blocks.append(ctx.image(path, "S8 requests per upstream per phase"))
+    failed = [
+        f"{r.contender} {r.params.get('phase')} rep {r.rep}: {r.metrics.get('fairness')}"
+        for r in runs
+        if str(r.metrics.get("fairness") or "").startswith("FAILED")
+    ]
+    if failed:
+        blocks.append(Para("**FAILED** fairness gate: " + "; ".join(failed) + "."))
+    killed = [n for n in names if res.select("S8", n, phase="killed")]
+    if any(r.metrics.get("ejection") for r in res.select("S8", phase="killed")):
+        blocks.append(Heading(3, "Ejection and re-admission (killed phase)"))
+        ej = [
+            ("ejection s", metric("ejection", "ejection_s")),
+            ("refused connects while dead", metric("ejection", "refused_while_dead")),
+            ("errors while dead", metric("ejection", "errors_while_dead")),
+            ("re-admission s", metric("ejection", "readmission_s")),
+        ]
+        cols = figure_columns(
+            killed, functools.partial(_runs_at, res, "S8", "phase", "killed"), ej
+        )
+        blocks.append(contender_table(killed, "contender", cols))
     blocks += s8_series(ctx, names)
     blocks += invalid_list(runs)
     return blocks
