@@ -696,3 +696,13 @@ def test_runs_with_the_second_round_fields_build(tmp_path: Path) -> None:
     assert "Ejection and re-admission" in s8
     assert "INVALID: LOAD-BOUND: load core 99% busy — S6 c-proxy rep 3" in md
     assert "## Verdict" in md
+
+
+def test_sections_are_one_module_each_in_scenario_order() -> None:
+    from loadtest.report import sections
+
+    mods = [s.__module__.rsplit(".", 1)[1] for s in sections.SECTIONS]
+    nums = [int(m.split("_")[0][1:]) for m in mods]
+    assert nums == sorted(nums) and nums[0] == 1 and nums[-1] == 11
+    files = sorted(p.stem for p in Path(sections.__file__).parent.glob("s*_*.py"))
+    assert sorted(mods) == files  # every file is a section, found without a list

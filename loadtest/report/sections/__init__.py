@@ -1,39 +1,34 @@
-"""Every scenario's report section, in report order: the one place sections are registered.
+"""Every scenario's report section, in report order, found in one place: here.
 
-Each module holds one scenario's section: `section(ctx) -> list[Block]` (tables, plots,
-ratios). Adding a scenario's section = a new module here plus one line in SECTIONS.
+Each module `s<N>_<name>.py` in this package holds one scenario's section, a function
+`section(ctx) -> list[Block]` (its tables, plots and ratios). SECTIONS lists them in the
+order of N (S0/S1 first, S11 last), so adding a scenario's section is adding one file.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+import re
 from collections.abc import Callable
 
 from loadtest.report.common import Ctx
 from loadtest.report.doc import Block
-from loadtest.report.sections import (
-    s1_capacity,
-    s2_latency,
-    s3_added,
-    s4_cpu,
-    s5_payload,
-    s6_churn,
-    s7_idle,
-    s8_fairness,
-    s9_timeouts,
-    s10_locust,
-    s11_ratelimit,
-)
 
-SECTIONS: tuple[Callable[[Ctx], list[Block]], ...] = (
-    s1_capacity.section,
-    s2_latency.section,
-    s3_added.section,
-    s4_cpu.section,
-    s5_payload.section,
-    s6_churn.section,
-    s7_idle.section,
-    s8_fairness.section,
-    s9_timeouts.section,
-    s10_locust.section,
-    s11_ratelimit.section,
-)
+Section = Callable[[Ctx], list[Block]]
+_NAME = re.compile(r"s(\d+)_\w+$")
+
+
+def _discover() -> tuple[Section, ...]:
+    found: list[tuple[int, str]] = []
+    for info in pkgutil.iter_modules(__path__):
+        m = _NAME.match(info.name)
+        if m:
+            found.append((int(m.group(1)), info.name))
+    return tuple(
+        importlib.import_module(f"{__name__}.{name}").section
+        for _, name in sorted(found)
+    )
+
+
+SECTIONS: tuple[Section, ...] = _discover()
