@@ -8,6 +8,10 @@ Conventions (docs/benchmarking.md (part 2) says the same for readers):
   middle values (the only place we average).
 - ratio with spread: ratio of medians, bracketed by the rep extremes
   [min(a)/max(b), max(a)/min(b)] -- the widest disagreement any pairing of reps shows.
+- paired ratio (what the report's ratio tables and verdict show): rep i of A over rep i
+  of B (the runner interleaves reps, so a pair shares the machine's state); the point is
+  the geometric mean of the pair ratios, with a seeded percentile-bootstrap 95 % CI over
+  the pairs; no CI below 3 pairs. "No difference shown" when the CI includes 1.
 - histogram: bins are [edge_i, edge_i+1), the last one closed [edge_n-1, edge_n];
   values outside the edges are not counted (the caller reports them separately).
 - chi-square: goodness of fit of observed counts against expected counts (uniform
@@ -19,7 +23,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -198,3 +203,85 @@ def _gamma_q(a: float, x: float) -> float:
         if abs(delta - 1.0) < 1e-15:
             break
     return h * math.exp(-x + a * math.log(x) - math.lgamma(a))
+
+
+# ---------------------------------------------------------------- paired ratios
+
+
+BOOTSTRAP_SEED = 20261122
+BOOTSTRAP_RESAMPLES = 10_000
+MIN_PAIRS_FOR_CI = 3
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """a/b from paired repetitions (rep i of a over rep i of b).
+
+    value: geometric mean of the per-pair ratios (the ratio is scale-free, so it is
+    averaged on the log scale; for one pair it is that pair's ratio). lo, hi: the
+    percentile-bootstrap 95 % confidence interval of that geometric mean (pairs resampled
+    with replacement, nearest-rank 2.5th and 97.5th percentiles of the resampled means),
+    None when there are fewer than min_pairs pairs. n: the number of pairs.
+    """
+
+    value: float
+    lo: float | None
+    hi: float | None
+    n: int
+
+    @property
+    def has_ci(self) -> bool:
+        return self.lo is not None and self.hi is not None
+
+    @property
+    def spans_one(self) -> bool:
+        """The CI includes 1: no difference shown (False when there is no CI)."""
+        return self.has_ci and self.lo <= 1.0 <= self.hi  # type: ignore[operator]
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    statistic: Callable[[Sequence[float]], float],
+    level: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile-bootstrap CI of statistic(values): resample with replacement `resamples`
+    times from a PRNG seeded with `seed` (deterministic), take the nearest-rank
+    (1-level)/2 and (1+level)/2 percentiles of the resampled statistics."""
+    if not values:
+        raise ValueError("bootstrap of no values")
+    if not 0.0 < level < 1.0:
+        raise ValueError("level must be in (0, 1)")
+    rng = random.Random(seed)
+    n = len(values)
+    boot = sorted(
+        statistic([values[rng.randrange(n)] for _ in range(n)])
+        for _ in range(resamples)
+    )
+    tail = (1.0 - level) / 2.0 * 100.0
+    return percentile_sorted(boot, tail), percentile_sorted(boot, 100.0 - tail)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def paired_ratio(
+    pairs: Sequence[tuple[float, float]],
+    min_pairs: int = MIN_PAIRS_FOR_CI,
+    seed: int = BOOTSTRAP_SEED,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> PairedRatio | None:
+    """Ratio a/b from pairs (a_i, b_i); None when no pair or any value is <= 0 (a ratio of
+    those means nothing). CI from bootstrap_ci over the log ratios (None below min_pairs)."""
+    if not pairs or any(a <= 0.0 or b <= 0.0 for a, b in pairs):
+        return None
+    logs = [math.log(a / b) for a, b in pairs]
+    value = math.exp(_mean(logs))
+    if len(logs) < min_pairs:
+        return PairedRatio(value, None, None, len(logs))
+    if max(logs) - min(logs) == 0.0:  # every pair agrees: the CI is that point
+        return PairedRatio(value, value, value, len(logs))
+    lo, hi = bootstrap_ci(logs, _mean, seed=seed, resamples=resamples)
+    return PairedRatio(value, math.exp(lo), math.exp(hi), len(logs))

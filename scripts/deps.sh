@@ -6,7 +6,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 apt_pkgs=(build-essential pkg-config libev-dev libyaml-dev libjansson-dev libcmocka-dev
           libsqlite3-dev sqlite3 zlib1g-dev wrk nginx-light haproxy valgrind strace
-          clang-format procps util-linux curl python3-venv)
+          clang-format procps util-linux curl python3-venv
+          chromium)  # chromium: the report's browser check (headless)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

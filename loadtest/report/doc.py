@@ -39,6 +39,7 @@ class Table:
     headers: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     text: bool = False  # a key/value table of words: left-aligned in HTML
+    note: str = ""  # a line under the table (e.g. the ↓/↑ legend)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ def to_markdown(blocks: list[Block]) -> str:
             for row in b.rows:
                 lines.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
             out.append("\n".join(lines))
+            if b.note:
+                out.append(f"_{b.note}_")
         elif isinstance(b, Image):
             out.append(f"![{b.alt}]({b.rel})")
     return "\n\n".join(out) + "\n"
@@ -102,6 +105,7 @@ td.invalid{background:#fde2e2;color:#8a0000;font-weight:600}
 border-radius:4px;font-size:1.1em}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 code{background:#f4f4f4;padding:0 .2em}
+p.note{font-size:.8em;color:#555;margin-top:-.5em}
 """
 
 
@@ -138,6 +142,8 @@ def to_html(blocks: list[Block], title: str) -> str:
                 f'<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead>'
                 f"<tbody>{''.join(body)}</tbody></table></div>"
             )
+            if b.note:
+                out.append(f'<p class="note">{_inline(b.note)}</p>')
         elif isinstance(b, Image):
             data = base64.b64encode(b.path.read_bytes()).decode("ascii")
             out.append(

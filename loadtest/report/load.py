@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
+import lzma
 import math
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -100,7 +101,11 @@ class Results:
         if not name:
             return None
         path = self.root / name
-        return path if path.is_file() else None
+        if path.is_file():
+            return path
+        # an archived run keeps its raw CSVs xz-compressed (results/reference/README.md)
+        packed = path.with_name(path.name + ".xz")
+        return packed if packed.is_file() else None
 
     def read_csv(self, run: Run, kind: str) -> list[dict[str, str]] | None:
         """Rows of a raw CSV named in run.files[kind]; None when missing or unreadable."""
@@ -108,7 +113,7 @@ class Results:
         if path is None:
             return None
         try:
-            with path.open(newline="") as fh:
+            with _open_text(path, newline="") as fh:
                 return list(csv.DictReader(fh))
         except (OSError, csv.Error, UnicodeDecodeError) as exc:
             self.problems.append(f"{path.relative_to(self.root)}: {exc}")
@@ -128,7 +133,7 @@ class Results:
             return None
         rel = path.relative_to(self.root)
         try:
-            with path.open() as fh:
+            with _open_text(path) as fh:
                 first = fh.readline().strip().split(",")
         except (OSError, UnicodeDecodeError) as exc:
             self.problems.append(f"{rel}: {exc}")
@@ -145,14 +150,15 @@ class Results:
                 warnings.simplefilter(
                     "ignore"
                 )  # an empty file warns; we return empty arrays
-                data = np.loadtxt(
-                    path,
-                    delimiter=",",
-                    skiprows=1 if has_header else 0,
-                    usecols=idx,
-                    ndmin=2,
-                    dtype=float,
-                )
+                with _open_text(path) as fh:
+                    data = np.loadtxt(
+                        fh,
+                        delimiter=",",
+                        skiprows=1 if has_header else 0,
+                        usecols=idx,
+                        ndmin=2,
+                        dtype=float,
+                    )
             return {c: data[:, i] for i, c in enumerate(columns)}
         except (ValueError, IndexError):
             pass
@@ -161,7 +167,7 @@ class Results:
             return None
         lists: list[list[float]] = [[] for _ in columns]
         bad = 0
-        with path.open(errors="replace") as fh:
+        with _open_text(path, errors="replace") as fh:
             if has_header:
                 fh.readline()
             for line in fh:
@@ -263,11 +269,18 @@ class Cell:
     summary: stats.Summary | None  # None when no valid rep had the figure
     invalid: tuple[str, ...]  # reasons of the excluded (invalid) reps
     total: int  # reps recorded, valid or not
+    reps: tuple[
+        int, ...
+    ] = ()  # rep number of each value (pairs reps across contenders)
+
+    def by_rep(self) -> dict[int, float]:
+        return dict(zip(self.reps, self.values))
 
 
 def cell(runs: Iterable[Run], value: Callable[[Run], float | None]) -> Cell:
     """Summarize value(run) over the valid runs; invalid ones only counted and explained."""
     values: list[float] = []
+    reps: list[int] = []
     invalid: list[str] = []
     total = 0
     for run in runs:
@@ -278,5 +291,13 @@ def cell(runs: Iterable[Run], value: Callable[[Run], float | None]) -> Cell:
         v = value(run)
         if v is not None:
             values.append(v)
+            reps.append(run.rep)
     summary = stats.summarize(values) if values else None
-    return Cell(tuple(values), summary, tuple(invalid), total)
+    return Cell(tuple(values), summary, tuple(invalid), total, tuple(reps))
+
+
+def _open_text(path: Path, **kw: Any) -> IO[str]:
+    """A raw file for reading as text; `.xz` files are decompressed on the fly."""
+    if path.suffix == ".xz":
+        return lzma.open(path, "rt", **kw)
+    return path.open(**kw)

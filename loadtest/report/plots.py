@@ -256,3 +256,86 @@ def timeout_hist(
         ax.grid(True, alpha=0.3)
     axes.flat[-1].set_xlabel("latency ms")
     return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class OverTime:
+    """One S2 point's raw samples: send time (s from the first), latency µs."""
+
+    title: str
+    t_s: np.ndarray
+    latency_us: np.ndarray
+
+
+def windowed(
+    t_s: np.ndarray, lat: np.ndarray, windows: int = 40
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(window mid time, p50, p99, max) over equal time windows (nearest-rank; empty skipped)."""
+    if len(t_s) == 0:
+        e = np.array([])
+        return e, e, e, e
+    lo, hi = float(t_s.min()), float(t_s.max())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, windows + 1)
+    idx = np.clip(np.searchsorted(edges, t_s, side="right") - 1, 0, windows - 1)
+    mids, p50, p99, mx = [], [], [], []
+    for w in range(windows):
+        vals = np.sort(lat[idx == w])
+        if len(vals) == 0:
+            continue
+        n = len(vals)
+        mids.append((edges[w] + edges[w + 1]) / 2)
+        p50.append(vals[max(1, int(np.ceil(round(0.5 * n, 9)))) - 1])
+        p99.append(vals[max(1, int(np.ceil(round(0.99 * n, 9)))) - 1])
+        mx.append(vals[-1])
+    return np.array(mids), np.array(p50), np.array(p99), np.array(mx)
+
+
+def over_time(path: Path, title: str, panels: list[OverTime], ncols: int = 3) -> Path:
+    """Latency over the measurement window, one panel per S2 point: p50, p99, max per window."""
+    n = max(1, len(panels))
+    ncols = min(ncols, n)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(4.2 * ncols, 2.8 * nrows),
+        layout="constrained",
+        squeeze=False,
+    )
+    for ax, p in zip(axes.flat, panels):
+        xs, p50, p99, mx = windowed(p.t_s, p.latency_us)
+        ax.plot(xs, mx, color="#d62728", lw=0.8, alpha=0.6, label="max")
+        ax.plot(xs, p99, color="#ff7f0e", lw=1.4, label="p99")
+        ax.plot(xs, p50, color="#1f77b4", lw=1.4, label="p50")
+        ax.set_yscale("log")
+        ax.set_title(p.title, fontsize=9)
+        ax.set_xlabel("s since first send", fontsize=8)
+        ax.set_ylabel("latency µs (log)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    if panels:
+        axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def latency_offered(
+    path: Path,
+    title: str,
+    curves: dict[str, tuple[list[float], list[float]]],
+    slo_us: float,
+) -> Path:
+    """p99 against offered rate on one absolute axis for every contender; the SLO line."""
+    fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
+    for i, (name, (xs, ys)) in enumerate(curves.items()):
+        ax.plot(xs, ys, marker="o", ms=3, lw=1.5, color=color(name, i), label=name)
+    ax.axhline(slo_us, color="#d62728", ls=":", lw=1, label=f"p99 = {slo_us:,.0f} µs")
+    ax.set_xlabel("offered requests/s (absolute)")
+    ax.set_ylabel("p99 latency µs (log)")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -43,6 +43,10 @@ EXPECTED_PLOTS = {
     "s8-timeseries.png",
     "s9-timeouts.png",
     "s10-locust.png",
+    "s2-p99-vs-offered.png",
+} | {
+    f"s2-over-time-{c}.png"
+    for c in ("direct", "c-proxy", "py-asyncio", "py-uvloop", "nginx", "haproxy")
 }
 
 
@@ -100,7 +104,8 @@ def test_headline_table_has_fixture_figures(built: Path) -> None:
     assert "S1 capacity" in rows[0][1] and "64" in rows[0][1]
     assert "S3 added p50" in rows[0][2] and "S3 added p99" in rows[0][3]
     assert "S4 CPU µs/req" in rows[0][4] and "S7 KiB per idle conn" in rows[0][5]
-    assert row_of(rows, "c-proxy")[1:] == [
+    assert "↑" in rows[0][1] and "↓" in rows[0][4]  # higher / lower is better
+    assert row_of(rows, "c-proxy")[1:6] == [
         "100,000 [90,000, 110,000]",  # S1 @64
         "50 [40, 60]",  # S3 p50 150/160/140 minus direct's median 100
         "100 [80, 120]",  # S3 p99 300/320/280 minus direct's median 200
@@ -116,7 +121,10 @@ def test_headline_table_has_fixture_figures(built: Path) -> None:
 def test_headline_comes_first_after_header(built: Path) -> None:
     md = (built / "report.md").read_text()
     first_section = md.index("\n## ")
-    assert md[first_section:].startswith("\n## Headline")
+    assert md[first_section:].startswith("\n## Verdict")
+    # the verdict comes before the run table, the headline right after it
+    assert md.index("## Verdict") < md.index("| run |") < md.index("## Headline")
+    assert md.index("\n## ", first_section + 1) == md.index("\n## Headline")
 
 
 def test_invalid_run_excluded_from_median_and_marked(built: Path) -> None:
@@ -153,17 +161,23 @@ def test_ratios_known_answer(built: Path) -> None:
     header = ratios[0]
     assert header[0] == "ratio"
     cap = header.index(next(h for h in header if h.startswith("S1 capacity")))
+    # paired: rep i over rep i. c-proxy 100k/110k/90k over nginx 50k/55k/45k: every pair
+    # is exactly 2, so the CI is the point (the unpaired extremes would say [1.64, 2.44]).
     a, b = [100_000, 110_000, 90_000], [50_000, 55_000, 45_000]
-    r = stats.ratio(a, b)
+    r = stats.paired_ratio(list(zip(a, b)))
     assert r is not None
-    expected = f"{r.value:.2f} [{r.lo:.2f}, {r.hi:.2f}]"
-    assert expected == "2.00 [1.64, 2.44]"
-    assert row_of(ratios, "c/nginx")[cap] == expected
-    # uvloop/asyncio with the INVALID rep left out: 39,000 [38,000, 40,000] / 20,000 [19,000, 21,000]
-    assert row_of(ratios, "uvloop/asyncio")[cap] == "1.95 [1.81, 2.11]"
-    # S4 CPU py-uvloop/c: 40 [39, 41] / 10 [9, 11]
+    assert row_of(ratios, "c/nginx")[cap] == "2.00 [2.00, 2.00]"
+    # uvloop/asyncio: rep 1 of py-uvloop is INVALID, so only reps 0 and 2 pair: no CI
+    assert row_of(ratios, "uvloop/asyncio")[cap] == "2.00 (2 pairs: no CI)"
+    # S4 CPU py-uvloop/c: reps 40/41/39 over 10/11/9, paired
     cpu = header.index(next(h for h in header if h.startswith("S4 CPU")))
-    assert row_of(ratios, "py-uvloop/c")[cpu] == "4.00 [3.55, 4.56]"
+    want = stats.paired_ratio([(40, 10), (41, 11), (39, 9)])
+    assert want is not None and want.has_ci
+    assert row_of(ratios, "py-uvloop/c")[cpu] == (
+        f"{want.value:.2f} [{want.lo:.2f}, {want.hi:.2f}]"
+    )
+    # a CI that includes 1 says so
+    assert "no difference shown" in md[table_start : md.index("## How to read")]
 
 
 def test_header_environment_and_forced_warning(built: Path) -> None:
@@ -372,7 +386,7 @@ def test_s2_rates_per_contender_compared_at_common_fraction(tmp_path: Path) -> N
     assert "Compared at **50% of each contender's own capacity**" in md
     assert "| c-proxy @20000 (50% of capacity) |" in md
     ratios = md_table(md[md.index("| ratio |", md.index("## S2")) - 1 :], "\n")
-    assert ratios[0][1] == "p50 @50% cap"
+    assert ratios[0][1] == "p50 µs @50% cap ↓"
     assert (root / "plots" / "s2-spectrum.png").is_file()
 
 
@@ -448,7 +462,7 @@ def test_s11_section_from_records(tmp_path: Path) -> None:
         "capacity",
         "rate/s",
         "offered/s per client",
-        "admitted/s per client",
+        "admitted/s per client ↑",
     ]
     assert row_of(rows, "nginx")[4].startswith("119 ")
     assert row_of(rows, "haproxy")[4].startswith("100 ")
@@ -459,3 +473,236 @@ def test_s11_section_from_records(tmp_path: Path) -> None:
     per_client = md_table(md[md.index("Admitted requests/s per client") :], "Admitted")
     assert per_client[0] == ["contender", *srcs]
     assert (root / "plots" / "s11-ratelimit.png").read_bytes()[:8] == PNG_MAGIC
+
+
+# ---------------------------------------------------------------- verdict, ladder, markers
+
+
+def test_verdict_five_lines_with_paired_ratios(built: Path) -> None:
+    md = (built / "report.md").read_text()
+    part = md[md.index("## Verdict") : md.index("| run |")]
+    lines = [x for x in part.splitlines() if x.startswith("- ")]
+    assert len(lines) == 5
+    assert lines[0].startswith("- **Cheapest per request**: nginx, 8 µs CPU/req")
+    assert "haproxy/nginx = " in lines[0]
+    assert lines[1].startswith("- **Lowest tail at equal load**: no clear winner")
+    assert "S2 p99 at 10000 req/s" in lines[1]
+    cpu = stats.paired_ratio([(60, 10), (62, 11), (58, 9)])
+    assert cpu is not None and cpu.has_ci
+    assert (
+        f"py-asyncio/c-proxy = {cpu.value:.2f} [{cpu.lo:.2f}, {cpu.hi:.2f}]" in lines[2]
+    )
+    assert "py-uvloop/c-proxy = 0.41 (2 pairs: no CI)" in lines[4]
+    # c-proxy vs haproxy p99 at 10000 req/s: the CI spans 1 in the fixture
+    assert "no difference shown" in lines[1]
+    html = (built / "report.html").read_text()
+    assert html.index('id="verdict"') < html.index('id="headline"')
+
+
+def test_every_figure_table_has_better_markers(built: Path) -> None:
+    md = (built / "report.md").read_text()
+    tables = [ln for ln in md.splitlines() if ln.startswith(("| contender", "| ratio"))]
+    assert tables
+    for head in tables:
+        assert "↓" in head or "↑" in head, head
+    assert md.count("↓ lower is better · ↑ higher is better") >= len(tables)
+
+
+def test_s2_max_rate_at_p99_and_common_axis(built: Path) -> None:
+    md = (built / "report.md").read_text()
+    head = md_table(md, "## Headline")
+    col = head[0].index(next(h for h in head[0] if "max req/s at p99 ≤ 1 ms" in h))
+    # c-proxy's p99 is under 1 ms at 10000 in every rep, and at 20000 in one
+    assert row_of(head, "c-proxy")[col] == "10,000 [10,000, 20,000]"
+    s2 = md[md.index("## S2 ") : md.index("## S3 ")]
+    assert "plots/s2-p99-vs-offered.png" in s2
+    assert "plots/s2-over-time-c-proxy.png" in s2
+    assert "Every contender was offered the same absolute rates." in s2
+
+
+def test_windowed_percentiles_are_nearest_rank() -> None:
+    from loadtest.report.plots import windowed
+
+    t = np.array([0.0, 0.1, 0.2, 0.3, 1.0, 1.1, 1.2, 1.9])
+    lat = np.array([1.0, 2.0, 3.0, 100.0, 5.0, 6.0, 7.0, 8.0])
+    mids, p50, p99, mx = windowed(t, lat, windows=2)
+    assert len(mids) == 2
+    assert (
+        list(p50) == [2.0, 6.0]
+        and list(p99) == [100.0, 8.0]
+        and list(mx) == [100.0, 8.0]
+    )
+
+
+# ---------------------------------------------------------------- a real browser
+
+
+def test_report_renders_in_chromium_every_image_loads(built: Path) -> None:
+    from PIL import Image
+
+    from loadtest.report import browser
+
+    assert browser.chromium(), "chromium missing: `make deps` installs it"
+    result = browser.check(built / "report.html")
+    assert len(result.images) == len(EXPECTED_PLOTS)
+    assert result.broken == []
+    assert all(i["complete"] for i in result.images)
+    shot = built / "report-first-screen.png"
+    assert result.screenshot == shot
+    assert shot.read_bytes()[:8] == PNG_MAGIC
+    with Image.open(shot) as img:
+        assert img.size == browser.WINDOW
+        # the first screen is not blank: the verdict's text is dark on white
+        assert img.convert("L").getextrema()[0] < 100
+
+
+def test_cli_keeps_the_first_screen_screenshot(built: Path) -> None:
+    # `python -m loadtest.report` (what `make bench` runs) does the browser check itself
+    assert (built / "report-first-screen.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_browser_check_sees_a_broken_image(tmp_path: Path) -> None:
+    from loadtest.report import browser
+
+    page = tmp_path / "report.html"
+    page.write_text(
+        "<!DOCTYPE html><html><body><p>x</p>"
+        '<img alt="broken" src="data:image/png;base64,AAAA"></body></html>'
+    )
+    result = browser.check(page)
+    assert result.broken == ["broken"]
+    assert (tmp_path / "report-first-screen.png").is_file()
+
+
+def test_xz_compressed_raw_files_are_read(tmp_path: Path) -> None:
+    """An archived run (results/reference) keeps raw CSVs as .xz beside the name in files."""
+    import lzma
+
+    from loadtest.report.load import load
+
+    root = tmp_path / "packed"
+    shutil.copytree(FIXTURE, root)
+    for csv_path in (root / "raw").glob("S2-*.csv"):
+        with lzma.open(csv_path.with_name(csv_path.name + ".xz"), "wb") as fh:
+            fh.write(csv_path.read_bytes())
+        csv_path.unlink()
+    res = load(root)
+    run = next(r for r in res.runs if r.scenario == "S2" and r.valid)
+    cols = res.read_columns(run, "samples", ("intended_us", "latency_us", "status"))
+    assert cols is not None and len(cols["latency_us"]) > 0
+    plain = load(FIXTURE)
+    again = plain.read_columns(
+        next(r for r in plain.runs if r.line == run.line),
+        "samples",
+        ("intended_us", "latency_us", "status"),
+    )
+    assert again is not None
+    assert np.array_equal(cols["latency_us"], again["latency_us"])
+    assert res.read_csv(run, "samples") == plain.read_csv(run, "samples")
+
+
+def test_runs_with_the_second_round_fields_build(tmp_path: Path) -> None:
+    """Records with the fields the measurement side adds (host CPU per core, LOAD-BOUND,
+    S4 idle point and marginal-cost fit, S8 weighted phase, fairness FAILED, ejection,
+    S2 curve end) build, and show what the report knows to show; without them (the
+    fixture) the report is as before."""
+    host = {
+        "proxy_core": {"busy_pct": 80.0, "steal_pct": 0.0},
+        "load_core": {"busy_pct": 99.0, "steal_pct": 0.1},
+        "steal_pct": 0.1,
+        "load_bound": True,
+    }
+    recs: list[dict[str, object]] = []
+    for r in fixture_records():
+        m = dict(r["metrics"])  # type: ignore[arg-type]
+        m["host"] = host
+        if r["scenario"] == "S2":
+            m.update(curve="on", curve_end_rate=20000, completed_in_window=1)
+        recs.append({**r, "metrics": m})
+    for rep in range(3):
+        for c, b in (("c-proxy", 9.5 + rep * 0.1), ("py-asyncio", 55.0 + rep)):
+            recs.append(
+                {
+                    "scenario": "S4",
+                    "contender": c,
+                    "rep": rep,
+                    "params": {"fit": "utilisation = a + b * rps"},
+                    "metrics": {
+                        "marginal_us_per_req": b,
+                        "marginal_se_us": 0.4,
+                        "idle_utilisation": 0.01,
+                        "r2": 0.99,
+                        "max_rps": 5000,
+                    },
+                    "valid": True,
+                    "files": {},
+                }
+            )
+            recs.append(
+                {
+                    "scenario": "S4",
+                    "contender": c,
+                    "rep": rep,
+                    "params": {"rate": 0},
+                    "metrics": {"cpu_s": 0.01, "requests": 0, "cpu_us_per_req": None},
+                    "valid": True,
+                    "files": {},
+                }
+            )
+        recs.append(
+            {
+                "scenario": "S8",
+                "contender": "c-proxy",
+                "rep": rep,
+                "params": {"phase": "weighted", "weights": {"u1": 3, "u2": 1, "u3": 1}},
+                "metrics": {
+                    "counts": {"u1": 600, "u2": 200, "u3": 200},
+                    "fairness": "FAILED: max/min 1.20 > 1.05" if rep == 1 else "ok",
+                    "errors": 0,
+                    "requests": 1000,
+                },
+                "valid": True,
+                "files": {},
+            }
+        )
+    killed = [
+        r for r in recs if r["scenario"] == "S8" and r["params"] == {"phase": "killed"}
+    ]  # type: ignore[comparison-overlap]
+    for r in killed:
+        r["metrics"]["ejection"] = {"ejection_s": 0.5, "readmission_s": 2.0}  # type: ignore[index]
+    recs.append(
+        {
+            "scenario": "S6",
+            "contender": "c-proxy",
+            "rep": 3,
+            "params": {"connections": 16},
+            "metrics": {"rps": 99999, "host": host, "load_bound": True},
+            "valid": False,
+            "invalid_reason": "LOAD-BOUND: load core 99% busy",
+            "files": {},
+        }
+    )
+    root = tmp_path / "round2"
+    shutil.copytree(FIXTURE / "raw", root / "raw")
+    _write_partial(root, recs, json.loads((FIXTURE / "env.json").read_text()))
+    md = build(root)[0].read_text()
+    s4 = md[md.index("## S4 ") : md.index("## S5 ")]
+    assert "Marginal CPU cost" in s4 and "marginal µs/req (b) ↓" in s4
+    assert "| c-proxy @0 |" in s4  # the idle point is a row, not the headline rate
+    assert "(@5000 req/s)" in md[: md.index("## How to read")]
+    s8 = md[md.index("## S8 ") : md.index("## S9 ")]
+    assert "### Phase: weighted" in s8
+    assert "**FAILED** fairness gate: c-proxy weighted rep 1" in s8
+    assert "Ejection and re-admission" in s8
+    assert "INVALID: LOAD-BOUND: load core 99% busy — S6 c-proxy rep 3" in md
+    assert "## Verdict" in md
+
+
+def test_sections_are_one_module_each_in_scenario_order() -> None:
+    from loadtest.report import sections
+
+    mods = [s.__module__.rsplit(".", 1)[1] for s in sections.SECTIONS]
+    nums = [int(m.split("_")[0][1:]) for m in mods]
+    assert nums == sorted(nums) and nums[0] == 1 and nums[-1] == 11
+    files = sorted(p.stem for p in Path(sections.__file__).parent.glob("s*_*.py"))
+    assert sorted(mods) == files  # every file is a section, found without a list

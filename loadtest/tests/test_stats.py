@@ -201,3 +201,69 @@ def test_chi2_sf_edges() -> None:
 def test_max_min_ratio() -> None:
     assert stats.max_min_ratio([100, 150, 120]) == 1.5
     assert stats.max_min_ratio([100, 0]) == math.inf
+
+
+# ---------------------------------------------------------------- paired ratios, bootstrap
+
+
+def test_paired_ratio_two_pairs_known_bootstrap() -> None:
+    # pair ratios 1 and 4: resampled geometric means are 1 (p=.25), 2 (p=.5), 4 (p=.25),
+    # so the 2.5th percentile is 1 and the 97.5th is 4; the point is sqrt(1*4) = 2.
+    r = stats.paired_ratio([(1.0, 1.0), (8.0, 2.0)], min_pairs=2)
+    assert r is not None
+    assert r.value == pytest.approx(2.0)
+    assert (r.lo, r.hi) == (pytest.approx(1.0), pytest.approx(4.0))
+    assert r.n == 2 and r.has_ci and r.spans_one
+
+
+def test_paired_ratio_identical_pairs_has_a_point_ci() -> None:
+    r = stats.paired_ratio([(100_000, 50_000), (110_000, 55_000), (90_000, 45_000)])
+    assert r is not None
+    assert (r.value, r.lo, r.hi) == (pytest.approx(2.0), 2.0, 2.0)
+    assert not r.spans_one
+
+
+def test_paired_ratio_pairs_by_rep_not_by_sorting() -> None:
+    # unpaired extremes would give [1.8/2.2, 2.2/1.8]; pairing removes the shared drift
+    pairs = [(1.8, 1.8), (2.0, 2.0), (2.2, 2.2)]
+    r = stats.paired_ratio(pairs)
+    assert r is not None and (r.value, r.lo, r.hi) == (1.0, 1.0, 1.0)
+
+
+def test_paired_ratio_three_pairs_ci_is_within_pair_extremes() -> None:
+    r = stats.paired_ratio([(2.0, 1.0), (2.2, 1.0), (1.8, 1.0)])
+    assert r is not None and r.n == 3
+    # 3 pairs: the resampled means range from the smallest to the largest pair ratio
+    assert r.lo == pytest.approx(1.8) and r.hi == pytest.approx(2.2)
+    assert r.lo <= r.value <= r.hi and not r.spans_one
+
+
+def test_bootstrap_is_seeded_and_deterministic() -> None:
+    pairs = [(1.0 + 0.1 * i, 1.0 + 0.07 * ((i * 7) % 5)) for i in range(8)]
+    a, b = stats.paired_ratio(pairs), stats.paired_ratio(pairs)
+    assert a == b
+    c = stats.paired_ratio(pairs, seed=1)
+    assert c is not None and a is not None and c.value == a.value
+
+
+def test_bootstrap_ci_of_mean_known_normal_case() -> None:
+    # 200 values spread evenly 0..199 (mean 99.5, sd ~57.7): the bootstrap CI of the mean
+    # is close to mean ± 1.96·sd/sqrt(n) = 99.5 ± 8.0
+    values = [float(i) for i in range(200)]
+    lo, hi = stats.bootstrap_ci(values, lambda v: sum(v) / len(v), resamples=4000)
+    assert lo == pytest.approx(99.5 - 8.0, abs=1.2)
+    assert hi == pytest.approx(99.5 + 8.0, abs=1.2)
+
+
+def test_paired_ratio_too_few_pairs_has_no_ci() -> None:
+    r = stats.paired_ratio([(3.0, 1.0), (3.3, 1.0)])
+    assert r is not None and r.n == 2
+    assert r.lo is None and r.hi is None and not r.has_ci and not r.spans_one
+
+
+def test_paired_ratio_undefined_for_non_positive_or_empty() -> None:
+    assert stats.paired_ratio([]) is None
+    assert stats.paired_ratio([(1.0, 0.0), (1.0, 1.0), (1.0, 1.0)]) is None
+    assert stats.paired_ratio([(-1.0, 1.0), (1.0, 1.0), (1.0, 1.0)]) is None
+    with pytest.raises(ValueError):
+        stats.bootstrap_ci([], lambda v: 0.0)

@@ -1,0 +1,26 @@
+"""Report section: S6 connection churn (wrk, Connection: close)."""
+
+from __future__ import annotations
+
+from loadtest.report.common import (
+    WRK_NOTE,
+    Ctx,
+    metric,
+    per_param_section,
+)
+from loadtest.report.doc import Block
+
+
+def section(ctx: Ctx) -> list[Block]:
+    return per_param_section(
+        ctx,
+        "S6",
+        "S6 Connection churn (wrk, Connection: close)",
+        "s6",
+        "connections",
+        str,
+        (("requests/s", metric("rps"), False), ("errors", metric("errors"), False)),
+        "s6-churn.png",
+        "Every request opens and closes a TCP connection: accept(), socket setup and teardown "
+        "dominate. " + WRK_NOTE,
+    )
