@@ -8,7 +8,8 @@ export LLHTTP
 C_DIRS := c-proxy upstreams loadtest/olgen
 
 .PHONY: all deps build test test-unit test-conformance asan test-asan fmt lint clean \
-        bench bench-quick bench-smoke valgrind perf-per-request perf-capacity
+        bench bench-quick bench-smoke valgrind perf-per-request perf-capacity fuzz \
+        valgrind-conformance lint-c-deep
 
 all: build
 
@@ -41,6 +42,11 @@ test-asan: asan
 
 valgrind: build
 	@$(MAKE) -s -C c-proxy valgrind
+
+# libFuzzer harnesses under ASan+UBSan (c-proxy/fuzz/README.md), FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@$(MAKE) -s -C c-proxy fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
 
 fmt:
 	@for d in $(C_DIRS); do [ -f $$d/Makefile ] && $(MAKE) -s -C $$d fmt; done

@@ -309,7 +309,8 @@ struct sbuf {
 
 static void put(struct sbuf *b, const char *s, size_t n)
 {
-    if (b->len + n <= b->cap)
+    /* n == 0: s may be NULL (an empty span, e.g. no reason phrase); memcpy must not see it */
+    if (n > 0 && b->len + n <= b->cap)
         memcpy(b->p + b->len, s, n);
     b->len += n;
 }
