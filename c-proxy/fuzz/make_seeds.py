@@ -24,11 +24,15 @@ SEEDS = REPO / "c-proxy" / "fuzz" / "seeds"
 
 VALID_REQUESTS = [
     b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X\r\nX: 1\r\n\r\n",
-    b"POST /k?q HTTP/1.1\r\nHost: a\r\nX-Key:  v \r\nIdempotency-Key: 1\r\n"
-    b"Content-Length: 1\r\n\r\nz",
+    (
+        b"POST /k?q HTTP/1.1\r\nHost: a\r\nX-Key:  v \r\nIdempotency-Key: 1\r\n"
+        b"Content-Length: 1\r\n\r\nz"
+    ),
     b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: b\r\n\r\n",
-    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-    b"5;a=b\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+    (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;a=b\r\nhello\r\n0\r\nX-T: 1\r\n\r\n"
+    ),
     b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nraw",
     b"GET / HTTP/1.0\r\nX-Forwarded-For: 1.2.3.4\r\nVia: 1.0 x\r\nExpect: 100-continue\r\n\r\n",
     b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -38,8 +42,10 @@ VALID_REQUESTS = [
 
 RESPONSES = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
-    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-    b"3\r\nabc\r\n0\r\n\r\n",
+    (
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n"
+    ),
     b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\nclose-delimited body",
     b"HTTP/1.1 101 Switching\r\nUpgrade: ws\r\nConnection: upgrade\r\n\r\n",
     b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello",
@@ -51,8 +57,10 @@ RESPONSES = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
     b"HTTP/1.1 200 OK\r\nConnection: close, X-A\r\nX-A: 1\r\nKeep-Alive: t=5\r\n\r\nbody",
     b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" * 3 + b"HTTP/1.1 200 OK\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n"
-    b"3;e=1\r\nabc\r\n0\r\nX-T: 1\r\nContent-Length: 9\r\n\r\n",
+    (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n"
+        b"3;e=1\r\nabc\r\n0\r\nX-T: 1\r\nContent-Length: 9\r\n\r\n"
+    ),
     b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
     b"HTTP/1.1 999 Weird\r\n\r\n",
 ]
@@ -80,7 +88,9 @@ def unescape(text: str) -> bytes:
     table = {"r": "\r", "n": "\n", "t": "\t", "\\": "\\"}
     return re.sub(
         r"\\(x[0-9a-fA-F]{2}|[rnt\\])",
-        lambda m: chr(int(m.group(1)[1:], 16)) if m.group(1)[0] == "x" else table[m.group(1)],
+        lambda m: (
+            chr(int(m.group(1)[1:], 16)) if m.group(1)[0] == "x" else table[m.group(1)]
+        ),
         text,
     ).encode("latin-1")
 
@@ -128,10 +138,23 @@ def main() -> None:
         "exchange",
         events((0, VALID_REQUESTS[6]), (1, RESPONSES[0]), (1, RESPONSES[0])),
     )
-    put("exchange", events((0, VALID_REQUESTS[3]), (1, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab"), (3, b"")))
+    put(
+        "exchange",
+        events(
+            (0, VALID_REQUESTS[3]),
+            (1, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab"),
+            (3, b""),
+        ),
+    )
     put("exchange", events((0, VALID_REQUESTS[7]), (1, RESPONSES[1]), (7, b"")))
-    put("exchange", events((0, VALID_REQUESTS[4]), (1, RESPONSES[3]), (0, b"ping"), (1, b"pong")))
-    put("exchange", events((5, b""), (0, VALID_REQUESTS[0]), (1, RESPONSES[2] * 40), (5, b"")))
+    put(
+        "exchange",
+        events((0, VALID_REQUESTS[4]), (1, RESPONSES[3]), (0, b"ping"), (1, b"pong")),
+    )
+    put(
+        "exchange",
+        events((5, b""), (0, VALID_REQUESTS[0]), (1, RESPONSES[2] * 40), (5, b"")),
+    )
 
 
 if __name__ == "__main__":
