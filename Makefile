@@ -43,6 +43,13 @@ test-asan: asan
 valgrind: build
 	@$(MAKE) -s -C c-proxy valgrind
 
+# The conformance subset that walks the data path (forwarding, keep-alive) against c-proxy
+# under valgrind memcheck: any error or leak makes the proxy exit 97 and the test fail.
+VALGRIND_TESTS ?= conformance/test_forwarding.py conformance/test_keepalive.py
+valgrind-conformance: build
+	TWINPROXY_IMPLS=c TWINPROXY_C_PROXY=$(CURDIR)/c-proxy/tests/valgrind-c-proxy.sh \
+	  $(PYTEST) -q -n 2 $(VALGRIND_TESTS)
+
 # libFuzzer harnesses under ASan+UBSan (c-proxy/fuzz/README.md), FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 60
 fuzz: deps

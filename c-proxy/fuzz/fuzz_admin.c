@@ -151,6 +151,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size;
     while (n > 0) {
         ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        if (k == -1 && errno == EINTR)
+            continue;
         if (k <= 0)
             break; /* the server may close early (413, 400): what it sent is still read */
         p += k;
@@ -161,6 +163,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t got = 0;
     for (;;) {
         ssize_t k = recv(fd, buf, sizeof buf, 0);
+        if (k == -1 && errno == EINTR)
+            continue; /* libFuzzer's leak check stops the world with signals */
         if (k == 0 || (k == -1 && errno == ECONNRESET))
             break;
         if (k == -1) {
