@@ -28,7 +28,7 @@ static inline bool span_eq_lower(struct http1_span s, const char *lit, size_t n)
 }
 
 /* The length of a literal is known at compile time: no strlen per comparison. */
-#define SPAN_EQ_LIT(s, lit) span_eq_lower((s), lit, sizeof lit - 1)
+#define SPAN_EQ_LIT(s, lit) span_eq_lower((s), (lit), sizeof(lit) - 1)
 
 bool http1_span_eq(struct http1_span s, const char *lit)
 {
@@ -321,7 +321,7 @@ static void puts_(struct sbuf *b, const char *s)
 }
 
 /* A literal: its length is a compile-time constant. */
-#define PUT_LIT(b, lit) put((b), lit, sizeof lit - 1)
+#define PUT_LIT(b, lit) put((b), (lit), sizeof(lit) - 1)
 
 static void put_span(struct sbuf *b, struct http1_span s)
 {
