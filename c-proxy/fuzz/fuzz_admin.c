@@ -142,8 +142,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd == -1 || connect(fd, (struct sockaddr *)&sin, sizeof sin) == -1)
+    if (fd == -1)
         abort();
+    /* closed with a reset once the server closed: tens of thousands of inputs must not
+     * leave as many loopback ports in TIME_WAIT (connect then fails: EADDRNOTAVAIL) */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    int rc;
+    while ((rc = connect(fd, (struct sockaddr *)&sin, sizeof sin)) == -1 && errno == EINTR)
+        ;
+    if (rc == -1) {
+        fprintf(stderr, "fuzz_admin: connect: %s\n", strerror(errno));
+        abort();
+    }
     struct timeval tv = {.tv_sec = 5};
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
