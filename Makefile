@@ -51,7 +51,7 @@ valgrind-conformance: build
 	  $(PYTEST) -q -n 2 $(VALGRIND_TESTS)
 
 # clang-tidy (/.clang-tidy) + cppcheck over every C source. Not yet part of `lint`: the
-# findings left in c-proxy/src/{admin,config,main}.c are listed in docs (issue 11).
+# findings left in c-proxy/src/{admin,config,main}.c (reported on issue 11) must go first.
 lint-c-deep: deps
 	@bash scripts/lint-c-deep.sh all
 
