@@ -679,6 +679,9 @@ static int cb_headers_complete(llhttp_t *llp)
     p->in_head = false;
     p->phase = HTTP1_PH_BODY;
     p->last_cb = 0;
+    /* llhttp takes any 3 digits: "099" would go out as "99" (as the twin: 502) */
+    if (llp->type == HTTP_RESPONSE && m->status < 100)
+        return fail(p, 502, "bad status");
     p->interim =
         llp->type == HTTP_RESPONSE && m->status >= 100 && m->status < 200 && m->status != 101;
     http1_msg_analyze(m);
