@@ -7,6 +7,7 @@ cd "$top"
 apt_pkgs=(build-essential pkg-config libev-dev libyaml-dev libjansson-dev libcmocka-dev
           libsqlite3-dev sqlite3 zlib1g-dev wrk nginx-light haproxy valgrind strace
           clang-format procps util-linux curl python3-venv
+          clang llvm libclang-rt-dev clang-tidy cppcheck
           chromium)  # chromium: the report's browser check (headless)
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -15,7 +16,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing Debian packages: ${missing[*]}"
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get update -qq
+  $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
   # nginx and haproxy are contenders the lab starts itself with private configs and pid
   # files: ask Debian's maintainer scripts not to start the packaged services they would
   # install (policy-rc.d, exit 101 = "action forbidden"), only for this install and only
@@ -26,7 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && own_policy=1
   fi
   rc=0
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null || rc=$?
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null || rc=$?
   [ -n "$own_policy" ] && $sudo rm -f "$policy"
   [ "$rc" -eq 0 ] || exit "$rc"
 fi

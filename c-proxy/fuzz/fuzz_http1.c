@@ -1,19 +1,26 @@
-/* fuzz_http1: feeds arbitrary bytes through the request and response parsers
- * exactly as client.c wires them: the real exchange decisions (exchange.c) run in
- * on_head (request classification and the upstream head rewrite; response
- * framing towards the client), bodies are re-framed into a bounded output
- * buffer, pieces of varying size are fed, spans stay valid across feeds, and
- * the end-of-exchange decisions (reuse, which errors close) run on every message.
+/* fuzz_http1: the driver shared by fuzz_request.c and fuzz_response.c. It feeds
+ * arbitrary bytes through the request or the response parser exactly as client.c
+ * wires them: the real exchange decisions (exchange.c) run in on_head (request
+ * classification and the upstream head rewrite; response framing towards the
+ * client), bodies are re-framed into a bounded output buffer, pieces of varying
+ * size are fed, spans stay valid across feeds, and the end-of-exchange decisions
+ * (reuse, which errors close) run on every message.
  *
- * With clang: build with -fsanitize=fuzzer and LLVMFuzzerTestOneInput is the entry.
- * Without (gcc): `fuzz_http1 ITERATIONS [SEED]` mutates a built-in corpus of valid
- * and hostile messages (bit flips, byte inserts/deletes, splices) and runs each
- * mutant; under ASan/UBSan any memory error aborts. `make fuzz` runs it.
+ * Input: the bytes of the message(s), as sent on the wire. A few bits of the first
+ * bytes also pick the feed step, draining and the balancer's hash key kind (and for
+ * responses the flags of the request being answered), so a raw request or response
+ * is a seed as it is.
+ *
+ * Oracle for requests: every request the proxy accepts is forwarded as one
+ * well-framed message: the rewritten head plus the re-framed body, parsed again by a
+ * fresh strict parser, is exactly one complete request with the same method.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "fuzz_http1.h"
 
 #include "exchange.h"
 #include "http1.h"
@@ -26,7 +33,65 @@ struct fz {
     bool draining;         /* from the input */
     struct buffer out;     /* body sink, bounded like the proxy's */
     char head[1 << 16];    /* rewritten head */
+    char fwd[1 << 17];     /* requests: the whole message as forwarded upstream */
+    size_t fwd_len;        /* bytes in fwd */
+    bool fwd_over;         /* fwd overflowed: this message is not re-parsed */
 };
+
+static void fz_fwd(struct fz *f, const char *p, size_t n)
+{
+    if (f->fwd_over || n > sizeof f->fwd - f->fwd_len) {
+        f->fwd_over = true;
+        return;
+    }
+    memcpy(f->fwd + f->fwd_len, p, n);
+    f->fwd_len += n;
+}
+
+/* Drain the body sink (the proxy's flush) into the forwarded copy. */
+static void fz_flush(struct fz *f)
+{
+    fz_fwd(f, buffer_head(&f->out), buffer_len(&f->out));
+    f->out.rpos = f->out.wpos = 0;
+}
+
+struct reparse {
+    unsigned complete; /* messages completed */
+    unsigned method;   /* method of the first one */
+};
+
+static int reparse_on_complete(llhttp_t *llp)
+{
+    struct reparse *r = llp->data;
+    if (r->complete++ == 0)
+        r->method = llp->method;
+    return HPE_PAUSED; /* stop right after the first message */
+}
+
+/* A request the proxy accepted and read in full went upstream as exactly one
+ * complete, well-framed request of the same method, with no byte after it. */
+static void fz_check_forwarded(struct fz *f, unsigned method)
+{
+    if (f->fwd_over)
+        return;
+    llhttp_settings_t st;
+    llhttp_settings_init(&st);
+    st.on_message_complete = reparse_on_complete;
+    llhttp_t llp;
+    llhttp_init(&llp, HTTP_REQUEST, &st);
+    struct reparse r = {0};
+    llp.data = &r;
+    llhttp_errno_t e = llhttp_execute(&llp, f->fwd, f->fwd_len);
+    size_t used = f->fwd_len;
+    if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE)
+        used = (size_t)(llhttp_get_error_pos(&llp) - f->fwd);
+    else if (e != HPE_OK)
+        abort(); /* the forwarded bytes do not parse */
+    if (r.complete != 1 || r.method != method)
+        abort(); /* not exactly one message, or another method */
+    if (used != f->fwd_len && e != HPE_PAUSED_UPGRADE)
+        abort(); /* bytes after the message: a smuggled request */
+}
 
 static int fz_on_head(struct http1_parser *p)
 {
@@ -56,6 +121,9 @@ static int fz_on_head(struct http1_parser *p)
         size_t n = http1_build_request_head(m, &fwd, f->head, sizeof f->head);
         if (n > sizeof f->head)
             abort(); /* a head that fits the input always fits twice its size */
+        f->fwd_len = 0;
+        f->fwd_over = false;
+        fz_fwd(f, f->head, n);
         p->out_mode = exchange_request_out_mode(&f->x);
     } else {
         struct http1_resp_opts o = {0};
@@ -105,12 +173,14 @@ static void fz_end_of_exchange(struct fz *f, enum http1_result r)
     }
 }
 
-static void run_one(llhttp_type_t type, const uint8_t *data, size_t size)
+void fuzz_http1_run(llhttp_type_t type, const uint8_t *data, size_t size)
 {
     static struct fz f;
     if (http1_parser_init(&f.p, type) == -1 || buffer_alloc(&f.out, 4096) == -1)
         abort();
     f.p.owner = &f;
+    f.fwd_len = 0;
+    f.fwd_over = true; /* until a head is accepted */
     f.p.on_head = fz_on_head;
     f.p.body_limit = 1 << 20;
     f.cfg.limits.max_body_bytes = 1 << 20;
@@ -137,7 +207,7 @@ static void run_one(llhttp_type_t type, const uint8_t *data, size_t size)
     while (off < size) {
         /* the proxy's rule: never feed more than the output has room for */
         if (buffer_space(&f.out) <= HTTP1_SLACK)
-            f.out.rpos = f.out.wpos = 0; /* "flushed" */
+            fz_flush(&f); /* "sent" */
         size_t room = buffer_space(&f.out) - HTTP1_SLACK;
         size_t n = size - off < step ? size - off : step;
         if (f.p.phase != HTTP1_PH_HEAD && n > room)
@@ -150,8 +220,11 @@ static void run_one(llhttp_type_t type, const uint8_t *data, size_t size)
         if (r == HTTP1_ERROR)
             break;
         if (r == HTTP1_DONE) {
-            if (type == HTTP_REQUEST)
+            if (type == HTTP_REQUEST) {
                 f.x.flags |= EXCHANGE_F_REQ_DONE;
+                fz_flush(&f);
+                fz_check_forwarded(&f, f.p.msg.method);
+            }
             fz_end_of_exchange(&f, r);
             http1_parser_next(&f.p);
         }
@@ -163,94 +236,3 @@ static void run_one(llhttp_type_t type, const uint8_t *data, size_t size)
     http1_parser_deinit(&f.p);
     buffer_release(&f.out);
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-    run_one(HTTP_REQUEST, data, size);
-    run_one(HTTP_RESPONSE, data, size);
-    return 0;
-}
-
-#ifndef FUZZ_WITH_LIBFUZZER
-static const char *const corpus[] = {
-    "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X\r\nX: 1\r\n\r\n",
-    "POST /k?q HTTP/1.1\r\nHost: a\r\nX-Key:  v \r\nIdempotency-Key: 1\r\nContent-Length: "
-    "1\r\n\r\nz",
-    "POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: "
-    "b\r\n\r\n",
-    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\nX-T: "
-    "1\r\n\r\n",
-    "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nraw",
-    "GET / HTTP/1.0\r\nX-Forwarded-For: 1.2.3.4\r\nVia: 1.0 x\r\nExpect: 100-continue\r\n\r\n",
-    "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
-    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: "
-    "chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-    "HTTP/1.0 200 OK\r\nServer: x\r\n\r\nclose-delimited body",
-    "HTTP/1.1 101 Switching\r\nUpgrade: ws\r\nConnection: upgrade\r\n\r\n",
-};
-
-static uint64_t rng = 88172645463325252ULL;
-static uint64_t next(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-int main(int argc, char **argv)
-{
-    long iters = argc > 1 ? atol(argv[1]) : 100000;
-    if (argc > 2)
-        rng = strtoull(argv[2], NULL, 10) | 1;
-    static uint8_t buf[8192];
-    size_t nc = sizeof corpus / sizeof corpus[0];
-    for (long i = 0; i < iters; i++) {
-        const char *seed = corpus[next() % nc];
-        size_t len = strlen(seed);
-        memcpy(buf + 1, seed, len);
-        buf[0] = (uint8_t)next();
-        len++;
-        int muts = (int)(next() % 6);
-        for (int k = 0; k < muts; k++) {
-            size_t pos = next() % len;
-            switch (next() % 5) {
-            case 0: /* flip a bit */
-                buf[pos] ^= (uint8_t)(1u << (next() % 8));
-                break;
-            case 1: /* replace with an interesting byte */
-                buf[pos] = (uint8_t) "\r\n :;,\"\t\0\177\377"
-                                     "0aF-+x"[next() % 16];
-                break;
-            case 2: /* insert */
-                if (len < sizeof buf - 1) {
-                    memmove(buf + pos + 1, buf + pos, len - pos);
-                    buf[pos] = (uint8_t)next();
-                    len++;
-                }
-                break;
-            case 3: /* delete */
-                if (len > 1) {
-                    memmove(buf + pos, buf + pos + 1, len - pos - 1);
-                    len--;
-                }
-                break;
-            case 4: { /* splice another seed in */
-                const char *o = corpus[next() % nc];
-                size_t ol = strlen(o), take = next() % (ol + 1);
-                if (pos + take < sizeof buf) {
-                    memcpy(buf + pos, o, take);
-                    if (pos + take > len)
-                        len = pos + take;
-                }
-                break;
-            }
-            }
-        }
-        LLVMFuzzerTestOneInput(buf, len);
-    }
-    printf("fuzz_http1: %ld inputs, no crash\n", iters);
-    return 0;
-}
-#endif

@@ -30,7 +30,7 @@ static inline bool span_eq_lower(struct http1_span s, const char *lit, size_t n)
 }
 
 /* The length of a literal is known at compile time: no strlen per comparison. */
-#define SPAN_EQ_LIT(s, lit) span_eq_lower((s), lit, sizeof lit - 1)
+#define SPAN_EQ_LIT(s, lit) span_eq_lower((s), (lit), sizeof(lit) - 1)
 
 bool http1_span_eq(struct http1_span s, const char *lit)
 {
@@ -317,7 +317,8 @@ struct sbuf {
 
 static void put(struct sbuf *b, const char *s, size_t n)
 {
-    if (b->len + n <= b->cap)
+    /* n == 0: s may be NULL (an empty span, e.g. no reason phrase); memcpy must not see it */
+    if (n > 0 && b->len + n <= b->cap)
         memcpy(b->p + b->len, s, n);
     b->len += n;
 }
@@ -328,7 +329,7 @@ static void puts_(struct sbuf *b, const char *s)
 }
 
 /* A literal: its length is a compile-time constant. */
-#define PUT_LIT(b, lit) put((b), lit, sizeof lit - 1)
+#define PUT_LIT(b, lit) put((b), (lit), sizeof(lit) - 1)
 
 static void put_span(struct sbuf *b, struct http1_span s)
 {
@@ -784,6 +785,9 @@ static int cb_headers_complete(llhttp_t *llp)
     p->in_head = false;
     p->phase = HTTP1_PH_BODY;
     p->last_cb = 0;
+    /* llhttp takes any 3 digits: "099" would go out as "99" (as the twin: 502) */
+    if (llp->type == HTTP_RESPONSE && m->status < 100)
+        return fail(p, 502, "bad status");
     p->interim =
         llp->type == HTTP_RESPONSE && m->status >= 100 && m->status < 200 && m->status != 101;
     http1_msg_analyze(m);

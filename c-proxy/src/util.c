@@ -76,7 +76,7 @@ void util_request_id(struct util_rng *r, char out[33])
     for (int k = 0; k < 2; k++) {
         uint64_t v = util_rng_next(r);
         for (int i = 0; i < 8; i++, v >>= 8)
-            memcpy(out + k * 16 + i * 2, hex_pairs[v & 0xff], 2);
+            memcpy(out + (size_t)k * 16 + (size_t)i * 2, hex_pairs[v & 0xff], 2);
     }
     out[32] = '\0';
 }

@@ -154,6 +154,8 @@ static void out_compact(struct conn *c)
 
 static void out_put(struct conn *c, const void *p, size_t n)
 {
+    if (n == 0)
+        return; /* p may be NULL (no extra fields): memcpy must not see it */
     memcpy(c->out + c->out_wpos, p, n);
     c->out_wpos += n;
 }

@@ -162,7 +162,8 @@ static void ready_push(struct gen *g, struct conn *c)
 static struct conn *ready_pop(struct gen *g)
 {
     struct conn *c = g->ready[g->rhead];
-    g->rhead = (g->rhead + 1) % g->nconns;
+    /* nconns >= 1: gen_run refuses 0 (the analyzer loses that across the loop) */
+    g->rhead = (g->rhead + 1) % g->nconns; // NOLINT(clang-analyzer-core.DivideZero)
     g->rlen--;
     c->flags &= ~CONN_F_READY;
     return c;
@@ -640,6 +641,11 @@ int gen_run(const struct config *cfg, struct gen_result *res)
     g->tfd = -1;
     g->nconns = cfg->connections;
     g->depth = cfg->pipeline;
+    if (g->nconns == 0 || g->depth == 0) { /* config.c refuses both; the ring needs >= 1 */
+        fprintf(stderr, "olgen: connections and pipeline must be >= 1\n");
+        free(g);
+        return -1;
+    }
     backlog_init(&g->backlog);
     if (request_build(&g->req, &cfg->target, cfg->method, cfg->headers, cfg->nheaders,
                       cfg->body_bytes, cfg->close_mode, g->depth, &why) == -1) {
