@@ -149,3 +149,22 @@ def test_pipelined_requests_around_a_502(upstream, proxy):
         assert c.read_response().body == pattern(0, 3)
         assert_proxy_error(c.read_response(), 502, close=False, request_id="d-1")
         assert c.read_response().body == pattern(0, 4)
+
+
+@pytest.mark.parametrize("path", ["/drop", "/reset"])
+def test_head_error_has_no_body_and_keeps_the_connection(upstream, proxy, path):
+    # A response to HEAD has no body (RFC 9112 6.3), the proxy's own errors included: the
+    # 502 keeps its Content-Length (RFC 9110 9.3.2) but sends no JSON, so the next response
+    # on the same connection is read from its first byte (a body here would desync it).
+    p = proxy(upstream(["u1"]))
+    with p.connect() as c:
+        c.send(build_request("HEAD", path, [("X-Request-ID", "head-err")]))
+        r = c.read_response(method="HEAD")
+        assert r.status == 502 and r.body == b""
+        body = b'{"code":502,"message":"Bad Gateway"}'
+        assert r.raw_head == (
+            b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nX-Request-ID: head-err\r\n\r\n" % len(body)
+        )
+        r2 = c.request("/bytes/5")
+        assert r2.status == 200 and r2.body == pattern(0, 5)

@@ -64,7 +64,6 @@ struct wire {
     bool done;                /* an upgrade or a parse we stop following */
     unsigned *methods;        /* responses: the requests' methods, in order */
     unsigned n_methods, next; /* responses: methods known, final responses seen */
-    bool known_head_bug;      /* an error answered to HEAD: stop at the next bad byte */
 };
 
 struct up {
@@ -109,15 +108,9 @@ static int on_resp_head(llhttp_t *llp)
     if (st >= 100 && st < 200)
         return 0;
     unsigned i = H.crx.next++;
-    if (i < H.n_methods && H.methods[i] == HTTP_HEAD) {
-        /* Known open bug (fuzz/README.md, crashes/open/exchange/head-502-with-body): the
-         * proxy's own errors carry a body also when the request was HEAD. Until client.c
-         * is fixed, the check stops at the first bad byte after such an answer, unless
-         * FUZZ_STRICT_HEAD is set in the environment. */
-        if (st >= 400 && !getenv("FUZZ_STRICT_HEAD"))
-            H.crx.known_head_bug = true;
-        return 1; /* no body */
-    }
+    if (i < H.n_methods && H.methods[i] == HTTP_HEAD)
+        return 1; /* no body, the proxy's own errors included (crashes/exchange/head-502-with-body)
+                   */
     return 0;
 }
 
@@ -142,7 +135,7 @@ static void wire_feed(struct wire *wi, const char *p, size_t n, bool strict, con
         wi->done = true;
         return;
     }
-    if (strict && !wi->known_head_bug) {
+    if (strict) {
         fprintf(stderr, "fuzz_exchange: %s: %s (%s)\n", what, llhttp_errno_name(e),
                 llhttp_get_error_reason(&wi->llp));
         abort();

@@ -893,9 +893,10 @@ static void client_error(struct client *c, int code, const char *why)
     if (c->w->rl && !(c->x.flags & EXCHANGE_F_RL))
         rl_status(c, NULL, cur_cfg(c)); /* no head, no token taken: the client ip's bucket */
     out_compact(c);
-    size_t n = http1_build_error(code, c->x.request_id, close,
-                                 (c->x.flags & EXCHANGE_F_RL) ? &c->x.rl : NULL,
-                                 buffer_tail(&c->out), buffer_space(&c->out));
+    size_t n =
+        http1_build_error(code, c->x.request_id, close, (c->x.flags & EXCHANGE_F_HEAD_METHOD) != 0,
+                          (c->x.flags & EXCHANGE_F_RL) ? &c->x.rl : NULL, buffer_tail(&c->out),
+                          buffer_space(&c->out));
     if (n > buffer_space(&c->out)) {
         client_close(c);
         return;

@@ -603,7 +603,7 @@ bool http1_error_closes(int code)
     return !(code == 429 || code == 502 || code == 503 || code == 504);
 }
 
-size_t http1_build_error(int code, const char *request_id, bool close,
+size_t http1_build_error(int code, const char *request_id, bool close, bool head,
                          const struct ratelimit_result *rl, char *out, size_t cap)
 {
     char body[128];
@@ -624,7 +624,8 @@ size_t http1_build_error(int code, const char *request_id, bool close,
     if (close)
         PUT_LIT(&b, "Connection: close\r\n");
     put(&b, "\r\n", 2);
-    put(&b, body, (size_t)blen);
+    if (!head)
+        put(&b, body, (size_t)blen);
     return b.len;
 }
 

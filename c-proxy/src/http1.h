@@ -192,11 +192,14 @@ struct http1_resp_opts {
 size_t http1_build_response_head(const struct http1_msg *m, const struct http1_resp_opts *o,
                                  char *out, size_t cap);
 
-/* The proxy's own error response (contract 4). rl (a rate-limited listener; NULL:
+/* The proxy's own error response (contract 4). head: the request was a HEAD, so
+ * the body is left out (Content-Length still says what a GET would get: RFC 9110
+ * 9.3.2), or a kept-alive client would read it as the next response. rl (a
+ * rate-limited listener; NULL:
  * none) adds, after X-Request-ID: Retry-After on a 429 (when retry_after >= 0),
  * then RateLimit-Limit, -Remaining and -Reset (when reset >= 0) (contract 7,
  * docs/behaviour.md). Returns its length; written only if length <= cap. */
-size_t http1_build_error(int code, const char *request_id, bool close,
+size_t http1_build_error(int code, const char *request_id, bool close, bool head,
                          const struct ratelimit_result *rl, char *out, size_t cap);
 
 /* Standard reason phrase of the codes the proxy sends itself. */

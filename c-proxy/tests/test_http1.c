@@ -507,12 +507,12 @@ static void test_error_bytes(void **state)
 {
     (void)state;
     char out[512];
-    size_t n = http1_build_error(502, "abc", false, NULL, out, sizeof out);
+    size_t n = http1_build_error(502, "abc", false, false, NULL, out, sizeof out);
     out[n] = '\0';
     assert_string_equal(out, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
                              "Content-Length: 36\r\nX-Request-ID: abc\r\n\r\n"
                              "{\"code\":502,\"message\":\"Bad Gateway\"}");
-    n = http1_build_error(431, "x", true, NULL, out, sizeof out);
+    n = http1_build_error(431, "x", true, false, NULL, out, sizeof out);
     out[n] = '\0';
     assert_string_equal(out, "HTTP/1.1 431 Request Header Fields Too Large\r\n"
                              "Content-Type: application/json\r\nContent-Length: 56\r\n"
@@ -527,7 +527,7 @@ static void test_error_bytes(void **state)
     assert_false(http1_error_closes(503));
     assert_false(http1_error_closes(504));
     /* too small: nothing written, the length needed returned */
-    assert_true(http1_build_error(400, "x", true, NULL, out, 10) > 10);
+    assert_true(http1_build_error(400, "x", true, false, NULL, out, 10) > 10);
 }
 
 /* Contract 7 on a rate-limited listener: RateLimit-* after X-Request-ID (Retry-After
@@ -539,7 +539,7 @@ static void test_ratelimit_fields(void **state)
     char out[1024];
     struct ratelimit_result rl = {
         .verdict = RATELIMIT_LIMITED, .limit = 3, .remaining = 0, .reset = 6, .retry_after = 2};
-    size_t n = http1_build_error(429, "r", false, &rl, out, sizeof out);
+    size_t n = http1_build_error(429, "r", false, false, &rl, out, sizeof out);
     out[n] = '\0';
     assert_string_equal(out, "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
                              "Content-Length: 42\r\nX-Request-ID: r\r\nRetry-After: 2\r\n"
@@ -548,7 +548,8 @@ static void test_ratelimit_fields(void **state)
                              "{\"code\":429,\"message\":\"Too Many Requests\"}");
     struct ratelimit_result ok = {
         .limit = 1000000000, .remaining = 999999999, .reset = -1, .retry_after = -1};
-    n = http1_build_error(502, "r", true, &ok, out, sizeof out); /* no Retry-After but on 429 */
+    n = http1_build_error(502, "r", true, false, &ok, out,
+                          sizeof out); /* no Retry-After but on 429 */
     out[n] = '\0';
     assert_non_null(strstr(out, "X-Request-ID: r\r\nRateLimit-Limit: 1000000000\r\n"
                                 "RateLimit-Remaining: 999999999\r\nConnection: close\r\n\r\n"));

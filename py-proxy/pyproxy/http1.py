@@ -122,10 +122,14 @@ def _llhttp() -> ctypes.CDLL | None:
     return _LIB[0]
 
 
-def error_response(code: int, request_id: bytes, close: bool, extra: bytes = b"") -> bytes:
+def error_response(
+    code: int, request_id: bytes, close: bool, extra: bytes = b"", head: bool = False
+) -> bytes:
     """The exact bytes of an error the proxy sends itself (behaviour.md "Errors").
 
     `extra` is inserted after X-Request-ID (429 rate-limit headers), each line CRLF-terminated.
+    `head`: the request was a HEAD, so the body is left out (Content-Length still says what a
+    GET would get: RFC 9110 9.3.2), or a kept-alive client would read it as the next response.
     """
     reason = REASONS[code]
     body = b'{"code":%d,"message":"%s"}' % (code, reason)
@@ -137,7 +141,7 @@ def error_response(code: int, request_id: bytes, close: bool, extra: bytes = b""
         request_id,
         extra,
         b"Connection: close\r\n" if close else b"",
-        body,
+        b"" if head else body,
     )
 
 
