@@ -312,7 +312,12 @@ void upstream_release(struct upstream_conn *conn, bool reusable)
         return;
     }
     struct ev_loop *loop = s->w->loop;
-    ev_io_stop(loop, &conn->wio);
+    /* Both watchers are usually where they must be already (wio off: the request
+     * was all written; rio on: it stays on while lent out, see upstream_acquire):
+     * test first, a libev call each way costs more than the test. The stop also
+     * runs for a pending watcher, whose event it must drop, as ev_io_stop() does. */
+    if (ev_is_active(&conn->wio) || ev_is_pending(&conn->wio))
+        ev_io_stop(loop, &conn->wio);
     conn->exchanges++;
     conn->owner = NULL;
     conn->state = UPC_IDLE;
@@ -320,7 +325,8 @@ void upstream_release(struct upstream_conn *conn, bool reusable)
     list_add(&conn->idle_link, &u->idle);
     u->n_idle++;
     health_stats_add(health_of(u), HEALTH_STAT_IDLE, 1);
-    ev_io_start(loop, &conn->rio);
+    if (!ev_is_active(&conn->rio))
+        ev_io_start(loop, &conn->rio);
     conn->idle_since = ev_now(loop);
     if (!ev_is_active(&conn->idle_timer)) {
         ev_timer_set(&conn->idle_timer, (double)cfg->timeouts.idle_ms / 1000.0, 0);
