@@ -927,7 +927,7 @@ static void client_read(struct client *c)
         buffer_compact(&c->in);
     if (buffer_space(&c->in) == 0)
         return;
-    ssize_t n = recv(c->fd, buffer_tail(&c->in), buffer_space(&c->in), 0);
+    ssize_t n = util_recv(c->fd, buffer_tail(&c->in), buffer_space(&c->in), 0);
     if (n > 0) {
         ev_tstamp now = now_of(c);
         c->in.wpos += (size_t)n;
@@ -962,7 +962,7 @@ static void client_flush(struct client *c)
         while (buffer_len(&c->out) > 0) {
             /* the response ends when its last byte is handed to the kernel: time it there */
             double t = (c->x.flags & EXCHANGE_F_RESP_DONE) ? mono_now() : 0;
-            ssize_t n = send(c->fd, buffer_head(&c->out), buffer_len(&c->out), MSG_NOSIGNAL);
+            ssize_t n = util_send(c->fd, buffer_head(&c->out), buffer_len(&c->out), MSG_NOSIGNAL);
             if (n > 0) {
                 if (t && (size_t)n == buffer_len(&c->out))
                     c->x.end_mono = t;
@@ -996,7 +996,7 @@ static void upstream_read(struct client *c)
         buffer_compact(&c->uin);
     if (buffer_space(&c->uin) == 0)
         return;
-    ssize_t n = recv(conn->fd, buffer_tail(&c->uin), buffer_space(&c->uin), 0);
+    ssize_t n = util_recv(conn->fd, buffer_tail(&c->uin), buffer_space(&c->uin), 0);
     if (n > 0) {
         c->uin.wpos += (size_t)n;
         c->x.flags |= EXCHANGE_F_UP_READ;
@@ -1024,7 +1024,8 @@ static void upstream_flush(struct client *c)
         }
         while (buffer_len(&c->uout) > 0 &&
                !(c->x.flags & (EXCHANGE_F_UP_WFAIL | EXCHANGE_F_UP_EOF))) {
-            ssize_t n = send(conn->fd, buffer_head(&c->uout), buffer_len(&c->uout), MSG_NOSIGNAL);
+            ssize_t n =
+                util_send(conn->fd, buffer_head(&c->uout), buffer_len(&c->uout), MSG_NOSIGNAL);
             if (n > 0) {
                 buffer_consume(&c->uout, (size_t)n);
                 c->uout_last = c->up_last = now;

@@ -232,7 +232,7 @@ static enum upstream_acquire_result conn_connect(struct upstream *u, struct upst
 static bool conn_stale(const struct upstream_conn *conn)
 {
     char b;
-    ssize_t n = recv(conn->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    ssize_t n = util_recv(conn->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n == -1)
         return !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
     return true; /* 0: EOF; > 0: bytes nobody asked for */
