@@ -78,9 +78,15 @@ struct balancer {
 };
 
 /* Eligible = not in ctx->tried, and health_available(peer's health, ctx->now):
- * not down, not drained, or the single passive probe after fail_timeout is free. */
-bool balancer_peer_eligible(const struct balancer_peer *peers, size_t i,
-                            const struct balancer_ctx *ctx);
+ * not down, not drained, or the single passive probe after fail_timeout is free.
+ * Inline: every pick asks it for every peer. */
+static inline bool balancer_peer_eligible(const struct balancer_peer *peers, size_t i,
+                                          const struct balancer_ctx *ctx)
+{
+    if (ctx->tried && balancer_tried_has(ctx->tried, i))
+        return false;
+    return health_available(peers[i].health, ctx->now);
+}
 
 /* Set up b over peers (borrowed, must outlive b). Returns 0 or -1 (no memory). */
 int balancer_init(struct balancer *b, const struct balancer_ops *ops, struct balancer_peer *peers,
@@ -88,14 +94,38 @@ int balancer_init(struct balancer *b, const struct balancer_ops *ops, struct bal
 /* Free the strategy state; a zeroed or deinitialised b is fine. */
 void balancer_deinit(struct balancer *b);
 /* Index of the peer for the next attempt, or -1 when no peer is eligible. */
-int balancer_pick(struct balancer *b, const struct balancer_ctx *ctx);
+static inline int balancer_pick(struct balancer *b, const struct balancer_ctx *ctx)
+{
+    return b->ops->pick(b->state, b->peers, b->n, ctx);
+}
 /* An attempt on peer i starts: active++, the strategy hook, health_attempt_begin
- * (which claims the probe of an upstream whose fail_timeout is over). */
-void balancer_attempt_begin(struct balancer *b, size_t i, double now);
+ * (which claims the probe of an upstream whose fail_timeout is over). Inline (as
+ * balancer_attempt_end): once per request each, on the data path. */
+static inline void balancer_attempt_begin(struct balancer *b, size_t i, double now)
+{
+    if (i >= b->n)
+        return;
+    struct balancer_peer *p = &b->peers[i];
+    p->active++;
+    if (b->ops->attempt_begin)
+        b->ops->attempt_begin(b->state, b->peers, i);
+    health_attempt_begin(p->health, now);
+}
+
 /* That attempt ended with outcome o (reason: a reason constant, may be NULL):
  * active--, the strategy hook, health_attempt_end. Call exactly once per begin. */
-void balancer_attempt_end(struct balancer *b, size_t i, enum health_outcome o, const char *reason,
-                          double now);
+static inline void balancer_attempt_end(struct balancer *b, size_t i, enum health_outcome o,
+                                        const char *reason, double now)
+{
+    if (i >= b->n)
+        return;
+    struct balancer_peer *p = &b->peers[i];
+    if (b->ops->attempt_end)
+        b->ops->attempt_end(b->state, b->peers, i);
+    if (p->active)
+        p->active--;
+    health_attempt_end(p->health, o, reason, now);
+}
 
 /* The hash the ring uses (balancer_hash.c), exported for tests and the twin: 64-bit
  * FNV-1a of the bytes, then the splitmix64 finalizer. Python: balancer_hash.hash64. */

@@ -26,7 +26,7 @@ static void client_close(struct client *c);
 static void client_error(struct client *c, int code, const char *why);
 static void client_route(struct client *c);
 static void attempt_end(struct client *c, enum health_outcome o, const char *reason);
-static void peer_done(struct client *c);
+static inline void peer_done(struct client *c);
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -370,10 +370,13 @@ static void attempt_end(struct client *c, enum health_outcome o, const char *rea
 }
 
 /* The attempt ends without a failure: OK once a response head parsed, else neutral
- * (the client went away, the proxy answered). */
-static void peer_done(struct client *c)
+ * (the client went away, the proxy answered). Every request passes here more than
+ * once (response done, then reset) and only the first call has an attempt to end:
+ * the others stop at this test instead of entering attempt_end(). */
+static inline void peer_done(struct client *c)
 {
-    attempt_end(c, (c->x.flags & EXCHANGE_F_HEAD_OK) ? HEALTH_OK : HEALTH_NEUTRAL, NULL);
+    if (c->peer_counted || c->retry_counted)
+        attempt_end(c, (c->x.flags & EXCHANGE_F_HEAD_OK) ? HEALTH_OK : HEALTH_NEUTRAL, NULL);
 }
 
 static void drop_upstream(struct client *c)
@@ -678,9 +681,10 @@ static void client_route(struct client *c)
         c->w->requests_in_flight++;
         exchange_route_begin(&c->x, c->set->n);
     }
+    ev_tstamp now = now_of(c); /* once: ev_now() is a call into libev */
     struct balancer_ctx ctx = {
         .tried = &c->x.tried,
-        .now = now_of(c),
+        .now = now,
         .client_ip = c->ip,
         .key = c->x.key,
         .key_len = c->x.key_len,
@@ -699,13 +703,13 @@ static void client_route(struct client *c)
     u->requests++;
     health_stats_add(c->set->peers[idx].health, HEALTH_STAT_REQUESTS, 1);
     health_stats_add(c->set->peers[idx].health, HEALTH_STAT_ACTIVE, 1);
-    balancer_attempt_begin(&c->set->bal, (size_t)idx, now_of(c));
+    balancer_attempt_begin(&c->set->bal, (size_t)idx, now);
     c->peer_counted = true;
     if (c->x.attempts > 1) {
         c->w->retries_in_flight++;
         c->retry_counted = true;
     }
-    c->up_start = now_of(c);
+    c->up_start = now;
     c->state = CLIENT_ST_UPSTREAM;
     struct upstream_conn *conn = NULL;
     const char *reason = NULL;
@@ -924,12 +928,13 @@ static void client_read(struct client *c)
         buffer_compact(&c->in);
     if (buffer_space(&c->in) == 0)
         return;
-    ssize_t n = recv(c->fd, buffer_tail(&c->in), buffer_space(&c->in), 0);
+    ssize_t n = util_recv(c->fd, buffer_tail(&c->in), buffer_space(&c->in), 0);
     if (n > 0) {
+        ev_tstamp now = now_of(c);
         c->in.wpos += (size_t)n;
         if (c->state == CLIENT_ST_IDLE)
-            c->state = CLIENT_ST_HEAD, c->head_start = now_of(c);
-        c->idle_since = now_of(c);
+            c->state = CLIENT_ST_HEAD, c->head_start = now;
+        c->idle_since = now;
         if (c->state == CLIENT_ST_DRAIN)
             c->in.rpos = c->in.wpos = 0; /* lingering: discard */
         return;
@@ -947,31 +952,34 @@ static void client_flush(struct client *c)
 {
     if (c->fd == -1)
         return;
-    ev_tstamp now = now_of(c);
-    bool had = buffer_len(&c->out) > 0;
-    if (had && !c->out_pending) {
-        c->out_pending = true;
-        c->out_last = now;
-    }
-    while (buffer_len(&c->out) > 0) {
-        /* the response ends when its last byte is handed to the kernel: time it there */
-        double t = (c->x.flags & EXCHANGE_F_RESP_DONE) ? mono_now() : 0;
-        ssize_t n = send(c->fd, buffer_head(&c->out), buffer_len(&c->out), MSG_NOSIGNAL);
-        if (n > 0) {
-            if (t && (size_t)n == buffer_len(&c->out))
-                c->x.end_mono = t;
-            buffer_consume(&c->out, (size_t)n);
-            c->x.bytes_out += (size_t)n;
+    if (buffer_len(&c->out) > 0) {
+        /* the loop time (a call into libev) only when there is something to send:
+         * most of client_run()'s passes have nothing */
+        ev_tstamp now = now_of(c);
+        if (!c->out_pending) {
+            c->out_pending = true;
             c->out_last = now;
-            if (c->x.flags & EXCHANGE_F_RESP_STARTED)
-                c->x.flags |= EXCHANGE_F_RESP_SENT;
-            continue;
         }
-        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-            break;
-        /* the client is gone */
-        client_close(c);
-        return;
+        while (buffer_len(&c->out) > 0) {
+            /* the response ends when its last byte is handed to the kernel: time it there */
+            double t = (c->x.flags & EXCHANGE_F_RESP_DONE) ? mono_now() : 0;
+            ssize_t n = util_send(c->fd, buffer_head(&c->out), buffer_len(&c->out), MSG_NOSIGNAL);
+            if (n > 0) {
+                if (t && (size_t)n == buffer_len(&c->out))
+                    c->x.end_mono = t;
+                buffer_consume(&c->out, (size_t)n);
+                c->x.bytes_out += (size_t)n;
+                c->out_last = now;
+                if (c->x.flags & EXCHANGE_F_RESP_STARTED)
+                    c->x.flags |= EXCHANGE_F_RESP_SENT;
+                continue;
+            }
+            if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                break;
+            /* the client is gone */
+            client_close(c);
+            return;
+        }
     }
     if (buffer_len(&c->out) == 0) {
         c->out_pending = false;
@@ -989,7 +997,7 @@ static void upstream_read(struct client *c)
         buffer_compact(&c->uin);
     if (buffer_space(&c->uin) == 0)
         return;
-    ssize_t n = recv(conn->fd, buffer_tail(&c->uin), buffer_space(&c->uin), 0);
+    ssize_t n = util_recv(conn->fd, buffer_tail(&c->uin), buffer_space(&c->uin), 0);
     if (n > 0) {
         c->uin.wpos += (size_t)n;
         c->x.flags |= EXCHANGE_F_UP_READ;
@@ -1009,25 +1017,29 @@ static void upstream_flush(struct client *c)
     struct upstream_conn *conn = c->conn;
     if (!conn || conn->state != UPC_BUSY)
         return;
-    ev_tstamp now = now_of(c);
-    if (buffer_len(&c->uout) > 0 && !c->uout_pending) {
-        c->uout_pending = true;
-        c->uout_last = now;
-    }
-    while (buffer_len(&c->uout) > 0 && !(c->x.flags & (EXCHANGE_F_UP_WFAIL | EXCHANGE_F_UP_EOF))) {
-        ssize_t n = send(conn->fd, buffer_head(&c->uout), buffer_len(&c->uout), MSG_NOSIGNAL);
-        if (n > 0) {
-            buffer_consume(&c->uout, (size_t)n);
-            c->uout_last = c->up_last = now;
-            if (c->state == CLIENT_ST_TUNNEL)
-                c->idle_since = now;
-            continue;
+    if (buffer_len(&c->uout) > 0) {
+        ev_tstamp now = now_of(c); /* only when there is something to send (client_flush) */
+        if (!c->uout_pending) {
+            c->uout_pending = true;
+            c->uout_last = now;
         }
-        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        while (buffer_len(&c->uout) > 0 &&
+               !(c->x.flags & (EXCHANGE_F_UP_WFAIL | EXCHANGE_F_UP_EOF))) {
+            ssize_t n =
+                util_send(conn->fd, buffer_head(&c->uout), buffer_len(&c->uout), MSG_NOSIGNAL);
+            if (n > 0) {
+                buffer_consume(&c->uout, (size_t)n);
+                c->uout_last = c->up_last = now;
+                if (c->state == CLIENT_ST_TUNNEL)
+                    c->idle_since = now;
+                continue;
+            }
+            if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                break;
+            /* the upstream stopped reading (reset/closed): keep reading what it says */
+            c->x.flags |= EXCHANGE_F_UP_WFAIL | EXCHANGE_F_UP_DIRTY;
             break;
-        /* the upstream stopped reading (reset/closed): keep reading what it says */
-        c->x.flags |= EXCHANGE_F_UP_WFAIL | EXCHANGE_F_UP_DIRTY;
-        break;
+        }
     }
     if (buffer_len(&c->uout) == 0) {
         c->uout_pending = false;
@@ -1073,7 +1085,7 @@ static void finish_request(struct client *c)
     buffer_compact(&c->in);
     if (buffer_len(&c->in) > 0) {
         c->state = CLIENT_ST_HEAD;
-        c->head_start = now_of(c);
+        c->head_start = c->idle_since;
     } else {
         c->state = CLIENT_ST_IDLE;
     }

@@ -20,7 +20,8 @@ void exchange_init(struct exchange *x)
         free(x->tried.bits);
     if (x->key_owned)
         free((char *)x->key);
-    /* everything up to the inline buffers; their bytes are dead once the pointers are */
+    /* everything up to the inline buffers; their bytes are dead once the pointers are,
+     * and so is rl (after them) once EXCHANGE_F_RL is clear */
     memset(x, 0, offsetof(struct exchange, path_buf));
     x->tried.bits = x->tried_small;
 }
@@ -53,14 +54,6 @@ int exchange_keep_head(struct exchange *x, const struct http1_msg *m)
         x->request_id = keep_span(x->rid_buf, sizeof x->rid_buf, v->p, v->len);
     }
     return x->method && x->path && (m->request_id < 0 || x->request_id) ? 0 : -1;
-}
-
-char *exchange_generated_id(struct exchange *x)
-{
-    _Static_assert(EXCHANGE_INLINE_RID >= 33, "rid_buf holds a generated id");
-    drop_kept(&x->request_id, x->rid_buf);
-    x->request_id = x->rid_buf;
-    return x->rid_buf;
 }
 
 void exchange_route_begin(struct exchange *x, size_t n)
@@ -212,17 +205,7 @@ void exchange_ratelimited(struct exchange *x, const struct ratelimit_result *res
         x->flags |= EXCHANGE_F_LIMITED;
 }
 
-enum http1_out exchange_request_out_mode(const struct exchange *x)
-{
-    return x->chunked ? HTTP1_OUT_CHUNKED : x->has_cl ? HTTP1_OUT_IDENTITY : HTTP1_OUT_NONE;
-}
-
 /* ---------------------------------------------------------------- response */
-
-bool exchange_forward_interim(const struct exchange *x)
-{
-    return !(x->flags & EXCHANGE_F_HTTP10); /* HTTP/1.0 clients do not know 1xx */
-}
 
 int exchange_response_framing(struct exchange *x, const struct http1_parser *resp, bool draining,
                               struct http1_resp_opts *o, enum http1_out *out_mode, const char **why)
@@ -258,28 +241,6 @@ int exchange_response_framing(struct exchange *x, const struct http1_parser *res
                 : o->framing == HTTP1_FRAME_NONE  ? HTTP1_OUT_NONE
                                                   : HTTP1_OUT_IDENTITY;
     return (x->flags & EXCHANGE_F_HEAD_METHOD) ? 1 : 0;
-}
-
-bool exchange_upstream_reusable(const struct exchange *x, bool upstream_keepalive, size_t uin_left,
-                                size_t uout_left)
-{
-    return !(x->flags & (EXCHANGE_F_UP_DIRTY | EXCHANGE_F_UP_EOF | EXCHANGE_F_UP_WFAIL)) &&
-           upstream_keepalive && uin_left == 0 && (x->flags & EXCHANGE_F_REQ_DONE) &&
-           uout_left == 0;
-}
-
-/* ---------------------------------------------------------------- errors */
-
-bool exchange_error_closes(const struct exchange *x, int code, bool draining, bool client_eof)
-{
-    return http1_error_closes(code) || !(x->flags & EXCHANGE_F_REQ_DONE) ||
-           !(x->flags & EXCHANGE_F_KEEPALIVE) || (x->flags & EXCHANGE_F_CLOSE_AFTER) || draining ||
-           client_eof;
-}
-
-bool exchange_closes_after(const struct exchange *x, bool draining, bool client_eof)
-{
-    return (x->flags & EXCHANGE_F_CLOSE_AFTER) || client_eof || draining;
 }
 
 /* ---------------------------------------------------------------- attempts */

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "balancer.h"
 #include "config.h"
@@ -80,9 +81,6 @@ struct exchange {
     unsigned attempts;           /* upstream attempts started */
     enum retry_phase phase;      /* phase of the last failed attempt */
 
-    /* rate limiting (a rate-limited listener) */
-    struct ratelimit_result rl; /* the take's verdict and header values (EXCHANGE_F_RL) */
-
     /* access-log fields */
     double start_wall;  /* wall clock at the request's first byte */
     double start_mono;  /* monotonic seconds at the same moment */
@@ -96,6 +94,11 @@ struct exchange {
     char path_buf[EXCHANGE_INLINE_PATH]; /* most targets: no malloc per request */
     char rid_buf[EXCHANGE_INLINE_RID];   /* generated ids (32 hex) and short client ones */
     char key_buf[EXCHANGE_INLINE_KEY];   /* most header hash keys */
+
+    /* rate limiting (a rate-limited listener). Past path_buf, so exchange_init()
+     * does not clear it per request: it is only read under EXCHANGE_F_RL, which
+     * exchange_init() clears and exchange_ratelimited() sets after filling it. */
+    struct ratelimit_result rl; /* the take's verdict and header values (EXCHANGE_F_RL) */
 };
 
 /* Start the next request: free owned copies, reset every field. A zeroed struct
@@ -108,7 +111,14 @@ void exchange_deinit(struct exchange *x);
  * (if any) from the parsed head m. Returns 0, or -1 on allocation failure. */
 int exchange_keep_head(struct exchange *x, const struct http1_msg *m);
 /* The request id buffer to fill with a generated id (33 bytes), made current. */
-char *exchange_generated_id(struct exchange *x);
+static inline char *exchange_generated_id(struct exchange *x)
+{
+    _Static_assert(EXCHANGE_INLINE_RID >= 33, "rid_buf holds a generated id");
+    if (x->request_id && x->request_id != x->rid_buf)
+        free(x->request_id); /* a long client id of this exchange */
+    x->request_id = x->rid_buf;
+    return x->rid_buf;
+}
 
 /* Classify a complete request head (req: the request parser, inside its
  * on_head; after exchange_keep_head). Sets KEEPALIVE / HTTP10 / HEAD_METHOD /
@@ -132,11 +142,20 @@ void exchange_ratelimit_key(const struct http1_msg *m, const struct config *cfg,
  * may be &x->rl itself (the take wrote it in place). */
 void exchange_ratelimited(struct exchange *x, const struct ratelimit_result *res);
 
+/* The one-line decisions below are inline: each runs once per request on the data
+ * path, where a call across files cost more than the test it makes. */
+
 /* How the request body is re-framed towards the upstream. */
-enum http1_out exchange_request_out_mode(const struct exchange *x);
+static inline enum http1_out exchange_request_out_mode(const struct exchange *x)
+{
+    return x->chunked ? HTTP1_OUT_CHUNKED : x->has_cl ? HTTP1_OUT_IDENTITY : HTTP1_OUT_NONE;
+}
 
 /* Whether an interim (1xx, not 101) response head is forwarded to the client. */
-bool exchange_forward_interim(const struct exchange *x);
+static inline bool exchange_forward_interim(const struct exchange *x)
+{
+    return !(x->flags & EXCHANGE_F_HTTP10); /* HTTP/1.0 clients do not know 1xx */
+}
 
 /* Framing of a final response towards the client (resp: the response parser,
  * inside its on_head). Fills *o and *out_mode; sets CLOSE_AFTER when the client
@@ -150,16 +169,30 @@ int exchange_response_framing(struct exchange *x, const struct http1_parser *res
 /* Whether the upstream connection may go back to the pool once the response is
  * complete: no EOF/dirt/write failure, upstream keep-alive, nothing left unread
  * (uin_left) or unsent (uout_left), and the whole request was read. */
-bool exchange_upstream_reusable(const struct exchange *x, bool upstream_keepalive, size_t uin_left,
-                                size_t uout_left);
+static inline bool exchange_upstream_reusable(const struct exchange *x, bool upstream_keepalive,
+                                              size_t uin_left, size_t uout_left)
+{
+    return !(x->flags & (EXCHANGE_F_UP_DIRTY | EXCHANGE_F_UP_EOF | EXCHANGE_F_UP_WFAIL)) &&
+           upstream_keepalive && uin_left == 0 && (x->flags & EXCHANGE_F_REQ_DONE) &&
+           uout_left == 0;
+}
 
 /* Whether the proxy closes the client connection after answering `code` itself:
  * codes that always close, a request not read in full, no keep-alive, draining,
  * or the client already shut its side (client_eof). */
-bool exchange_error_closes(const struct exchange *x, int code, bool draining, bool client_eof);
+static inline bool exchange_error_closes(const struct exchange *x, int code, bool draining,
+                                         bool client_eof)
+{
+    return http1_error_closes(code) || !(x->flags & EXCHANGE_F_REQ_DONE) ||
+           !(x->flags & EXCHANGE_F_KEEPALIVE) || (x->flags & EXCHANGE_F_CLOSE_AFTER) || draining ||
+           client_eof;
+}
 
 /* Whether the client connection closes once this exchange is finished. */
-bool exchange_closes_after(const struct exchange *x, bool draining, bool client_eof);
+static inline bool exchange_closes_after(const struct exchange *x, bool draining, bool client_eof)
+{
+    return (x->flags & EXCHANGE_F_CLOSE_AFTER) || client_eof || draining;
+}
 
 /* Size the tried bitmap for n upstreams and clear it (attempts = 0). */
 void exchange_route_begin(struct exchange *x, size_t n);

@@ -25,25 +25,28 @@
 #define HEALTH_DOWN_ACTIVE 0x2  /* fall consecutive failed checks */
 
 struct health_state {
-    char *name;                               /* upstream name, the registry key; immutable */
-    char address[HEALTH_ADDR_MAX];            /* address text at creation; immutable */
-    struct health_state *next;                /* registry list, under registry_mu */
-    _Atomic unsigned max_fails;               /* config health.max_fails; 0 = passive off */
-    _Atomic int64_t fail_timeout;             /* config health.fail_timeout, ms */
-    _Atomic unsigned rise;                    /* config health.check.rise */
-    _Atomic unsigned fall;                    /* config health.check.fall */
-    _Atomic bool sole;                        /* the only upstream of its config: never down */
-    _Atomic bool drained;                     /* operator: no new attempts */
-    _Atomic unsigned down;                    /* HEALTH_DOWN_* bits; 0 = up */
-    _Atomic bool probe_claimed;               /* passive: the one probe after fail_timeout is out */
-    _Atomic unsigned fails;                   /* passive: failures in the current window */
-    _Atomic int64_t window_start;             /* passive: first failure of the window, ms */
-    _Atomic int64_t down_until;               /* passive: no attempt before this, ms */
-    _Atomic unsigned checks_ok;               /* active: consecutive successes */
-    _Atomic unsigned checks_failed;           /* active: consecutive failures */
-    _Atomic(const char *) last_error;         /* last failure reason, static storage */
-    _Atomic int64_t stats[HEALTH_STAT_COUNT]; /* enum health_stat counters, every worker */
+    struct health_counters stats;     /* FIRST: health_stats_add() (health.h) */
+    char *name;                       /* upstream name, the registry key; immutable */
+    char address[HEALTH_ADDR_MAX];    /* address text at creation; immutable */
+    struct health_state *next;        /* registry list, under registry_mu */
+    _Atomic unsigned max_fails;       /* config health.max_fails; 0 = passive off */
+    _Atomic int64_t fail_timeout;     /* config health.fail_timeout, ms */
+    _Atomic unsigned rise;            /* config health.check.rise */
+    _Atomic unsigned fall;            /* config health.check.fall */
+    _Atomic bool sole;                /* the only upstream of its config: never down */
+    _Atomic bool drained;             /* operator: no new attempts */
+    _Atomic unsigned down;            /* HEALTH_DOWN_* bits; 0 = up */
+    _Atomic bool probe_claimed;       /* passive: the one probe after fail_timeout is out */
+    _Atomic unsigned fails;           /* passive: failures in the current window */
+    _Atomic int64_t window_start;     /* passive: first failure of the window, ms */
+    _Atomic int64_t down_until;       /* passive: no attempt before this, ms */
+    _Atomic unsigned checks_ok;       /* active: consecutive successes */
+    _Atomic unsigned checks_failed;   /* active: consecutive failures */
+    _Atomic(const char *) last_error; /* last failure reason, static storage */
 };
+
+_Static_assert(offsetof(struct health_state, stats) == 0,
+               "health_stats_add() reaches the counters through the state pointer");
 
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct health_state *registry; /* every state, newest first */
@@ -185,17 +188,19 @@ static void passive_fail(struct health_state *h, const char *reason, int64_t now
 void health_attempt_end(struct health_state *h, enum health_outcome o, const char *reason,
                         double now)
 {
-    int64_t t = to_ms(now);
+    int64_t t;
 
     if (h == NULL)
         return;
+    /* the common case (a success while up) returns before any time arithmetic */
     if (o == HEALTH_FAIL)
         atomic_store(&h->last_error, reason != NULL ? reason : "");
     if (!(atomic_load(&h->down) & HEALTH_DOWN_PASSIVE)) {
         if (o == HEALTH_FAIL)
-            passive_fail(h, reason != NULL ? reason : "", t);
+            passive_fail(h, reason != NULL ? reason : "", to_ms(now));
         return;
     }
+    t = to_ms(now);
     /* Passively down. Results before down_until come from attempts that started
      * before the upstream was marked: they neither extend nor end the down time. */
     if (t < atomic_load(&h->down_until))
@@ -270,19 +275,13 @@ const char *health_name(const struct health_state *h)
     return h != NULL ? h->name : "";
 }
 
-void health_stats_add(struct health_state *h, enum health_stat which, int64_t delta)
-{
-    if (h != NULL && which < HEALTH_STAT_COUNT)
-        atomic_fetch_add_explicit(&h->stats[which], delta, memory_order_relaxed);
-}
-
 void health_stats_get(const struct health_state *h, struct health_stats *out)
 {
     int64_t v[HEALTH_STAT_COUNT] = {0};
 
     if (h != NULL)
         for (int i = 0; i < HEALTH_STAT_COUNT; i++)
-            v[i] = atomic_load_explicit(&h->stats[i], memory_order_relaxed);
+            v[i] = atomic_load_explicit(&h->stats.v[i], memory_order_relaxed);
     /* a gauge read between two workers' updates can be off by one, never below 0 */
     out->requests = v[HEALTH_STAT_REQUESTS] > 0 ? (uint64_t)v[HEALTH_STAT_REQUESTS] : 0;
     out->fails = v[HEALTH_STAT_FAILS] > 0 ? (uint64_t)v[HEALTH_STAT_FAILS] : 0;

@@ -33,6 +33,7 @@
 #ifndef TWINPROXY_HEALTH_H
 #define TWINPROXY_HEALTH_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -119,8 +120,22 @@ struct health_stats {
     uint64_t idle;     /* HEALTH_STAT_IDLE */
 };
 
+/* The counters as stored: the FIRST member of struct health_state (health.c
+ * asserts it), so that a state pointer is also a pointer to them (C11 6.7.2.1).
+ * Public only so that health_stats_add() below can be inline: a keep-alive GET
+ * makes five of these adds, and a call into health.c for each cost more than
+ * the add itself. Nothing else may touch them. */
+struct health_counters {
+    _Atomic int64_t v[HEALTH_STAT_COUNT]; /* enum health_stat */
+};
+
 /* Add delta (negative for a gauge going down) to one counter of h. */
-void health_stats_add(struct health_state *h, enum health_stat which, int64_t delta);
+static inline void health_stats_add(struct health_state *h, enum health_stat which, int64_t delta)
+{
+    if (h != NULL && which < HEALTH_STAT_COUNT)
+        atomic_fetch_add_explicit(&((struct health_counters *)(void *)h)->v[which], delta,
+                                  memory_order_relaxed);
+}
 /* Read h's counters (zeros for NULL). */
 void health_stats_get(const struct health_state *h, struct health_stats *out);
 

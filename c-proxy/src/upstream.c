@@ -232,7 +232,7 @@ static enum upstream_acquire_result conn_connect(struct upstream *u, struct upst
 static bool conn_stale(const struct upstream_conn *conn)
 {
     char b;
-    ssize_t n = recv(conn->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    ssize_t n = util_recv(conn->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n == -1)
         return !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
     return true; /* 0: EOF; > 0: bytes nobody asked for */
@@ -312,7 +312,12 @@ void upstream_release(struct upstream_conn *conn, bool reusable)
         return;
     }
     struct ev_loop *loop = s->w->loop;
-    ev_io_stop(loop, &conn->wio);
+    /* Both watchers are usually where they must be already (wio off: the request
+     * was all written; rio on: it stays on while lent out, see upstream_acquire):
+     * test first, a libev call each way costs more than the test. The stop also
+     * runs for a pending watcher, whose event it must drop, as ev_io_stop() does. */
+    if (ev_is_active(&conn->wio) || ev_is_pending(&conn->wio))
+        ev_io_stop(loop, &conn->wio);
     conn->exchanges++;
     conn->owner = NULL;
     conn->state = UPC_IDLE;
@@ -320,7 +325,8 @@ void upstream_release(struct upstream_conn *conn, bool reusable)
     list_add(&conn->idle_link, &u->idle);
     u->n_idle++;
     health_stats_add(health_of(u), HEALTH_STAT_IDLE, 1);
-    ev_io_start(loop, &conn->rio);
+    if (!ev_is_active(&conn->rio))
+        ev_io_start(loop, &conn->rio);
     conn->idle_since = ev_now(loop);
     if (!ev_is_active(&conn->idle_timer)) {
         ev_timer_set(&conn->idle_timer, (double)cfg->timeouts.idle_ms / 1000.0, 0);

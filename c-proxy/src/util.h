@@ -9,6 +9,11 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/single_threaded.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #include "config.h"
 
@@ -33,6 +38,30 @@ uint64_t util_rng_next(struct util_rng *r);
 /* Write a new request id (32 lowercase hex characters from 128 random bits)
  * plus NUL into out. */
 void util_request_id(struct util_rng *r, char out[33]);
+
+/* send(2) and recv(2) of the data path: same arguments, return value and errno.
+ * Once a process has a second thread (workers > 1, the rate-limit saver and store
+ * writer, the admin API), glibc makes every send/recv a cancellation point and
+ * switches asynchronous cancellation on and off around the syscall (callgrind:
+ * some 35 instructions more per call, five calls per keep-alive request). No thread
+ * of this program is ever cancelled (there is no pthread_cancel), so then the data
+ * path makes the raw syscall instead (sendto/recvfrom: what glibc's send/recv
+ * make too). A single-threaded process keeps glibc's call, which is cheaper than
+ * the generic syscall() there. __libc_single_threaded only picks the cheaper of
+ * two equivalent calls: a stale value could cost instructions, never behaviour. */
+static inline ssize_t util_send(int fd, const void *buf, size_t len, int flags)
+{
+    if (__libc_single_threaded)
+        return send(fd, buf, len, flags);
+    return (ssize_t)syscall(SYS_sendto, fd, buf, len, flags, NULL, 0);
+}
+
+static inline ssize_t util_recv(int fd, void *buf, size_t len, int flags)
+{
+    if (__libc_single_threaded)
+        return recv(fd, buf, len, flags);
+    return (ssize_t)syscall(SYS_recvfrom, fd, buf, len, flags, NULL, 0);
+}
 
 /* A loaded config shared by every worker thread, freed when the last holder
  * releases it. Holders: main (the current config), each worker's upstream set. */
