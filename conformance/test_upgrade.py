@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from harness import build_request
 
 UPGRADE_HEADERS = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
@@ -62,3 +63,36 @@ def test_upgrade_header_without_connection_upgrade_is_not_an_upgrade(upstream, p
     p = proxy(upstream(["u1"]))
     r = p.request("/upgrade", headers=[("Upgrade", "websocket")])
     assert r.status == 426
+
+
+@pytest.mark.parametrize(
+    "framing, body",
+    [
+        ([("Content-Length", "5")], b"hello"),
+        ([("Transfer-Encoding", "chunked")], b"5\r\nhello\r\n0\r\n\r\n"),
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_upgrade_request_body_is_forwarded_not_parsed_as_a_request(
+    upstream, proxy, framing, body
+):
+    # An upgrade request's body is its body (RFC 9112 6.3): it goes upstream before any
+    # 101. Answered with a 200 (no switch), the next pipelined request is read from the
+    # byte after that body; a body never becomes a request of its own (smuggling).
+    up = upstream(["u1"])
+    p = proxy(up)
+    with up.counting() as d, p.connect() as c:
+        c.send(
+            build_request(
+                "POST",
+                "/echo",
+                [("Upgrade", "h2c"), ("Connection", "Upgrade")] + framing,
+            )
+            + body
+            + build_request("GET", "/bytes/3")
+        )
+        r = c.read_response()
+        assert r.status == 200 and r.json()["body_length"] == 5, r
+        r2 = c.read_response()
+        assert r2.status == 200 and r2.body == b"012", r2
+    assert d.requests == 2

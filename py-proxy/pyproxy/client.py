@@ -489,6 +489,8 @@ class ClientConn(asyncio.Protocol):
             return False
         if x.in_mode == IN_CHUNKED:
             self.in_scan = ChunkScanner()
+            if parser.upgraded:
+                parser.body_after_upgrade()
         rl = self.w.rl
         if rl is None or not self.ratelimit_take(rl, req):
             self._up_send(http1.build_request_head(req, self.ip_b, x.request_id))

@@ -176,7 +176,10 @@ class Exchange:
             flags |= X_IDEMPOTENT
         if cfg.balancer is ConfigBalancer.HASH:
             self.key = _hash_key(req, cfg)
-        if upgraded or not req.has_body:
+        # An upgrade request's body is still its body (RFC 9112 6.3): it goes upstream
+        # before any 101, as the C twin's llhttp reads it (httptools skips it: see
+        # RequestParser.body_after_upgrade); only a request with no body is done here.
+        if not req.has_body:
             flags |= X_REQ_DONE
         elif req.chunked:
             self.in_mode = IN_CHUNKED

@@ -438,6 +438,7 @@ class RequestParser:
         "out",
         "parser",
         "req",
+        "synthetic",
         "trailers",
         "upgraded",
     )
@@ -467,6 +468,7 @@ class RequestParser:
         self.head_done = False  # on_headers_complete seen
         self.complete = False  # on_message_complete seen
         self.upgraded = False  # llhttp stopped for an upgrade (Upgrade or CONNECT)
+        self.synthetic = False  # feeding body_after_upgrade()'s stand-in head: no callbacks
         self.out: list[bytes] = []  # re-framed body bytes waiting to be written upstream
         self.trailers: list[bytes] = []  # trailer lines kept (framing fields dropped)
         self.body_bytes = 0  # decoded body bytes seen (for max_body_bytes)
@@ -475,9 +477,12 @@ class RequestParser:
     # llhttp callbacks --------------------------------------------------------------------------
 
     def on_url(self, url: bytes) -> None:
-        self.req.target += url
+        if not self.synthetic:
+            self.req.target += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.synthetic:
+            return
         if self.head_done:  # a trailer
             lname = name.lower()
             if lname not in TRAILER_DROP:
@@ -537,6 +542,19 @@ class RequestParser:
             self.out.append(CRLF)
 
     # feeding -----------------------------------------------------------------------------------
+
+    def body_after_upgrade(self) -> None:
+        """httptools tells llhttp to skip the body of any request carrying Upgrade (its
+        on_headers_complete returns 1), but a chunked body of an upgrade request is still the
+        request's body (RFC 9112 6.3; the C twin's llhttp reads it): parse it with a fresh
+        llhttp that is handed a stand-in chunked head first, its callbacks ignored."""
+        self.parser = httptools.HttpRequestParser(self)
+        self.synthetic = True
+        try:
+            self.parser.feed_data(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        finally:
+            self.synthetic = False
+        self.upgraded = False
 
     def feed_head(self, data: bytes) -> None:
         """Feed head bytes (the head may span calls). Raises HttpError(400) on a parse error."""
