@@ -138,7 +138,10 @@ def load(kind: str) -> list[Case]:
 # --------------------------------------------------------------------------- strict message parser
 
 TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-REQUEST_LINE = re.compile(rb"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.1$")
+# HTTP/1.0 too: the twins always send 1.1 upstream, nginx and HAProxy may forward 1.0.
+REQUEST_LINE = re.compile(
+    rb"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.[01]$"
+)
 FIELD_VALUE = re.compile(rb"^[\t\x20-\x7e\x80-\xff]*$")
 
 
@@ -196,7 +199,7 @@ def parse_request(buf: bytes) -> tuple[Message, int] | None:
     if len(cls) > 1 or (cls and not cls[0].isdigit()):
         raise Malformed(f"Content-Length {cls}")
     if tes:
-        if tes != ["chunked"]:
+        if [t.strip(" \t").lower() for t in tes] != ["chunked"]:
             raise Malformed(f"Transfer-Encoding {tes}")
         while True:
             eol = buf.find(b"\r\n", pos)
@@ -285,12 +288,18 @@ class CaptureUpstream:
         self.loop.run_forever()
 
     def close(self) -> None:
-        def stop() -> None:
+        async def shutdown() -> None:
             self.server.close()
-            self.loop.stop()
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-        self.loop.call_soon_threadsafe(stop)
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()
 
     def snapshot(self) -> tuple[int, int, int]:
         with self.lock:

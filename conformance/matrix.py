@@ -186,7 +186,8 @@ def render(res: dict[str, dict[str, cl.Result]], full: bool) -> str:
         out.append("None.")
     for c in dis:
         out.append(
-            f"- **{c.name}** (expect `{c.expect}`; {c.rfc}): "
+            f"- **{c.name}** (expect `{c.expect}`; {c.rfc}).{' ' + c.note if c.note else ''}"
+            " Observed: "
             + "; ".join(
                 f"{n}: {'ok' if res[n][c.name].ok else 'FAIL'} {res[n][c.name].observed}"
                 + (

@@ -41,35 +41,29 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
         "Transfer-Encoding '  chunked<TAB>' is one final chunked once OWS is removed "
         "(RFC 9110 5.5); py-proxy answers 400"
     ),
-    ("c", "resp-1xx-storm"): (
-        "502 for 200 back-to-back 100 Continue before the 200 in the corpus run "
-        "(passes when run alone; not diagnosed)"
-    ),
-    ("py", "resp-1xx-storm"): (
-        "502 for 200 back-to-back 100 Continue before the 200 in the corpus run "
-        "(passes when run alone; not diagnosed)"
-    ),
-    ("c", "resp-103-storm"): (
-        "502 for 100 x 103 Early Hints before the 200 in the corpus run "
-        "(passes when run alone; not diagnosed)"
-    ),
-    ("py", "resp-103-storm"): (
-        "502 for 100 x 103 Early Hints before the 200 in the corpus run "
-        "(passes when run alone; not diagnosed)"
-    ),
     ("py", "h2c-upgrade-post"): (
-        "py-proxy holds back the body of a POST carrying Upgrade: h2c, the upstream "
-        "waits for it (504), then py-proxy parses the body bytes as a new request (400)"
+        "py-proxy does not forward the body of a POST carrying Upgrade (it waits for "
+        "a 101): the upstream waits for it (504), then py-proxy parses the body bytes "
+        "as the next request (a body holding a request is forwarded as one: smuggling)"
+    ),
+    ("py", "h2c-upgrade-body-holds-request"): (
+        "py-proxy forwards the head of a POST carrying Upgrade but not its body; after "
+        "the upstream's 200 it parses the body as the next request and forwards it"
+    ),
+    ("py", "h2c-upgrade-without-connection"): (
+        "runs after h2c-upgrade-body-holds-request: py-proxy pooled the upstream "
+        "connection on which it had sent a head announcing a body it never sent, so this "
+        "client's request was read upstream as that body (another client's exchange)"
     ),
 }
 KNOWN_POOL_FAILURES = {
     "c": (
         "c-proxy pools an upstream connection whose FIN arrived right behind a complete "
-        "response, and the next request on it gets 502 (about 1 in 8 here)"
+        "response, and the next request on it gets 502 (about 1 in 5 here)"
     ),
     "py": (
         "py-proxy pools an upstream connection whose FIN arrived right behind a complete "
-        "response, and the next request on it sometimes gets 502 (rarer than c-proxy)"
+        "response, and the next request on it sometimes gets 502 (about 1 in 150 here)"
     ),
 }
 
@@ -192,8 +186,10 @@ def test_connection_closed_with_its_response_is_not_reused(request, impl, module
     must not be written on that connection (behaviour.md: the MSG_PEEK check catches every
     connection the upstream closed before the proxy took it). One upstream, no retry."""
     if impl in KNOWN_POOL_FAILURES:
+        # c-proxy fails about 1 in 5 of these requests: strict. py-proxy about 1 in 150:
+        # 600 requests miss it about 1% of the time, so not strict.
         request.node.add_marker(
-            pytest.mark.xfail(reason=KNOWN_POOL_FAILURES[impl], strict=True)
+            pytest.mark.xfail(reason=KNOWN_POOL_FAILURES[impl], strict=impl == "c")
         )
     case = cl.Case(
         name="fin",
@@ -208,7 +204,7 @@ def test_connection_closed_with_its_response_is_not_reused(request, impl, module
         p = module_proxy([{"address": f"127.0.0.1:{up.port}", "name": "one"}])
         statuses = []
         t0 = time.monotonic()
-        for _ in range(200):
+        for _ in range(600):
             c = cl.Client(p.port)
             try:
                 c.send([b"GET /r/fin HTTP/1.1\r\nHost: x\r\n\r\n"])
