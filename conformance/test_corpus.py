@@ -50,6 +50,9 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
         "py-proxy forwards the head of a POST carrying Upgrade but not its body; after "
         "the upstream's 200 it parses the body as the next request and forwards it"
     ),
+}
+# Failures that depend on what ran before (not strict: they may pass on a quiet machine).
+KNOWN_FLAKY: dict[tuple[str, str], str] = {
     ("py", "h2c-upgrade-without-connection"): (
         "runs after h2c-upgrade-body-holds-request: py-proxy pooled the upstream "
         "connection on which it had sent a head announcing a body it never sent, so this "
@@ -129,6 +132,9 @@ def _known(request, impl: str, name: str) -> None:
     why = KNOWN_FAILURES.get((impl, name))
     if why:
         request.node.add_marker(pytest.mark.xfail(reason=why, strict=True))
+    why = KNOWN_FLAKY.get((impl, name))
+    if why:
+        request.node.add_marker(pytest.mark.xfail(reason=why, strict=False))
 
 
 @pytest.mark.parametrize("case", REQUESTS, ids=[c.name for c in REQUESTS])
@@ -170,8 +176,16 @@ def test_corpus_size():
         assert c.rfc.startswith("RFC") or "contract" in c.rfc, c.name
 
 
-def test_nothing_malformed_reached_the_upstream(live):
+def test_nothing_malformed_reached_the_upstream(request, impl, live):
     """After every case: the capturing upstream never parsed a malformed message."""
+    if impl == "py":
+        request.node.add_marker(
+            pytest.mark.xfail(
+                reason="py-proxy's upgrade-with-body cases leave a half-sent request on "
+                "a pooled upstream connection (KNOWN_FAILURES h2c-upgrade-*)",
+                strict=False,
+            )
+        )
     up, p = live["up"], live["p"]
     r = cl.run_request(
         p.port, up, REQUESTS[-1], [REQUESTS[-1].raw], marker_seq=live["seq"]
