@@ -652,8 +652,16 @@ def run_request(
                 r2 = c.read_response()
                 if r2["body"] != target.encode():
                     marker_ok = False
+                    # a request the case itself pipelines behind the first one (read
+                    # as such because the first was accepted), or bytes from elsewhere
+                    pipelined = b" " + r2["body"] + b" HTTP/1.1\r\n" in case.raw
                     problems.append(
-                        f"next response is not the marker's: {r2['head'][:60]!r} {r2['body'][:60]!r}"
+                        (
+                            "the pipelined request behind it was answered too: "
+                            if pipelined
+                            else "next response is not the marker's: "
+                        )
+                        + f"{r2['head'][:60]!r} {r2['body'][:60]!r}"
                     )
             except (EOFError, TimeoutError, ValueError):
                 pass  # the proxy may close; what it forwarded is checked below
@@ -668,15 +676,14 @@ def run_request(
         msgs, bad, _ = up.since(snap)
         ours = [m for m in msgs if not m.target.startswith("/m/")]
         observed = "accept" if len(ours) == 1 and not bad and marker_ok else "smuggled"
-        if not marker_ok:
-            observed = "smuggled"
+        if problems and problems[0].startswith("the pipelined request"):
+            observed = "accept+pipelined"
         if not case.accepts:
             problems.insert(0, "forwarded, expected reject")
-        partial_ok = (
-            case.partial == "allowed"
-            and not ours
-            and up.wait_leftover(cut_before, IO_TIMEOUT)
-        )
+        # An early response ended the exchange before the body was all forwarded: the
+        # upstream holds an unfinished message on a connection that must never be used
+        # again (a reuse shows up as a malformed message: test_nothing_malformed_...).
+        partial_ok = case.partial == "allowed" and not ours and not bad
         if partial_ok:
             observed = "accept(cut)"
         elif len(ours) != 1:
