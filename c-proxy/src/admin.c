@@ -61,7 +61,8 @@ static void sb_put(struct sb *b, const char *s, size_t n)
 
 static void sb_puts(struct sb *b, const char *s)
 {
-    sb_put(b, s, strlen(s));
+    if (s != NULL)
+        sb_put(b, s, strlen(s));
 }
 
 static void sb_printf(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -882,10 +883,10 @@ static bool route_allows(enum route rt, unsigned m)
 /* Match a path; *seg gets the raw {name}/{id} segment. */
 static enum route route_of(const char *p, size_t n, const char **seg, size_t *seglen)
 {
-#define IS(lit) (n == sizeof lit - 1 && memcmp(p, lit, n) == 0)
+#define IS(lit) (n == sizeof(lit) - 1 && memcmp(p, (lit), n) == 0)
 #define UNDER(lit)                                                                                 \
-    (n > sizeof lit - 1 && memcmp(p, lit, sizeof lit - 1) == 0 &&                                  \
-     memchr(p + sizeof lit - 1, '/', n - (sizeof lit - 1)) == NULL)
+    (n > sizeof(lit) - 1 && memcmp(p, (lit), sizeof(lit) - 1) == 0 &&                              \
+     memchr(p + sizeof(lit) - 1, '/', n - (sizeof(lit) - 1)) == NULL)
     if (IS("/healthz"))
         return R_HEALTHZ;
     if (IS("/metrics"))
@@ -1442,8 +1443,10 @@ void admin_stop(struct admin *a)
         return;
     ev_async_send(a->loop, &a->stop_w);
     pthread_join(a->thread, NULL);
+    /* conn_close() unlinks the head it is given, so a->conns moves on each time (the
+     * analyzer cannot see that a head has no prev) */
     while (a->conns)
-        conn_close(a->conns);
+        conn_close(a->conns); // NOLINT(clang-analyzer-unix.Malloc)
     ev_io_stop(a->loop, &a->accept_w);
     ev_async_stop(a->loop, &a->stop_w);
     ev_loop_destroy(a->loop);

@@ -462,7 +462,7 @@ static int parse_field(struct loader *ld, const struct field *f, const yaml_node
 {
     char q[QUOTE_BUF];
     const char *s;
-    long long i;
+    long long i = 0;
     uint64_t u;
 
     switch (f->kind) {

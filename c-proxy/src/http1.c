@@ -398,7 +398,7 @@ static char *fmt_u64(char *q, uint64_t v)
     return q + n;
 }
 
-#define LIT(q, lit) (memcpy((q), lit, sizeof lit - 1), (q) + sizeof lit - 1)
+#define LIT(q, lit) (memcpy((q), (lit), sizeof(lit) - 1), (q) + sizeof(lit) - 1)
 
 /* RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset (omitted when reset < 0:
  * a bucket that never refills), contract 7; Retry-After first when retry_after is

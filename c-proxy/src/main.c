@@ -620,6 +620,11 @@ int main(int argc, char **argv)
     app.listeners = calloc(app.n_workers, sizeof *app.listeners);
     if (!fds || !app.workers || !app.listeners) {
         fprintf(stderr, "c-proxy: out of memory\n");
+        free(fds);
+        free(app.workers);
+        free(app.listeners);
+        store_close(app.store);
+        config_free(cfg);
         return 1;
     }
     int admin_fd = -1;

@@ -53,7 +53,7 @@ static void mlabel(struct mbuf *b, const char *s)
     }
 }
 
-#define MLIT(b, lit) mput((b), lit, sizeof lit - 1)
+#define MLIT(b, lit) mput((b), (lit), sizeof(lit) - 1)
 
 size_t metrics_render(char *out, size_t cap, const char *impl, const char *version,
                       uint64_t generation, const struct metrics_upstream *ups, size_t n_ups,
