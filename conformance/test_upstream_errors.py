@@ -168,3 +168,19 @@ def test_head_error_has_no_body_and_keeps_the_connection(upstream, proxy, path):
         )
         r2 = c.request("/bytes/5")
         assert r2.status == 200 and r2.body == pattern(0, 5)
+
+
+def test_head_rejected_before_routing_has_no_body(upstream, proxy):
+    # A HEAD whose head fails its checks (no Host on HTTP/1.1): the 400 is a HEAD answer
+    # too, so no body follows it, then the connection closes (found by the fuzzer).
+    p = proxy(upstream(["u1"]))
+    with p.connect() as c:
+        c.send(b"HEAD / HTTP/1.1\r\nX-Request-ID: head-400\r\n\r\n")
+        r = c.read_response(method="HEAD")
+        body = b'{"code":400,"message":"Bad Request"}'
+        assert r.raw_head == (
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nX-Request-ID: head-400\r\nConnection: close\r\n\r\n"
+            % len(body)
+        )
+        assert c.read_to_close() == b""

@@ -897,10 +897,13 @@ static void client_error(struct client *c, int code, const char *why)
     if (c->w->rl && !(c->x.flags & EXCHANGE_F_RL))
         rl_status(c, NULL, cur_cfg(c)); /* no head, no token taken: the client ip's bucket */
     out_compact(c);
-    size_t n =
-        http1_build_error(code, c->x.request_id, close, (c->x.flags & EXCHANGE_F_HEAD_METHOD) != 0,
-                          (c->x.flags & EXCHANGE_F_RL) ? &c->x.rl : NULL, buffer_tail(&c->out),
-                          buffer_space(&c->out));
+    /* a HEAD's answer has no body, also when the head failed its checks (the method
+     * is known as soon as the head parsed) */
+    bool head =
+        (c->x.flags & EXCHANGE_F_HEAD_METHOD) || (c->x.method && strcmp(c->x.method, "HEAD") == 0);
+    size_t n = http1_build_error(code, c->x.request_id, close, head,
+                                 (c->x.flags & EXCHANGE_F_RL) ? &c->x.rl : NULL,
+                                 buffer_tail(&c->out), buffer_space(&c->out));
     if (n > buffer_space(&c->out)) {
         client_close(c);
         return;

@@ -1115,9 +1115,7 @@ class ClientConn(asyncio.Protocol):
         rl = x.rl
         if not rl and self.w.rl is not None:
             rl = self._rl_peek(self.w.rl)
-        self.client_write(
-            http1.error_response(code, x.request_id, close, rl, bool(x.flags & X_HEAD_METHOD))
-        )
+        self.client_write(http1.error_response(code, x.request_id, close, rl, x.method == b"HEAD"))
         x.status = code
         x.flags |= X_RESP_STARTED | X_RESP_DONE
         x.flags &= ~X_EXPECT
