@@ -29,7 +29,9 @@ UPSTREAM_BIN = REPO / "upstreams" / "build" / "upstream"
 PY_PROXY_BIN = REPO / ".venv" / "bin" / "py-proxy"
 C_PROXY_BIN = REPO / "c-proxy" / "build" / "c-proxy"
 
-KNOWN_IMPLS = ("c", "py")
+KNOWN_IMPLS = ("c", "py", "pyuv")
+"""c: c-proxy; py: py-proxy on asyncio's own loop; pyuv: py-proxy with `--loop uvloop`
+(the lab benchmarks both Python loops, so both are conformance-tested)."""
 SANITIZER_MARKERS = (
     "ERROR: AddressSanitizer",
     "ERROR: LeakSanitizer",
@@ -69,7 +71,7 @@ HOP_BY_HOP = {
 
 
 def selected_impls() -> list[str]:
-    raw = os.environ.get("TWINPROXY_IMPLS", "c,py")
+    raw = os.environ.get("TWINPROXY_IMPLS", "c,py,pyuv")
     impls = [s.strip() for s in raw.split(",") if s.strip()]
     bad = [i for i in impls if i not in KNOWN_IMPLS]
     if bad or not impls:
@@ -82,7 +84,7 @@ def selected_impls() -> list[str]:
 def impl_binary(impl: str) -> Path:
     if impl == "c":
         return Path(os.environ.get("TWINPROXY_C_PROXY") or C_PROXY_BIN)
-    if impl == "py":
+    if impl in ("py", "pyuv"):
         return PY_PROXY_BIN
     raise ValueError(impl)
 
@@ -94,6 +96,8 @@ def impl_argv(impl: str) -> list[str]:
         pytest.fail(
             f"{impl}-proxy binary missing or not executable: {path}", pytrace=False
         )
+    if impl == "pyuv":
+        return [str(path), "--loop", "uvloop"]
     return [str(path)]
 
 

@@ -43,7 +43,7 @@ import multiprocessing
 import re
 from collections.abc import Sequence
 from multiprocessing import shared_memory
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pyproxy.log import Log
 
@@ -366,8 +366,8 @@ class _ProbeConn(asyncio.Protocol):
         self.buf = bytearray()  # response bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a cast, not an isinstance check: uvloop's transports are not asyncio.Transport subclasses
+        self.transport = cast(asyncio.Transport, transport)
         if self.probe is None:
             transport.abort()
             return
