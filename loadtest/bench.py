@@ -212,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prev_sc = None
         for u in units:
-            if prev_sc == "S8" and u.scenario != "S8":
-                scenarios.stop_s8_upstreams(ctx)
+            if prev_sc is not None and u.scenario != prev_sc:
+                scenarios.finish(ctx, prev_sc)
             prev_sc = u.scenario
             progress.begin(u)
             scenarios.run_block(ctx, u.scenario, u.contender, u.rep)
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx.harness_errors.append(str(e))
         print(f"bench: harness error: {e}", file=sys.stderr)
     finally:
-        scenarios.stop_s8_upstreams(ctx)
+        scenarios.finish(ctx)
         pm.stop_all()
         env["finished"] = utc()
         env["duration_s"] = round(time.time() - started, 1)

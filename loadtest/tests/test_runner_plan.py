@@ -129,3 +129,41 @@ def test_scenario_reps_override() -> None:
     o = plan.order(["S1", "S11"], ["A", "B"], 3, prof)
     assert len([u for u in o if u[0] == "S1"]) == 6
     assert [(s, r) for s, r, _ in o if s == "S11"] == [("S11", 0), ("S11", 0)]
+
+
+def test_every_scenario_is_one_registered_module() -> None:
+    """The registry finds one module per scenario (S0/S1 and S2/S3 share theirs) and every
+    scenario of the profiles has params, a block and a report section."""
+    import pkgutil
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from loadtest.report import sections
+    from loadtest.report.sections import SECTIONS
+    from loadtest.runner import scenarios
+
+    profiles = yaml.safe_load(
+        (
+            Path(__file__).resolve().parents[1] / "scenarios" / "profiles.yaml"
+        ).read_text()
+    )
+    named = {
+        k
+        for prof in profiles.values()
+        if isinstance(prof, dict)
+        for k in prof
+        if re.fullmatch(r"S\d+", k)
+    }
+    assert named, "no scenario found in profiles.yaml"
+    assert named <= set(scenarios.PARAMS) == set(scenarios.BLOCKS)
+    assert list(scenarios.PARAMS) == sorted(scenarios.PARAMS, key=lambda s: int(s[1:]))
+    section_ids = {
+        int(m.group(1))
+        for info in pkgutil.iter_modules(sections.__path__)
+        if (m := re.match(r"s(\d+)_", info.name))
+    }
+    missing = {s for s in scenarios.PARAMS if max(int(s[1:]), 1) not in section_ids}
+    assert not missing, f"scenarios without a report section module: {missing}"
+    assert len(SECTIONS) == len(section_ids)
