@@ -83,6 +83,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--no-report", action="store_true", help="do not run loadtest.report at the end"
     )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the contenders' shuffled order within each rep (default: from the "
+        "clock; recorded in env.json as order_seed)",
+    )
+    ap.add_argument(
+        "--fixed-order",
+        action="store_true",
+        help="the same contender order in every rep (A B C A B C) instead of a shuffled one",
+    )
     ap.add_argument("--loadavg-max", type=float, default=preflight.LOADAVG_MAX)
     ap.add_argument(
         "--proc-cpu-max",
@@ -166,6 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     pinning.pin_self(int(pin["load_cpu"]))
     nofile = raise_nofile()
     avail = {c: contenders.availability(c) for c in cs}
+    order_seed = (
+        None
+        if args.fixed_order
+        else (
+            args.seed if args.seed is not None else int(time.time() * 1000) % 1_000_000
+        )
+    )
     env: dict[str, Any] = {
         "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
@@ -183,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "finished": None,
         "contenders": {c: {"available": a, "reason": r} for c, (a, r) in avail.items()},
         "scenarios": only,
+        "order_seed": order_seed,
         "nofile_limit": nofile,
         "notes": list(pin["notes"]),
     }
@@ -199,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     pm = processes.ProcManager(work / "logs")
     processes.install_signal_handlers()
     ctx = scenarios.Ctx(pm=pm, out=out, work=work, prof=prof, pin=pin, avail=avail)
-    order = plan.order(only, cs, int(prof["reps"]), prof)
+    order = plan.order(only, cs, int(prof["reps"]), prof, seed=order_seed)
     units = [plan.Unit(sc, rep, c, plan.estimate(sc, prof)) for sc, rep, c in order]
     progress = plan.Progress(units)
     ctx.progress = progress

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 from collections.abc import Iterable
@@ -59,15 +60,22 @@ def order(
     contenders: Iterable[str],
     reps: int,
     prof: dict[str, Any] | None = None,
+    seed: int | None = None,
 ) -> list[tuple[str, int, str]]:
     """Interleaved order: for each scenario, rep 0 of every contender, then rep 1 ...
-    (A B C A B C), never A A A B B B. With ``prof``, a scenario's own ``reps`` wins."""
+    (A B C A B C), never A A A B B B. With ``prof``, a scenario's own ``reps`` wins.
+    With ``seed``, the contenders' order within each rep is shuffled (B C A, C A B ...),
+    reproducibly from (seed, scenario, rep), so no contender always runs first after a
+    scenario's set-up or right after the same neighbour."""
     cs = list(contenders)
     out = []
     for sc in scenarios:
         n = scenario_reps(prof, sc) if prof is not None else reps
         for rep in range(n):
-            for c in participants(sc, cs):
+            these = participants(sc, cs)
+            if seed is not None:
+                random.Random(f"{seed}:{sc}:{rep}").shuffle(these)
+            for c in these:
                 out.append((sc, rep, c))
     return out
 
@@ -83,9 +91,10 @@ def estimate(sc: str, prof: dict[str, Any]) -> float:
     if sc in ("S0", "S1"):
         return START_S + w + len(p["connections"]) * (d + 0.1)
     if sc == "S2":
-        return (
-            START_S + w + len(p["fractions"]) * (d + float(p.get("warmup_s", 0)) + 0.2)
-        )
+        n = len(
+            p.get("rates") or p["fractions"]
+        )  # every point (the ladder may stop early)
+        return START_S + w + n * (d + float(p.get("warmup_s", 0)) + 0.2)
     if sc == "S3":
         return START_S + w + d + float(p.get("warmup_s", 0)) + 0.2
     if sc == "S4":

@@ -167,3 +167,23 @@ def test_every_scenario_is_one_registered_module() -> None:
     missing = {s for s in scenarios.PARAMS if max(int(s[1:]), 1) not in section_ids}
     assert not missing, f"scenarios without a report section module: {missing}"
     assert len(SECTIONS) == len(section_ids)
+
+
+def test_shuffled_order_within_each_rep() -> None:
+    """With a seed every rep still holds each contender exactly once, reps stay in order,
+    the order is reproducible from the seed, and it is not always the same."""
+    cs = ["A", "B", "C", "D"]
+    o = plan.order(["S1", "S2"], cs, 5, seed=7)
+    assert o == plan.order(["S1", "S2"], cs, 5, seed=7)
+    for sc in ("S1", "S2"):
+        reps = [r for s, r, _ in o if s == sc]
+        assert reps == sorted(reps)
+        per_rep = [[c for s, r, c in o if s == sc and r == rep] for rep in range(5)]
+        assert all(sorted(p) == cs for p in per_rep)
+    orders = {
+        tuple(c for s, r, c in o if s == sc and r == rep)
+        for sc in ("S1", "S2")
+        for rep in range(5)
+    }
+    assert len(orders) > 1, "the seed shuffles nothing"
+    assert plan.order(["S1"], cs, 2) == plan.order(["S1"], cs, 2, seed=None)

@@ -26,34 +26,30 @@ from .core import (
 
 
 def params_S2(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
+    """One absolute rate ladder for every contender when the profile gives ``rates`` (so
+    their curves share an axis and "max rate at p99 <= 1 ms" compares like with like);
+    else ``fractions`` of the contender's own median S1 capacity, or ``fixed_rates``
+    when S1 did not run. Each point records the fraction of the contender's own capacity
+    it was, when S1 measured one."""
     p = ctx.prof["S2"]
     conns_cap = int(p["capacity_connections"])
     caps = ctx.capacity.get((name, conns_cap))
-    out = []
-    if caps:
-        cap = statistics.median(caps)
-        for f in p["fractions"]:
-            out.append(
-                {
-                    "rate": max(100, int(round(cap * f, -2))),
-                    "connections": p["connections"],
-                    "path": p["path"],
-                    "fraction_of_capacity": f,
-                    "capacity_rps": round(cap),
-                }
-            )
-    else:
-        for r in p["fixed_rates"]:
-            out.append(
-                {
-                    "rate": int(r),
-                    "connections": p["connections"],
-                    "path": p["path"],
-                    "fraction_of_capacity": None,
-                    "capacity_rps": None,
-                }
-            )
-    return out
+    cap = statistics.median(caps) if caps else None
+
+    def point(rate: int, frac: float | None) -> dict[str, Any]:
+        return {
+            "rate": rate,
+            "connections": p["connections"],
+            "path": p["path"],
+            "fraction_of_capacity": frac,
+            "capacity_rps": round(cap) if cap else None,
+        }
+
+    if p.get("rates"):
+        return [point(int(r), round(r / cap, 3) if cap else None) for r in p["rates"]]
+    if cap:
+        return [point(max(100, int(round(cap * f, -2))), f) for f in p["fractions"]]
+    return [point(int(r), None) for r in p["fixed_rates"]]
 
 
 def params_S3(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
