@@ -24,7 +24,7 @@ test: build test-unit test-conformance
 
 test-unit: build
 	@for d in $(C_DIRS); do [ -f $$d/Makefile ] && $(MAKE) -s -C $$d test || exit 1; done
-	$(PYTEST) -q py-proxy/tests loadtest/tests
+	$(PYTEST) -q py-proxy/tests loadtest/tests testkit/tests
 
 test-conformance: build
 	$(PYTEST) -q conformance
@@ -61,14 +61,15 @@ fuzz: deps
 
 fmt:
 	@for d in $(C_DIRS); do [ -f $$d/Makefile ] && $(MAKE) -s -C $$d fmt; done
-	$(VENV)/bin/ruff format py-proxy conformance loadtest upstreams
+	$(VENV)/bin/ruff format py-proxy conformance loadtest upstreams testkit
 
 lint: deps
 	@for d in $(C_DIRS); do [ -f $$d/Makefile ] && $(MAKE) -s -C $$d lint || exit 1; done
 	@bash scripts/lint-c-deep.sh all
-	$(VENV)/bin/ruff check py-proxy conformance loadtest
+	$(VENV)/bin/ruff check py-proxy conformance loadtest testkit
 	$(VENV)/bin/ruff format --check py-proxy
 	cd py-proxy && ../$(VENV)/bin/mypy --strict pyproxy
+	MYPYPATH=py-proxy $(VENV)/bin/mypy --strict testkit/testkit
 
 bench: build
 	$(PY) -m loadtest.bench --profile full

@@ -14,7 +14,6 @@ Kept apart from harness.py so that it merges cleanly with other work on the harn
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -32,7 +31,6 @@ from harness import (
     build_request,
     free_port,
     is_listening,
-    process_tree,
     wait_until,
 )
 
@@ -296,25 +294,6 @@ class BoundConn(Conn):
         self.eof = False
         self.reset = False
         self.received = 0
-
-
-def tree_threads(pid: int) -> int:
-    """Threads of pid and all its descendants (/proc/PID/status Threads:)."""
-    total = 0
-    for p in process_tree(pid):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("Threads:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            continue
-    return total
-
-
-def tree_processes(pid: int) -> int:
-    return len([p for p in process_tree(pid) if os.path.exists(f"/proc/{p}")])
 
 
 # --------------------------------------------------------------------------- wrk

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import signal
 import socket
@@ -23,6 +22,10 @@ from typing import Any, Self
 
 import pytest
 import yaml
+from testkit.durations import duration_ms
+from testkit.ports import free_port, is_listening
+from testkit.proc import process_tree
+from testkit.proc import rss_kb as rss_kb_of
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM_BIN = REPO / "upstreams" / "build" / "upstream"
@@ -126,46 +129,10 @@ def check_sanitizers(stderr: str, what: str) -> None:
             )
 
 
-# --------------------------------------------------------------------------- ports
+# --------------------------------------------------------------------------- ports, /proc
 
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A free loopback port below the ephemeral range (so outgoing connections of the
-    proxies and upstreams cannot take it between our check and their bind)."""
-    for _ in range(2000):
-        port = random.randrange(20000, 32000)
-        if port in _handed_out:
-            continue
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            s.close()
-        _handed_out.add(port)
-        return port
-    raise RuntimeError("no free port")
-
-
-def is_listening(port: int) -> bool:
-    """True when some socket LISTENs on port (read from /proc/net, so checking does not
-    open a client connection the proxy would see)."""
-    want = f":{port:04X}"
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if fields[1].endswith(want) and fields[3] == "0A":
-                        return True
-        except FileNotFoundError:
-            continue
-    return False
+# free_port, is_listening, process_tree, rss_kb_of: imported from testkit (one copy for
+# the suite, the upstream's tests and the lab).
 
 
 def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
@@ -177,49 +144,6 @@ def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.02) 
         if time.monotonic() >= deadline:
             return v
         time.sleep(interval)
-
-
-# --------------------------------------------------------------------------- /proc
-
-
-def _children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(entry))
-    return kids
-
-
-def process_tree(pid: int) -> list[int]:
-    kids = _children_map()
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-
-def rss_kb_of(pid: int) -> int:
-    """VmRSS of pid and all its descendants (py-proxy workers are processes)."""
-    total = 0
-    for p in process_tree(pid):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            continue
-    return total
 
 
 # --------------------------------------------------------------------------- HTTP client
@@ -821,14 +745,8 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_ms(v: Any) -> float:
-    if isinstance(v, int):
-        return float(v)
-    m = re.fullmatch(r"(\d+)(ms|s|m|h)?", str(v))
-    assert m, v
-    return (
-        int(m.group(1))
-        * {"ms": 1, None: 1, "s": 1000, "m": 60000, "h": 3600000}[m.group(2)]
-    )
+    """A config duration in milliseconds, read by py-proxy's own parser (testkit)."""
+    return float(duration_ms(v))
 
 
 class Proxy:

@@ -27,16 +27,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import corpus_lib as cl
+from testkit.ports import free_port
 
 from loadtest.runner import contenders, tpconfig
 
 PROXIES = ("c-proxy", "py-proxy", "nginx", "haproxy")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(name: str, up_port: int, work: Path) -> tuple[subprocess.Popen, int]:

@@ -25,7 +25,6 @@ from admin_client import (
     assert_no_content,
     rl_config,
     rl_headers,
-    tree_threads,
 )
 from harness import (
     ProxyFactory,
@@ -35,6 +34,8 @@ from harness import (
     process_tree,
     run_impl,
 )
+
+from testkit import proc
 
 GET = build_request("GET", "/bytes/3")
 
@@ -355,7 +356,7 @@ def test_two_workers_share_one_bucket(upstream, proxy, tmp_path):
     up = upstream(["u1"])
     base = proxy(up, rate_limit=rl_config(tmp_path / "one.db", capacity=10, rate=0))
     assert base.request("/bytes/1").status == 200
-    one_worker = tree_threads(base.proc.pid)
+    one_worker = proc.threads(base.proc.pid)
     p = proxy(
         up,
         workers=2,
@@ -368,7 +369,7 @@ def test_two_workers_share_one_bucket(upstream, proxy, tmp_path):
             statuses.append(r.status)
     assert statuses.count(200) == 10 and statuses.count(429) == 30, statuses
     assert d.requests == 10
-    threads = tree_threads(p.proc.pid)
+    threads = proc.threads(p.proc.pid)
     assert threads >= 2 and threads > one_worker, (
         f"workers: 2 runs {threads} threads in its process tree, workers: 1 runs {one_worker}"
     )

@@ -37,11 +37,12 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/pip install -q --upgrade pip
 fi
 stamp=.venv/.requirements.sha
-want=$(cat requirements.txt py-proxy/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt py-proxy/pyproject.toml testkit/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "deps: installing Python requirements into .venv"
   .venv/bin/pip install -q -r requirements.txt
   if [ -f py-proxy/pyproject.toml ]; then .venv/bin/pip install -q --no-deps -e py-proxy; fi
+  .venv/bin/pip install -q --no-deps -e testkit  # the tests' and the lab's shared helpers
   echo "$want" > "$stamp"
 fi
 bash scripts/fetch-llhttp.sh >/dev/null

@@ -117,57 +117,13 @@ def all_stats() -> list[dict[str, int | str]]:
     return out
 
 
-def tree(root: int) -> list[int]:
-    return tree_pids(root, all_stats())
-
-
 def tree_stats(root: int) -> list[dict[str, int | str]]:
     stats = all_stats()
     want = set(tree_pids(root, stats))
     return [s for s in stats if int(s["pid"]) in want]
 
 
-def rss_kb(root: int) -> int:
-    """Resident set of the whole tree in KiB (VmRSS summed)."""
-    total = 0
-    for pid in tree(root):
-        try:
-            with open(f"/proc/{pid}/status", encoding="utf-8") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            pass
-    return total
-
-
-def fd_count(root: int) -> int:
-    n = 0
-    for pid in tree(root):
-        try:
-            n += len(os.listdir(f"/proc/{pid}/fd"))
-        except OSError:
-            pass
-    return n
-
-
 # ---------------------------------------------------------------- ports
-
-
-_used_ports: set[int] = set()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A loopback port nothing listens on now (and not handed out before in this run)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in _used_ports:
-            _used_ports.add(port)
-            return port
-    raise RuntimeError("no free port")
 
 
 def wait_port(

@@ -7,15 +7,12 @@ filled in) and builds the per-scenario configs the runner hands to every contend
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-_DUR = re.compile(r"^\s*(\d+)\s*(ms|s|m|h)?\s*$")
-_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG])?\s*$")
+from testkit.durations import duration_ms, size_bytes  # the twins' own grammar
 
 DEFAULT_TIMEOUTS_MS = {
     "connect": 1000,
@@ -34,32 +31,6 @@ DEFAULT_LIMITS = {
     "upstream_max_connections": 256,
     "upstream_idle_connections": 64,
 }
-
-
-def duration_ms(value: Any) -> int:
-    """'250ms', '2s', '1m', '1h' or an integer (milliseconds) -> milliseconds."""
-    if isinstance(value, bool):
-        raise TypeError(f"bad duration {value!r}")
-    if isinstance(value, int):
-        return value
-    m = _DUR.match(str(value))
-    if not m:
-        raise ValueError(f"bad duration {value!r}")
-    n = int(m.group(1))
-    return n * {"ms": 1, None: 1, "s": 1000, "m": 60000, "h": 3600000}[m.group(2)]
-
-
-def size_bytes(value: Any) -> int:
-    """16384, '16k', '10m', '1g' -> bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    m = _SIZE.match(str(value))
-    if not m:
-        raise ValueError(f"bad size {value!r}")
-    mult = {None: 1, "k": 1024, "m": 1024**2, "g": 1024**3}[
-        (m.group(2) or "").lower() or None
-    ]
-    return int(m.group(1)) * mult
 
 
 def split_hostport(addr: str) -> tuple[str, int]:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.runner import httpclient, idleconns, processes
+from loadtest.runner import httpclient, idleconns
+from testkit import ports
 
 pytestmark = pytest.mark.timeout(30)
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +88,7 @@ def test_burst_measures_latency(server: Server) -> None:
 
 
 def test_connection_refused_is_status_0() -> None:
-    port = processes.free_port()
+    port = ports.free_port()
     res = asyncio.run(httpclient.burst("127.0.0.1", port, "/", 2, 2, timeout=1))
     assert [r.status for r in res] == [0, 0]
 
@@ -102,7 +103,7 @@ def test_idle_connections_open_and_stay(server: Server) -> None:
 
 
 def test_delay_proxy_adds_delay(server: Server) -> None:
-    port = processes.free_port()
+    port = ports.free_port()
     p = subprocess.Popen(
         [
             sys.executable,

@@ -367,11 +367,11 @@ class _ProbeConn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a cast, not an isinstance check: uvloop's transports are not asyncio.Transport subclasses
-        self.transport = cast(asyncio.Transport, transport)
+        t = self.transport = cast(asyncio.Transport, transport)
         if self.probe is None:
-            transport.abort()
+            t.abort()
             return
-        transport.write(self.probe.req)
+        t.write(self.probe.req)
 
     def data_received(self, data: bytes) -> None:
         if self.probe is None:

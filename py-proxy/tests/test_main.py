@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from fakes import CaptureLog
+from testkit.ports import free_port
 
 from pyproxy.config import config_load
 from pyproxy.main import (
@@ -31,12 +32,6 @@ from pyproxy.store import dump as store_dump
 from pyproxy.util import VERSION
 
 UPSTREAM_BIN = Path(__file__).resolve().parents[2] / "upstreams" / "build" / "upstream"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_cfg(tmp_path: Path, listen_port: int, up_port: int = 9001, extra: str = "") -> str:

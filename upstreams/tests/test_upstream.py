@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from testkit.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,12 +36,6 @@ def pattern(start: int, length: int) -> bytes:
     reps = (start % 16 + length) // 16 + 1
     s = start % 16
     return (ALPHABET * reps)[s : s + length]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

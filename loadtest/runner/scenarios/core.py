@@ -18,6 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from testkit import ports
+
 from .. import contenders, hostcpu, olgen, processes, tpconfig, wrk
 from ..contenders import Running, StartError
 from ..plan import Progress
@@ -170,7 +172,7 @@ def ensure_shared_upstreams(ctx: Ctx) -> None:
         return
     if not ctx.upstreams:
         ctx.upstreams = [
-            (f"127.0.0.1:{processes.free_port()}", f"u{i + 1}") for i in range(2)
+            (f"127.0.0.1:{ports.free_port()}", f"u{i + 1}") for i in range(2)
         ]
     listeners = [(tpconfig.split_hostport(a)[1], n) for a, n in ctx.upstreams]
     ctx.upstream_proc = start_upstream(ctx, "upstream", listeners)
@@ -178,7 +180,7 @@ def ensure_shared_upstreams(ctx: Ctx) -> None:
 
 def base_doc(ctx: Ctx, **kw: Any) -> dict[str, Any]:
     ensure_shared_upstreams(ctx)
-    listen = f"127.0.0.1:{processes.free_port()}"
+    listen = f"127.0.0.1:{ports.free_port()}"
     ups = kw.pop("upstreams", ctx.upstreams)
     return tpconfig.bench_config(listen, list(ups), **kw)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from .. import locustdrv, processes
+from testkit import ports
+
+from .. import locustdrv
 from ..contenders import Running
 from .core import Block, Ctx, _measure_each, base_doc, raw_name
 
@@ -35,7 +37,7 @@ def _s10_measure(
         dur,
         int(p["workers"]),
         prefix,
-        processes.free_port(),
+        ports.free_port(),
         ctx.load_cpu,
     )
     fname = f"raw/{raw_name('S10', run.name, 'r' + str(rep))}.csv"

@@ -14,7 +14,9 @@ import time
 from functools import partial
 from typing import Any
 
-from .. import contenders, hostcpu, olgen, processes
+from testkit import proc
+
+from .. import contenders, hostcpu, olgen
 from ..contenders import Running
 from .core import (
     Block,
@@ -99,7 +101,7 @@ def _s4_measure(
     assert run.pid is not None
     rate = float(p["rate"])
     dur = float(ctx.prof["S4"]["duration_s"])
-    pids = processes.tree(run.pid)
+    pids = proc.process_tree(run.pid)
     before = hostcpu.tasks_cpu(pids)
     t0 = time.monotonic()
     if rate > 0:
@@ -110,7 +112,7 @@ def _s4_measure(
         time.sleep(dur)  # the idle point: what the proxy burns doing nothing
         res = {}
     wall = time.monotonic() - t0
-    after = hostcpu.tasks_cpu(processes.tree(run.pid))
+    after = hostcpu.tasks_cpu(proc.process_tree(run.pid))
     cpu = hostcpu.tasks_delta(before, after)
     completed = int(res.get("completed") or 0)
     metrics: dict[str, Any] = {
@@ -143,7 +145,7 @@ def _s4_measure(
     if rate > 0 and strace_s > 0 and run.alive() and reason is None:
         fname = f"raw/{raw_name('S4', run.name, int(rate), 'r' + str(rep))}.strace.txt"
         cmd = ["strace", "-c", "-f", "-q", "-o", str(ctx.out / fname)]
-        for pid in processes.tree(run.pid):
+        for pid in proc.process_tree(run.pid):
             cmd += ["-p", str(pid)]
         aux = int(ctx.pin.get("aux_cpu", ctx.proxy_cpu))
         st = ctx.pm.start(f"strace-{run.name}", cmd, cpu=aux)

@@ -9,7 +9,9 @@ import time
 from functools import partial
 from typing import Any
 
-from .. import idleconns, processes
+from testkit import proc
+
+from .. import idleconns
 from ..contenders import Running
 from .core import Block, Ctx, _measure_each, base_doc
 
@@ -23,12 +25,12 @@ def _s7_measure(
 ) -> tuple[dict[str, Any], str | None, dict[str, str]]:
     assert run.pid is not None
     time.sleep(0.1)
-    before = processes.rss_kb(run.pid)
+    before = proc.rss_kb(run.pid)
     ic = idleconns.IdleConnections()
     try:
         opened = ic.open(run.host, run.port, n, timeout_s=10 + n / 500)
         time.sleep(float(ctx.prof["S7"]["hold_s"]))
-        after = processes.rss_kb(run.pid)
+        after = proc.rss_kb(run.pid)
         still = ic.alive()
     finally:
         ic.close()

@@ -11,6 +11,8 @@ import sys
 from functools import partial
 from typing import Any
 
+from testkit import ports
+
 from .. import contenders, fairness, httpclient, processes, stats_util
 from ..contenders import Running
 from .core import (
@@ -60,10 +62,10 @@ def params_S8(ctx: Ctx, sc: str, name: str) -> list[dict[str, Any]]:
 def ensure_s8_upstreams(ctx: Ctx) -> dict[str, Any]:
     s = ctx.s8
     if not s:
-        s["ports"] = [processes.free_port() for _ in range(3)]
-        s["u4"] = processes.free_port()
-        s["slow"] = processes.free_port()
-        s["dead"] = processes.free_port()  # never listened on
+        s["ports"] = [ports.free_port() for _ in range(3)]
+        s["u4"] = ports.free_port()
+        s["slow"] = ports.free_port()
+        s["dead"] = ports.free_port()  # never listened on
     if s.get("a") is None or not s["a"].alive():
         s["a"] = start_upstream(
             ctx, "s8-upstreams", [(p, f"u{i + 1}") for i, p in enumerate(s["ports"])]

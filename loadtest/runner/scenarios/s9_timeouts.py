@@ -11,7 +11,9 @@ import time
 from functools import partial
 from typing import Any
 
-from .. import contenders, httpclient, processes, stats_util
+from testkit import proc
+
+from .. import contenders, httpclient, stats_util
 from ..contenders import Running
 from .core import (
     Block,
@@ -103,7 +105,7 @@ def _s9_measure(
 ) -> tuple[dict[str, Any], str | None, dict[str, str]]:
     assert run.pid is not None
     time.sleep(0.1)
-    fds_before = processes.fd_count(run.pid)
+    fds_before = proc.fd_count(run.pid)
     tmo = int(p["read_timeout_ms"])
     results = asyncio.run(
         httpclient.burst(
@@ -116,10 +118,10 @@ def _s9_measure(
         )
     )
     t_done = time.monotonic()
-    fds_after = processes.fd_count(run.pid)
+    fds_after = proc.fd_count(run.pid)
     while fds_after > fds_before and time.monotonic() - t_done < 3:
         time.sleep(0.05)
-        fds_after = processes.fd_count(run.pid)
+        fds_after = proc.fd_count(run.pid)
     settle = time.monotonic() - t_done
     lat = sorted(r.latency_s * 1000 for r in results if r.status == 504)
     c504 = sum(1 for r in results if r.status == 504)
@@ -187,7 +189,7 @@ def block_S9(ctx: Ctx, sc: str, name: str, rep: int, blk: Block) -> None:
     run = start_contender(ctx, name, doc, tag)
     try:
         assert run.pid is not None
-        fds_baseline = processes.fd_count(run.pid)  # before the warm-up
+        fds_baseline = proc.fd_count(run.pid)  # before the warm-up
         warmup(ctx, run)
         for i, p in enumerate(blk.params):
             run = ensure_running(ctx, run, doc, tag)
