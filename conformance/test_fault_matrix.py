@@ -312,7 +312,7 @@ def test_fault_cell(upstream: Any, proxy: Any, cell: Cell) -> None:
         assert bad is not None
         bad.set_fault("bad", mode)
     try:
-        bad_d = bad.counting("bad") if mode is not None else None
+        bad_d = bad.counting("bad") if bad is not None and mode is not None else None
         good_d = good.counting("good")
         rid = f"cell-{cell.id}"
         with p.connect() as c:
@@ -327,7 +327,7 @@ def test_fault_cell(upstream: Any, proxy: Any, cell: Cell) -> None:
             # who saw the request: `good` only through a retry, `bad` exactly once
             good_d.update()
             assert good_d.requests == (1 if cell.attempts == 2 else 0), cell
-            if bad_d is not None:
+            if bad is not None and bad_d is not None:
                 bad_d.update()
                 assert bad_d.requests == 1, cell
                 # fresh: a new connection to `bad`; pooled: the idle one was used
