@@ -37,7 +37,9 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: upstream [OPTS] --listen HOST:PORT [--name NAME] [OPTS] [--listen ...]..."
                " [--health-fail] [--quiet]\n"
-               "  OPTS: --fault none|reset|drop|stall|delay/MS  --idle-close-ms N\n"
+               "  OPTS: --fault FAULT  --idle-close-ms N\n"
+               "  FAULT: none|reset|drop|stall|delay/MS|reset-head|reset-body|trickle/MS|\n"
+               "         malformed|extra|close|early/CODE\n"
                "        (before the first --listen: every listener; after one: that listener)\n");
 }
 
@@ -80,7 +82,10 @@ int main(int argc, char **argv)
             struct opt_fault *f = &faults[n];
             const char *v = argv[++i];
             if (route_fault_parse(v, strlen(v), &f->kind, &f->ms) == -1) {
-                fprintf(stderr, "upstream: --fault %s: want none|reset|drop|stall|delay/MS\n", v);
+                fprintf(stderr,
+                        "upstream: --fault %s: want none|reset|drop|stall|delay/MS|reset-head|"
+                        "reset-body|trickle/MS|malformed|extra|close|early/CODE\n",
+                        v);
                 return 2;
             }
             f->set = 1;

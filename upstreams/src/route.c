@@ -278,6 +278,11 @@ int route_fault_parse(const char *s, size_t len, enum fault_kind *kind, uint64_t
         {"reset", FAULT_RESET},
         {"drop", FAULT_DROP},
         {"stall", FAULT_STALL},
+        {"reset-head", FAULT_RESET_HEAD},
+        {"reset-body", FAULT_RESET_BODY},
+        {"malformed", FAULT_MALFORMED},
+        {"extra", FAULT_EXTRA},
+        {"close", FAULT_CLOSE},
     };
     const char *seg;
     size_t slen;
@@ -293,6 +298,16 @@ int route_fault_parse(const char *s, size_t len, enum fault_kind *kind, uint64_t
         *kind = FAULT_DELAY;
         return 0;
     }
+    if (match_arg(s, len, "trickle/", &seg, &slen) && parse_u64(seg, slen, ms) == 0) {
+        *kind = FAULT_TRICKLE;
+        return 0;
+    }
+    if (match_arg(s, len, "early/", &seg, &slen) && slen == 3 && parse_u64(seg, slen, ms) == 0 &&
+        *ms >= 200 && *ms <= 599) {
+        *kind = FAULT_EARLY;
+        return 0;
+    }
+    *ms = 0;
     return -1;
 }
 

@@ -27,16 +27,27 @@ enum route_kind {
     ROUTE_STATS_RESET, /* /stats/reset */
     ROUTE_STALL,       /* /stall: read the request, never answer */
     ROUTE_FAULT,       /* /fault/KIND: set this listener's fault */
+    ROUTE_RESET_HEAD,  /* fault reset-head: part of a response head, then a TCP RST */
+    ROUTE_RESET_BODY,  /* fault reset-body: head + half of the body, then a TCP RST */
+    ROUTE_EARLY,       /* fault early/CODE: final response right after the request head */
 };
 
 /* A listener's fault mode (--fault, /fault/KIND): applied to every request except the
  * control paths (route_faultable). */
 enum fault_kind {
-    FAULT_NONE = 0, /* answer normally */
-    FAULT_RESET,    /* as /reset: TCP RST after the request head */
-    FAULT_DROP,     /* as /drop: close after the request head, no response */
-    FAULT_STALL,    /* as /stall: read the request, never answer */
-    FAULT_DELAY,    /* answer normally after fault_ms more milliseconds */
+    FAULT_NONE = 0,   /* answer normally */
+    FAULT_RESET,      /* as /reset: TCP RST after the request head */
+    FAULT_DROP,       /* as /drop: close after the request head, no response */
+    FAULT_STALL,      /* as /stall: read the request, never answer */
+    FAULT_DELAY,      /* answer normally after fault_ms more milliseconds */
+    FAULT_RESET_HEAD, /* after the request: part of a response head, then a TCP RST */
+    FAULT_RESET_BODY, /* after the request: head and half of the body, then a TCP RST */
+    FAULT_TRICKLE,    /* after the request: a 200 whose 8 body bytes come one per fault_ms */
+    FAULT_MALFORMED,  /* after the request: a response head that is not HTTP (as /invalid) */
+    FAULT_EXTRA,      /* the normal response followed by unsolicited bytes, connection kept */
+    FAULT_CLOSE,      /* the normal response with Connection: close, then close */
+    FAULT_EARLY,      /* response fault_ms (a status) right after the request head, before
+                       * reading its body; Connection: close, then a lingering close */
 };
 
 enum invalid_kind {
@@ -69,8 +80,9 @@ struct route {
  * parameters give ROUTE_BAD_PARAM. */
 void route_parse(const char *target, size_t len, char *scratch, struct route *out);
 
-/* Parses a fault spec `none`, `reset`, `drop`, `stall` or `delay/MS` (the --fault value and
- * the /fault/ path tail). Returns 0, or -1 when unusable. */
+/* Parses a fault spec (the --fault value and the /fault/ path tail): `none`, `reset`, `drop`,
+ * `stall`, `delay/MS`, `reset-head`, `reset-body`, `trickle/MS`, `malformed`, `extra`,
+ * `close` or `early/CODE` (CODE 200..599, returned in *ms). Returns 0, or -1 when unusable. */
 int route_fault_parse(const char *s, size_t len, enum fault_kind *kind, uint64_t *ms);
 
 /* Whether a listener's fault applies to the request: to every path except the control paths

@@ -62,6 +62,15 @@ enum conn_state {
 #define CONN_F_UPGRADE 0x200    /* request carried Upgrade + Connection: upgrade */
 #define CONN_F_IN_MSG 0x400     /* llhttp is inside a request (some of it was parsed) */
 #define CONN_F_SERVED 0x800     /* at least one response completed: idle means keep-alive idle */
+#define CONN_F_EXTRA 0x1000     /* fault extra: unsolicited bytes follow this response */
+#define CONN_F_FCLOSE 0x2000    /* fault close: this response closes the connection */
+
+/* fault extra: what follows the response (not a response: a proxy that reads it as the next
+ * one would fail to parse it) */
+static const char fault_extra_bytes[] = "EXTRA BYTES AFTER THE RESPONSE\r\n";
+#define EXTRA_RESERVE (sizeof(fault_extra_bytes) - 1)
+#define TRICKLE_BYTES 8     /* fault trickle/MS: body length */
+#define RESET_BODY_BYTES 16 /* fault reset-body: announced body length (half is sent) */
 
 enum body_kind {
     BODY_NONE = 0, /* nothing left to generate */
@@ -324,6 +333,13 @@ static int conn_flush(struct conn *c)
 /* The response is fully generated: keep the connection for the next request or close. */
 static void conn_response_done(struct conn *c)
 {
+    if ((c->flags & CONN_F_EXTRA) && !(c->flags & CONN_F_CLOSED)) {
+        if (out_free(c) < EXTRA_RESERVE)
+            out_compact(c);
+        if (out_free(c) >= EXTRA_RESERVE) /* conn_fill leaves the room: always true */
+            out_put(c, fault_extra_bytes, EXTRA_RESERVE);
+        c->flags &= ~CONN_F_EXTRA;
+    }
     c->body = BODY_NONE;
     free(c->mem);
     c->mem = NULL;
@@ -342,7 +358,7 @@ static int req_on_message_begin(llhttp_t *p)
     c->hdr_phase = 0;
     c->body_len = 0;
     c->crc = 0;
-    c->flags &= ~(CONN_F_HEAD | CONN_F_UPGRADE | CONN_F_DELAYED);
+    c->flags &= ~(CONN_F_HEAD | CONN_F_UPGRADE | CONN_F_DELAYED | CONN_F_EXTRA | CONN_F_FCLOSE);
     c->flags |= CONN_F_IN_MSG;
     return 0;
 }
@@ -431,8 +447,8 @@ static const char *conn_header(const struct conn *c, const char *name, size_t *l
     return NULL;
 }
 
-/* The listener's fault replaces (or delays) what the request would have got. */
-static void apply_fault(const struct listener *l, struct route *r)
+/* The listener's fault replaces (or delays, or alters) what the request would have got. */
+static void apply_fault(struct conn *c, const struct listener *l, struct route *r)
 {
     switch (l->fault) {
     case FAULT_NONE: break;
@@ -443,6 +459,32 @@ static void apply_fault(const struct listener *l, struct route *r)
         break;
     case FAULT_STALL: r->kind = ROUTE_STALL; break;
     case FAULT_DELAY: r->delay_ms += l->fault_ms; break;
+    case FAULT_RESET_HEAD:
+        r->kind = ROUTE_RESET_HEAD;
+        r->delay_ms = 0;
+        break;
+    case FAULT_RESET_BODY:
+        r->kind = ROUTE_RESET_BODY;
+        r->delay_ms = 0;
+        break;
+    case FAULT_TRICKLE:
+        r->kind = ROUTE_DRIP;
+        r->n = TRICKLE_BYTES;
+        r->interval_ms = l->fault_ms > 0 ? l->fault_ms : 1;
+        r->delay_ms = 0;
+        break;
+    case FAULT_MALFORMED:
+        r->kind = ROUTE_INVALID;
+        r->invalid = INVALID_GARBAGE;
+        r->delay_ms = 0;
+        break;
+    case FAULT_EXTRA: c->flags |= CONN_F_EXTRA; break;
+    case FAULT_CLOSE: c->flags |= CONN_F_FCLOSE; break;
+    case FAULT_EARLY:
+        r->kind = ROUTE_EARLY;
+        r->n = l->fault_ms;
+        r->delay_ms = 0;
+        break;
     }
 }
 
@@ -462,8 +504,18 @@ static int req_on_headers_complete(llhttp_t *p)
         c->flags |= CONN_F_UPGRADE;
     route_parse(c->url, c->url_len, c->scratch, &c->route);
     if (c->l->fault != FAULT_NONE && route_faultable(&c->route))
-        apply_fault(c->l, &c->route);
+        apply_fault(c, c->l, &c->route);
     if ((c->route.kind == ROUTE_DROP || c->route.kind == ROUTE_RESET) && c->route.delay_ms == 0) {
+        c->flags |= CONN_F_ABORT;
+        return HPE_PAUSED;
+    }
+    if (c->route.kind == ROUTE_EARLY) {
+        /* the final response before the body is read, as a server refusing an upload does;
+         * then a lingering close drains whatever the client still sends */
+        char body[32];
+        int blen = snprintf(body, sizeof(body), "{\"status\":%u}", (unsigned)c->route.n);
+        c->flags &= ~CONN_F_KEEPALIVE;
+        out_simple(c, (unsigned)c->route.n, NULL, 0, body, (size_t)blen);
         c->flags |= CONN_F_ABORT;
         return HPE_PAUSED;
     }
@@ -718,10 +770,29 @@ static enum advance conn_respond(struct conn *c)
     c->flags &= ~(CONN_F_REQ_DONE | CONN_F_DELAYED);
     c->body = BODY_NONE;
     c->state = CONN_READING;
+    if (c->flags & CONN_F_FCLOSE)
+        c->flags &= ~CONN_F_KEEPALIVE;
 
     switch (r->kind) {
     case ROUTE_OK: out_simple(c, 200, NULL, 0, "ok\n", 3); break;
-    case ROUTE_DROP: /* only after a /delay: otherwise aborted right after the head */
+    case ROUTE_RESET_HEAD: {
+        /* a response cut inside its head: the status line and part of a field */
+        out_lit(c, "HTTP/1.1 200 OK\r\n");
+        out_put(c, c->l->xup, c->l->xup_len);
+        out_lit(c, "Content-Le");
+        c->flags |= CONN_F_RST;
+        c->state = CONN_CLOSING;
+        return ADV_PROGRESS;
+    }
+    case ROUTE_RESET_BODY:
+        out_head(c, 200, NULL, 0, RESET_BODY_BYTES);
+        body_pattern_fill(c->out + c->out_wpos, 0, RESET_BODY_BYTES / 2);
+        c->out_wpos += RESET_BODY_BYTES / 2;
+        c->flags |= CONN_F_RST;
+        c->state = CONN_CLOSING;
+        return ADV_PROGRESS;
+    case ROUTE_EARLY: /* answered at the head; only reached if parsing went on */
+    case ROUTE_DROP:  /* only after a /delay: otherwise aborted right after the head */
     case ROUTE_RESET:
         c->flags |= r->kind == ROUTE_RESET ? CONN_F_RST : CONN_F_HARD_CLOSE;
         c->state = CONN_CLOSING;
@@ -826,6 +897,8 @@ static enum advance conn_fill(struct conn *c)
     if (out_free(c) < 16 * 1024)
         out_compact(c);
     size_t room = out_free(c);
+    if (c->flags & CONN_F_EXTRA) /* keep room for the bytes that follow the response */
+        room = room > EXTRA_RESERVE ? room - EXTRA_RESERVE : 0;
     if (room < 64)
         return ADV_FLUSH;
     switch (c->body) {
@@ -876,7 +949,8 @@ static enum advance conn_parse(struct conn *c)
         llhttp_resume(&c->parser);
         if (c->flags & CONN_F_ABORT) {
             c->state = CONN_CLOSING;
-            c->flags |= CONN_F_HARD_CLOSE;
+            if (c->route.kind != ROUTE_EARLY)
+                c->flags |= CONN_F_HARD_CLOSE;
             if (c->route.kind == ROUTE_RESET)
                 c->flags |= CONN_F_RST;
         }

@@ -1033,6 +1033,90 @@ def test_fault_delay(up: Upstream) -> None:
     assert time.monotonic() - t0 < 0.14
 
 
+def test_fault_reset_head_after_the_whole_request(up: Upstream) -> None:
+    assert set_fault(up, 0, "reset-head") == 200
+    with up.connect() as s:
+        s.sendall(request(method="POST", target="/echo", body=b"x" * 50))
+        got = b""
+        with pytest.raises(ConnectionResetError):
+            while d := s.recv(4096):
+                got += d
+        assert got == b"HTTP/1.1 200 OK\r\nX-Upstream: u1\r\nContent-Le"
+
+
+def test_fault_reset_body(up: Upstream) -> None:
+    assert set_fault(up, 0, "reset-body") == 200
+    with up.connect() as s:
+        s.sendall(request(target="/bytes/100"))
+        got = b""
+        with pytest.raises(ConnectionResetError):
+            while d := s.recv(4096):
+                got += d
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert b"Content-Length: 16" in head.split(b"\r\n") and body == pattern(0, 8)
+
+
+def test_fault_trickle(up: Upstream) -> None:
+    assert set_fault(up, 0, "trickle/30") == 200
+    with up.connect() as s, s.makefile("rb") as f:
+        t0 = time.monotonic()
+        s.sendall(request(target="/bytes/1000"))
+        r = read_response(f)
+        assert (r.status, r.body, r.get("Content-Length")) == (200, pattern(0, 8), "8")
+        assert time.monotonic() - t0 >= 0.2  # 8 bytes, one per 30 ms
+        s.sendall(request())  # keep-alive: the next one trickles too
+        assert read_response(f).body == pattern(0, 8)
+
+
+def test_fault_malformed(up: Upstream) -> None:
+    assert set_fault(up, 0, "malformed") == 200
+    with up.connect() as s, s.makefile("rb") as f:
+        s.sendall(request(method="POST", target="/echo", body=b"abc"))
+        assert f.read() == b"GARBAGE: this is not an HTTP response\r\n\r\n"
+
+
+def test_fault_extra_follows_the_whole_response(up: Upstream) -> None:
+    assert set_fault(up, 0, "extra") == 200
+    with up.connect() as s, s.makefile("rb") as f:
+        s.sendall(request(target="/bytes/100000"))  # generated in pieces: extra still last
+        r = read_response(f)
+        assert r.body == pattern(0, 100000)
+        assert f.read(32) == b"EXTRA BYTES AFTER THE RESPONSE\r\n"
+        s.sendall(request(target="/bytes/3"))  # the connection is kept
+        assert read_response(f).body == b"012"
+
+
+def test_fault_close(up: Upstream) -> None:
+    assert set_fault(up, 0, "close") == 200
+    with up.connect() as s, s.makefile("rb") as f:
+        s.sendall(request(method="POST", target="/echo", body=b"abcd"))
+        r = read_response(f)
+        assert r.get("Connection") == "close" and json.loads(r.body)["body_length"] == 4
+        assert f.read() == b""
+
+
+def test_fault_early_answers_before_the_body(up: Upstream) -> None:
+    assert set_fault(up, 0, "early/413") == 200
+    with up.connect() as s, s.makefile("rb") as f:
+        # half of the body: the answer comes anyway, then the server closes its side but
+        # still drains (lingering close), so the rest of the body gets no RST
+        s.sendall(request(method="POST", target="/echo", headers=[("Content-Length", "100")]))
+        s.sendall(b"y" * 50)
+        r = read_response(f)
+        assert (r.status, r.get("Connection"), r.body) == (413, "close", b'{"status":413}')
+        assert f.read() == b""
+        s.sendall(b"y" * 50)
+    assert stats(up)["requests_total"] == 1 + 1 + 1  # /fault, the POST, this /stats
+    assert set_fault(up, 0, "early/200") == 200
+    r = exchange(up, "/bytes/5")
+    assert (r.status, r.body) == (200, b'{"status":200}')
+
+
+def test_fault_new_kinds_refused_when_unusable(up: Upstream) -> None:
+    for spec in ("early/99", "early/600", "early/2000", "early/", "trickle/x", "reset-heads"):
+        assert set_fault(up, 0, spec) == 400, spec
+
+
 def test_fault_flag_default_and_per_listener(
     make_upstream: Callable[..., Upstream],
 ) -> None:
@@ -1107,7 +1191,11 @@ def test_idle_close_serves_a_request_that_raced_the_timer(
 
 
 def test_fault_cli_errors() -> None:
-    for args in (["--fault", "sometimes"], ["--idle-close-ms", "x"]):
+    for args in (
+        ["--fault", "sometimes"],
+        ["--fault", "early/1"],
+        ["--idle-close-ms", "x"],
+    ):
         p = subprocess.run(
             [BIN, *args, "--listen", f"127.0.0.1:{free_port()}"],
             check=False,
