@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
 
@@ -707,8 +707,9 @@ class _Conn(asyncio.Protocol):
     # -- asyncio --
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses (an isinstance assert
+        # failed every admin connection under --loop uvloop)
+        self.transport = cast(asyncio.Transport, transport)
         self.admin.conns.add(self)
         self._arm(self.admin.idle)
 

@@ -43,7 +43,7 @@ import multiprocessing
 import re
 from collections.abc import Sequence
 from multiprocessing import shared_memory
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pyproxy.log import Log
 
@@ -366,12 +366,12 @@ class _ProbeConn(asyncio.Protocol):
         self.buf = bytearray()  # response bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        t = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.transport = t
         if self.probe is None:
-            transport.abort()
+            t.abort()
             return
-        transport.write(self.probe.req)
+        t.write(self.probe.req)
 
     def data_received(self, data: bytes) -> None:
         if self.probe is None:
