@@ -1,6 +1,6 @@
 """CPU cost of one stats scrape, per contender (docs/benchmarking.md "Scrape cost").
 
-    .venv/bin/python -m loadtest.perf.scrape_cost [-n N] [-w WARM] [-o DIR] [CONTENDER ...]
+    .venv/bin/python -m loadtest.perf.scrape_cost [-n N] [-r REPS] [-w WARM] [-o DIR] [CONTENDER ...]
 
 CONTENDER: c-proxy, py-asyncio, py-uvloop, nginx, haproxy (default: all that are
 installed). Each one runs alone, started the way the lab starts it (loadtest/runner:
@@ -15,7 +15,8 @@ First WARM requests (default 2000) go through the proxy to two upstreams, so the
 counters and histograms have content; then N (default 2000) scrapes on one keep-alive
 connection, as Prometheus scrapes. The figure is the CPU time of the contender's whole
 process tree (every thread, from /proc/PID/task/TID/schedstat, nanoseconds) across the
-N scrapes divided by N, minus nothing. For scale, the same tree's CPU over an idle
+N scrapes divided by N, minus nothing; REPS (default 5) such batches per endpoint give
+the median and the range. For scale, the same tree's CPU over an idle
 stretch as long as the scrapes took is reported next to it (timers, health checks):
 that part of the figure is not the scrape's. Response size is the body bytes of one
 scrape. The upstream and this client are not measured.
@@ -31,6 +32,7 @@ import http.client
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,7 +60,10 @@ class Row:
     contender: str
     endpoint: str
     scrapes: int
-    cpu_us_per_scrape: float  # tree CPU over the scrapes / scrapes
+    cpu_us_per_scrape: float  # tree CPU over the scrapes / scrapes (median of the reps)
+    cpu_us_min: float  # the cheapest rep
+    cpu_us_max: float  # the dearest rep
+    reps: int  # batches of `scrapes` scrapes
     idle_cpu_us_same_wall: float  # tree CPU over an idle stretch as long, / scrapes
     wall_us_per_scrape: float  # client-side wall clock per scrape (noisy; not a result)
     bytes_per_scrape: int  # body bytes of the last scrape
@@ -138,7 +143,7 @@ def available(name: str) -> bool:
 
 
 def run_one(
-    name: str, n: int, warm_n: int, work: Path, pm: processes.ProcManager
+    name: str, n: int, reps: int, warm_n: int, work: Path, pm: processes.ProcManager
 ) -> list[Row]:
     up_ports = [processes.free_port(), processes.free_port()]
     argv = [str(UPSTREAM), "--quiet"]
@@ -161,8 +166,25 @@ def run_one(
             raise RuntimeError(f"{name}: admin.listen {admin_port} not listening")
         warm(listen_port, warm_n)
         for path in ENDPOINTS[name]:
-            cpu, idle, wall, size, nproc, nthr = measure(run.pid, admin_port, path, n)  # type: ignore[arg-type]
-            rows.append(Row(name, path, n, cpu, idle, wall, size, nproc, nthr))
+            got = [measure(run.pid, admin_port, path, n) for _ in range(reps)]  # type: ignore[arg-type]
+            cpus = sorted(g[0] for g in got)
+            size, nproc, nthr = got[-1][3:]
+            rows.append(
+                Row(
+                    name,
+                    path,
+                    n,
+                    statistics.median(cpus),
+                    cpus[0],
+                    cpus[-1],
+                    reps,
+                    statistics.median(g[1] for g in got),
+                    statistics.median(g[2] for g in got),
+                    size,
+                    nproc,
+                    nthr,
+                )
+            )
     finally:
         contenders.stop(pm, run)
         pm.stop(up, grace=2)
@@ -172,14 +194,15 @@ def run_one(
 def table(rows: list[Row]) -> str:
     out = [
         (
-            "| contender | endpoint | scrapes | CPU µs / scrape | idle CPU µs (same wall) | "
-            "response bytes | processes / threads |"
+            "| contender | endpoint | scrapes × reps | CPU µs / scrape, median [min, max] | "
+            "idle CPU µs (same wall) | response bytes | processes / threads |"
         ),
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         out.append(
-            f"| {r.contender} | `{r.endpoint}` | {r.scrapes} | {r.cpu_us_per_scrape:.1f} | "
+            f"| {r.contender} | `{r.endpoint}` | {r.scrapes} × {r.reps} | "
+            f"{r.cpu_us_per_scrape:.1f} [{r.cpu_us_min:.1f}, {r.cpu_us_max:.1f}] | "
             f"{r.idle_cpu_us_same_wall:.1f} | {r.bytes_per_scrape} | {r.processes} / {r.threads} |"
         )
     return "\n".join(out) + "\n"
@@ -191,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawTextHelpFormatter,
     )
-    ap.add_argument("-n", type=int, default=2000, help="scrapes per endpoint")
+    ap.add_argument("-n", type=int, default=2000, help="scrapes per batch")
+    ap.add_argument("-r", type=int, default=5, help="batches per endpoint")
     ap.add_argument(
         "-w", type=int, default=2000, help="requests through the proxy first"
     )
@@ -200,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     names = a.contenders or [c for c in KNOWN if available(c)]
     bad = [c for c in names if c not in KNOWN]
-    if bad or a.n < 1 or a.w < 0:
-        ap.error(f"unknown contender(s) {bad}" if bad else "-n >= 1, -w >= 0")
+    if bad or a.n < 1 or a.r < 1 or a.w < 0:
+        ap.error(f"unknown contender(s) {bad}" if bad else "-n >= 1, -r >= 1, -w >= 0")
     missing = [c for c in names if not available(c)]
     if missing:
         print(
@@ -219,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         pm = processes.ProcManager(work / "logs")
         try:
             for name in names:
-                rows += run_one(name, a.n, a.w, work, pm)
+                rows += run_one(name, a.n, a.r, a.w, work, pm)
         finally:
             pm.stop_all()
     text = table(rows)

@@ -39,9 +39,14 @@ def test_tree_cpu_counts_every_thread() -> None:
 
 
 def test_table_rows() -> None:
-    row = scrape_cost.Row("c-proxy", "/metrics", 10, 51.25, 0.5, 80.0, 957, 1, 2)
+    row = scrape_cost.Row(
+        "c-proxy", "/metrics", 10, 51.25, 40.0, 60.0, 3, 0.5, 80.0, 957, 1, 2
+    )
     text = scrape_cost.table([row])
-    assert "| c-proxy | `/metrics` | 10 | 51.2 | 0.5 | 957 | 1 / 2 |" in text
+    assert (
+        "| c-proxy | `/metrics` | 10 × 3 | 51.2 [40.0, 60.0] | 0.5 | 957 | 1 / 2 |"
+        in text
+    )
 
 
 def _ctx(root: Path) -> Ctx:
@@ -53,7 +58,9 @@ def test_section_absent_without_file(tmp_path: Path) -> None:
 
 
 def test_section_shows_the_file(tmp_path: Path) -> None:
-    row = scrape_cost.Row("nginx", "/stub_status", 5, 40.0, 0.0, 60.0, 99, 1, 1)
+    row = scrape_cost.Row(
+        "nginx", "/stub_status", 5, 40.0, 39.0, 41.0, 3, 0.0, 60.0, 99, 1, 1
+    )
     (tmp_path / "scrape_cost.json").write_text(
         json.dumps(
             {
@@ -66,5 +73,5 @@ def test_section_shows_the_file(tmp_path: Path) -> None:
     assert isinstance(blocks[0], Heading)
     tables = [b for b in blocks if isinstance(b, Table)]
     assert tables and tables[0].rows == (
-        ("nginx", "/stub_status", "5", "40.0", "0.0", "99"),
+        ("nginx", "/stub_status", "5 × 3", "40.0 [39.0, 41.0]", "0.0", "99"),
     )

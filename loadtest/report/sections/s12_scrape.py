@@ -25,8 +25,11 @@ def section(ctx: Ctx) -> list[Block]:
             (
                 str(r["contender"]),
                 str(r["endpoint"]),
-                str(r["scrapes"]),
-                f"{float(r['cpu_us_per_scrape']):.1f}",
+                f"{r['scrapes']} × {r['reps']}",
+                (
+                    f"{float(r['cpu_us_per_scrape']):.1f} "
+                    f"[{float(r['cpu_us_min']):.1f}, {float(r['cpu_us_max']):.1f}]"
+                ),
                 f"{float(r['idle_cpu_us_same_wall']):.1f}",
                 str(r["bytes_per_scrape"]),
             )
@@ -37,8 +40,8 @@ def section(ctx: Ctx) -> list[Block]:
     blocks.append(
         Para(
             "CPU time of the contender's process tree across N scrapes of its stats endpoint "
-            "on one keep-alive connection, divided by N (the twins' /metrics, nginx's "
-            "stub_status, HAProxy's CSV stats and Prometheus exporter), after warm-up traffic; "
+            "on one keep-alive connection, divided by N (median and range over the batches (the twins' /metrics, nginx's "
+            "stub_status, HAProxy's CSV stats and Prometheus exporter)), after warm-up traffic; "
             "the idle column is the same tree's CPU over an idle stretch as long, per scrape "
             f"(not subtracted). Command: `{data.get('command', 'loadtest/perf/scrape_cost.py')}`."
         )
@@ -48,8 +51,8 @@ def section(ctx: Ctx) -> list[Block]:
             (
                 "contender",
                 "endpoint",
-                "scrapes",
-                "CPU µs / scrape",
+                "scrapes × reps",
+                "CPU µs / scrape, median [min, max]",
                 "idle CPU µs",
                 "response bytes",
             ),
