@@ -66,7 +66,7 @@ fmt:
 lint: deps
 	@for d in $(C_DIRS); do [ -f $$d/Makefile ] && $(MAKE) -s -C $$d lint || exit 1; done
 	@bash scripts/lint-c-deep.sh all
-	$(VENV)/bin/ruff check py-proxy conformance loadtest
+	$(VENV)/bin/ruff check py-proxy conformance loadtest tests
 	$(VENV)/bin/ruff format --check py-proxy
 	cd py-proxy && ../$(VENV)/bin/mypy --strict pyproxy
 
