@@ -9,7 +9,7 @@ C_DIRS := c-proxy upstreams loadtest/olgen
 
 .PHONY: all deps build test test-unit test-conformance asan test-asan fmt lint clean \
         bench bench-quick bench-smoke valgrind perf-per-request perf-capacity fuzz \
-        valgrind-conformance lint-c-deep
+        valgrind-conformance lint-c-deep install uninstall test-install perf-scrape
 
 all: build
 
@@ -24,7 +24,7 @@ test: build test-unit test-conformance
 
 test-unit: build
 	@for d in $(C_DIRS); do [ -f $$d/Makefile ] && $(MAKE) -s -C $$d test || exit 1; done
-	$(PYTEST) -q py-proxy/tests loadtest/tests testkit/tests
+	$(PYTEST) -q py-proxy/tests loadtest/tests testkit/tests tests
 
 test-conformance: build
 	$(PYTEST) -q conformance
@@ -66,7 +66,7 @@ fmt:
 lint: deps
 	@for d in $(C_DIRS); do [ -f $$d/Makefile ] && $(MAKE) -s -C $$d lint || exit 1; done
 	@bash scripts/lint-c-deep.sh all
-	$(VENV)/bin/ruff check py-proxy conformance loadtest testkit
+	$(VENV)/bin/ruff check py-proxy conformance loadtest testkit tests
 	$(VENV)/bin/ruff format --check py-proxy
 	cd py-proxy && ../$(VENV)/bin/mypy --strict pyproxy
 	MYPYPATH=py-proxy $(VENV)/bin/mypy --strict testkit/testkit
@@ -91,6 +91,57 @@ perf-per-request: build
 PERF_BINARIES ?= c-proxy/build/c-proxy
 perf-capacity: build
 	bash loadtest/perf/capacity.sh $(PERF_ARGS) $(PERF_BINARIES)
+
+# CPU per stats scrape of each contender (docs/benchmarking.md "Scrape cost"); pointing
+# PERF_SCRAPE_OUT at a results folder adds the table to that folder's report.
+PERF_SCRAPE_OUT ?= build/perf-scrape
+PERF_SCRAPE_ARGS ?=
+perf-scrape: build
+	$(PY) -m loadtest.perf.scrape_cost -o $(PERF_SCRAPE_OUT) $(PERF_SCRAPE_ARGS)
+
+# Install (docs/operations.md "Installing"): PREFIX=/usr/local, DESTDIR= for staging.
+# PYTHON: the interpreter the installed py-proxy runs (it needs httptools 0.9.0 and PyYAML;
+# uvloop for --loop uvloop); TWINPROXY_PYTHON overrides it when py-proxy runs.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+PYTHON     ?= python3
+BINDIR     := $(PREFIX)/bin
+PYLIBDIR   := $(PREFIX)/lib/twinproxy
+DOCDIR     := $(PREFIX)/share/doc/twinproxy
+MAN1DIR    := $(PREFIX)/share/man/man1
+SYSCONFDIR ?= $(PREFIX)/etc
+MANPAGES   := c-proxy.1 py-proxy.1 twinproxy-upstream.1
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PYLIBDIR)/pyproxy $(DESTDIR)$(DOCDIR) \
+	  $(DESTDIR)$(MAN1DIR) $(DESTDIR)$(SYSCONFDIR)/twinproxy
+	install -m 755 c-proxy/build/c-proxy $(DESTDIR)$(BINDIR)/c-proxy
+	install -m 755 upstreams/build/upstream $(DESTDIR)$(BINDIR)/twinproxy-upstream
+	install -m 644 py-proxy/pyproxy/*.py $(DESTDIR)$(PYLIBDIR)/pyproxy/
+	printf '%s\n' 'httptools==0.9.0' 'PyYAML' 'uvloop  # only for --loop uvloop' \
+	  > $(DESTDIR)$(PYLIBDIR)/requirements.txt
+	printf '%s\n' '#!/bin/sh' '# py-proxy, the Python twin of twinproxy (make install; py-proxy(1)).' \
+	  'PYTHONPATH="$(PYLIBDIR)$${PYTHONPATH:+:$$PYTHONPATH}"' 'export PYTHONPATH' \
+	  'exec "$${TWINPROXY_PYTHON:-$(PYTHON)}" -c '"'"'import sys; sys.argv[0] = "py-proxy"; from pyproxy.main import main; main()'"'"' "$$@"' \
+	  > $(DESTDIR)$(BINDIR)/py-proxy
+	chmod 755 $(DESTDIR)$(BINDIR)/py-proxy
+	install -m 644 README.md docs/*.md $(wildcard docs/*.json) $(DESTDIR)$(DOCDIR)/
+	install -m 644 $(addprefix docs/man/,$(MANPAGES)) $(DESTDIR)$(MAN1DIR)/
+	@# an edited config is never overwritten
+	[ -e $(DESTDIR)$(SYSCONFDIR)/twinproxy/twinproxy.yaml ] || \
+	  install -m 644 twinproxy.yaml $(DESTDIR)$(SYSCONFDIR)/twinproxy/twinproxy.yaml
+	@$(PYTHON) -c 'import httptools, yaml' 2>/dev/null || echo "install: note: $(PYTHON) lacks" \
+	  "httptools/PyYAML: install $(PYLIBDIR)/requirements.txt for it, or run make install" \
+	  "PYTHON=/path/to/a/python that has them (py-proxy(1))"
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/c-proxy $(DESTDIR)$(BINDIR)/py-proxy \
+	  $(DESTDIR)$(BINDIR)/twinproxy-upstream $(addprefix $(DESTDIR)$(MAN1DIR)/,$(MANPAGES))
+	rm -rf $(DESTDIR)$(PYLIBDIR) $(DESTDIR)$(DOCDIR)
+	@echo "uninstall: $(DESTDIR)$(SYSCONFDIR)/twinproxy/ kept (your config)"
+
+# make install into a temporary prefix, then run what it installed (tests/test_install.py)
+test-install: build
+	$(PYTEST) -q tests/test_install.py
 
 clean:
 	@for d in $(C_DIRS); do [ -f $$d/Makefile ] && $(MAKE) -s -C $$d clean; done

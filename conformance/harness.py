@@ -43,6 +43,8 @@ SANITIZER_MARKERS = (
 
 # Socket operations never wait longer than this unless a test says otherwise.
 IO_TIMEOUT = 5.0
+# A twin's `start` event must appear within this many seconds of its launch.
+START_TIMEOUT = 15.0
 
 REASONS = {
     400: "Bad Request",
@@ -776,14 +778,28 @@ class Proxy:
                 argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=workdir
             )
         self.stopped = False
-        up = wait_until(
-            lambda: is_listening(self.port) or self.proc.poll() is not None, 15
-        )
+        self._wait_started(START_TIMEOUT)
+
+    def _wait_started(self, timeout: float) -> None:
+        """Wait for the twin's `start` event on stderr: both twins log it once the listen
+        (and admin.listen) sockets listen and the signal handlers are installed, so a test
+        may connect or signal at once. The event is info level: under log.level warn or
+        error it is not written, and then a LISTEN socket on the port is what we wait for.
+        stderr goes straight to a file (never a pipe a busy test could leave full, which
+        would stall the proxy), so every event stays readable through events()."""
+        level = str(self.config.get("log", {}).get("level", "info"))
+        if level in ("debug", "info"):
+            what = "log its start event"
+            ready: Callable[[], bool] = lambda: bool(self.events("start"))
+        else:
+            what = f"listen on {self.port} (log.level {level}: no start event)"
+            ready = lambda: is_listening(self.port)
+        up = wait_until(lambda: ready() or self.proc.poll() is not None, timeout)
         if self.proc.poll() is not None or not up:
             rc = self.proc.poll()
             self.kill()
             pytest.fail(
-                f"{impl}-proxy did not start listening on {self.port} (exit {rc}):\n"
+                f"{self.impl}-proxy did not {what} within {timeout}s (exit {rc}); stderr:\n"
                 f"{self.stderr_text()[-4000:]}\nconfig:\n{self.config_path.read_text()}",
                 pytrace=False,
             )

@@ -24,11 +24,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   policy=/usr/sbin/policy-rc.d
   own_policy=""
   if [ ! -e "$policy" ]; then
+    # removed again however this script ends (an interrupted run must not leave it behind)
+    trap '$sudo rm -f "$policy"' EXIT
     printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && own_policy=1
   fi
   rc=0
   DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null || rc=$?
   [ -n "$own_policy" ] && $sudo rm -f "$policy"
+  trap - EXIT
   [ "$rc" -eq 0 ] || exit "$rc"
 fi
 if [ ! -x .venv/bin/python ]; then

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@ static _Atomic int log_level = CONFIG_LOG_INFO;  /* events below are dropped */
 static _Atomic int log_format = CONFIG_LOG_JSON; /* json | text */
 static _Atomic int access_fd = 1;                /* -1 = off */
 static bool access_owned;                        /* access_fd is a file we opened */
+static char *access_path;                        /* its path (under log_mu), for log_reopen */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -24,6 +26,7 @@ int log_configure(const struct config *cfg, char *err, size_t errlen)
 {
     int fd = -1;
     bool owned = false;
+    char *path = NULL;
     const char *a = cfg->log.access ? cfg->log.access : "stdout";
     if (strcmp(a, "off") == 0) {
         fd = -1;
@@ -37,6 +40,12 @@ int log_configure(const struct config *cfg, char *err, size_t errlen)
             snprintf(err, errlen, "log.access: %s: %s", a, strerror(errno));
             return -1;
         }
+        path = strdup(a);
+        if (path == NULL) {
+            close(fd);
+            snprintf(err, errlen, "log.access: %s: out of memory", a);
+            return -1;
+        }
         owned = true;
     }
     pthread_mutex_lock(&log_mu);
@@ -44,6 +53,8 @@ int log_configure(const struct config *cfg, char *err, size_t errlen)
         close(access_fd);
     access_fd = fd;
     access_owned = owned;
+    free(access_path);
+    access_path = path;
     log_level = (int)cfg->log.level;
     log_format = (int)cfg->log.format;
     pthread_mutex_unlock(&log_mu);
@@ -57,7 +68,38 @@ void log_close(void)
         close(access_fd);
     access_fd = 1;
     access_owned = false;
+    free(access_path);
+    access_path = NULL;
     pthread_mutex_unlock(&log_mu);
+}
+
+int log_reopen(char *err, size_t errlen)
+{
+    /* only the main thread reopens or reconfigures: access_path is stable here */
+    pthread_mutex_lock(&log_mu);
+    char *path = access_path ? strdup(access_path) : NULL;
+    bool file = access_path != NULL;
+    pthread_mutex_unlock(&log_mu);
+    if (!file)
+        return 0; /* stdout, stderr or off: nothing to reopen */
+    if (path == NULL) {
+        snprintf(err, errlen, "log.access: out of memory");
+        return -1;
+    }
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd == -1) {
+        snprintf(err, errlen, "log.access: %s: %s", path, strerror(errno));
+        free(path);
+        return -1;
+    }
+    free(path);
+    /* every write takes log_mu: after the swap no worker writes to the old file */
+    pthread_mutex_lock(&log_mu);
+    int old = access_fd;
+    access_fd = fd;
+    pthread_mutex_unlock(&log_mu);
+    close(old);
+    return 0;
 }
 
 static void write_all(int fd, const char *p, size_t n)

@@ -48,6 +48,12 @@ struct log_buf {
  * cannot be opened (the old settings stay). Thread-safe. */
 int log_configure(const struct config *cfg, char *err, size_t errlen);
 
+/* SIGUSR1 (logrotate): open the access file's path anew (O_APPEND|O_CREAT) and
+ * switch every worker's writes to it; the old descriptor is closed. No-op when the
+ * access log is stdout, stderr or off. Returns 0, or -1 with a message in err (the
+ * old file stays in use). Main thread only (as log_configure). */
+int log_reopen(char *err, size_t errlen);
+
 /* Close the access file if one is open. */
 void log_close(void);
 

@@ -2,7 +2,7 @@
  *
  * Twin: py-proxy/pyproxy/main.py.
  *
- *   c-proxy --config FILE [--check] [--version]
+ *   c-proxy --config FILE [--check] [--version] [--help]
  *
  * Exit codes: 0 after a graceful stop or a valid --check, 2 on a bad config
  * (one line "config error: FILE:LINE: ..." on stderr), including a listen or
@@ -55,7 +55,7 @@ struct app {
     struct listener *listeners; /* one per worker, same index */
     unsigned n_workers;         /* fixed for the process's life */
     bool stopping;              /* SIGTERM/SIGINT seen */
-    ev_signal sig_term, sig_int, sig_hup;
+    ev_signal sig_term, sig_int, sig_hup, sig_usr1;
 
     struct ratelimit_table *rl;       /* shared by every worker; NULL: no rate_limit */
     struct store *store;              /* rate_limit.store, read-write; NULL: no rate_limit */
@@ -433,9 +433,35 @@ static const struct admin_providers app_providers = {
     .ud = NULL,
 };
 
+/* The same text as py-proxy --help (docs/operations.md; conformance test_cli.py), apart
+ * from the program name and py-proxy's own --loop. */
+#define USAGE_LINE "usage: c-proxy --config FILE [--check] [--version] [--help]\n"
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: c-proxy --config FILE [--check] [--version]\n");
+    fputs(USAGE_LINE, f);
+}
+
+static void help(void)
+{
+    fputs(USAGE_LINE
+          "\n"
+          "twinproxy: an HTTP/1.1 reverse proxy (manual: c-proxy(1)).\n"
+          "\n"
+          "options:\n"
+          "  --config FILE   run with the YAML config FILE (also --config=FILE)\n"
+          "  --check         validate FILE (a rate_limit.store is opened read-only), exit\n"
+          "                  0 when valid, 2 with \"config error: FILE:LINE: ...\" when not\n"
+          "  --version       print the version and exit\n"
+          "  -h, --help      print this help and exit\n"
+          "\n"
+          "signals:\n"
+          "  SIGHUP          reload FILE (a bad file is logged, the old config stays)\n"
+          "  SIGUSR1         reopen the access log file (logrotate)\n"
+          "  SIGTERM, SIGINT stop gracefully within timeouts.shutdown\n"
+          "\n"
+          "exit status: 0 after a graceful stop or a valid --check, 2 on a bad config.\n",
+          stdout);
 }
 
 static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
@@ -557,6 +583,24 @@ static void on_reload(struct ev_loop *loop, ev_signal *w, int revents)
               json_pack("{s:s,s:I}", "path", app.path, "upstreams", (json_int_t)cfg->n_upstreams));
 }
 
+/* SIGUSR1 (logrotate): the access file reopened; lines already written stay in the
+ * old one, every write after the swap goes to the new one (log_reopen). */
+static void on_reopen(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    char err[CONFIG_ERR_MAX];
+    if (log_reopen(err, sizeof err) == -1) {
+        log_event(CONFIG_LOG_ERROR, "log_reopen_failed", json_pack("{s:s}", "error", err));
+        return;
+    }
+    struct cfgref *ref = app_config();
+    const char *a = ref->cfg->log.access ? ref->cfg->log.access : "stdout";
+    log_event(CONFIG_LOG_INFO, "log_reopen", json_pack("{s:s}", "path", a));
+    cfgref_release(ref);
+}
+
 int main(int argc, char **argv)
 {
     bool check = false;
@@ -573,7 +617,7 @@ int main(int argc, char **argv)
                    ev_version_major(), ev_version_minor());
             return 0;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
+            help();
             return 0;
         } else {
             usage(stderr);
@@ -671,6 +715,7 @@ int main(int argc, char **argv)
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     for (unsigned i = 0; i < app.n_workers; i++) {
         struct worker *w = &app.workers[i];
@@ -715,6 +760,8 @@ int main(int argc, char **argv)
     ev_signal_start(loop, &app.sig_term);
     ev_signal_start(loop, &app.sig_int);
     ev_signal_start(loop, &app.sig_hup);
+    ev_signal_init(&app.sig_usr1, on_reopen, SIGUSR1);
+    ev_signal_start(loop, &app.sig_usr1);
 
     log_event(CONFIG_LOG_INFO, "start",
               json_pack("{s:s,s:i,s:I}", "listen", cfg->listen.text, "workers", (int)app.n_workers,
@@ -725,6 +772,7 @@ int main(int argc, char **argv)
     ev_signal_stop(loop, &app.sig_term);
     ev_signal_stop(loop, &app.sig_int);
     ev_signal_stop(loop, &app.sig_hup);
+    ev_signal_stop(loop, &app.sig_usr1);
     for (unsigned i = 0; i < app.n_workers; i++)
         worker_join_and_deinit(&app.workers[i]);
     free(app.workers);

@@ -5,7 +5,10 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "util.h"
@@ -107,12 +110,76 @@ static void test_request_id(void **state)
     assert_string_equal(a, b);
 }
 
+/* The whole content of path ("" when missing), in buf. */
+static const char *slurp(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+static void test_reopen_after_rename(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_log_XXXXXX", path[128], rotated[128], buf[4096], err[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/access.log", dir);
+    snprintf(rotated, sizeof rotated, "%s/access.log.1", dir);
+    struct config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.log.level = CONFIG_LOG_INFO;
+    cfg.log.format = CONFIG_LOG_JSON;
+    cfg.log.access = path;
+    assert_int_equal(log_configure(&cfg, err, sizeof err), 0);
+    struct log_buf *lb = calloc(1, sizeof *lb);
+    assert_non_null(lb);
+    struct access_rec r = rec;
+    r.path = "/before";
+    log_access(lb, &r);
+    log_flush(lb);
+    assert_int_equal(rename(path, rotated), 0);
+    assert_int_equal(log_reopen(err, sizeof err), 0);
+    r.path = "/after";
+    log_access(lb, &r);
+    log_flush(lb);
+    assert_non_null(strstr(slurp(rotated, buf, sizeof buf), "\"/before\""));
+    assert_null(strstr(buf, "/after"));
+    assert_non_null(strstr(slurp(path, buf, sizeof buf), "\"/after\""));
+    assert_null(strstr(buf, "/before"));
+
+    /* the directory is gone: the reopen fails with the path, the old file stays */
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(unlink(rotated), 0);
+    assert_int_equal(rmdir(dir), 0);
+    assert_int_equal(log_reopen(err, sizeof err), -1);
+    assert_true(strncmp(err, "log.access: ", 12) == 0);
+    assert_non_null(strstr(err, path));
+    log_close();
+    free(lb);
+}
+
+static void test_reopen_stdout_is_noop(void **state)
+{
+    (void)state;
+    char err[256];
+    struct config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.log.access = "off";
+    assert_int_equal(log_configure(&cfg, err, sizeof err), 0);
+    assert_int_equal(log_reopen(err, sizeof err), 0);
+    log_close();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_json_line),     cmocka_unit_test(test_text_line_and_quoting),
-        cmocka_unit_test(test_json_escaping), cmocka_unit_test(test_too_small),
-        cmocka_unit_test(test_ts_format),     cmocka_unit_test(test_request_id),
+        cmocka_unit_test(test_json_line),           cmocka_unit_test(test_text_line_and_quoting),
+        cmocka_unit_test(test_json_escaping),       cmocka_unit_test(test_too_small),
+        cmocka_unit_test(test_ts_format),           cmocka_unit_test(test_request_id),
+        cmocka_unit_test(test_reopen_after_rename), cmocka_unit_test(test_reopen_stdout_is_noop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -91,7 +91,36 @@ def nginx_conf(
             "tries": cfg.retries + 1,
             "limit_req_zone": rl_http,
             "limit_req": rl_loc,
+            "stats": nginx_stats(cfg),
         },
+    )
+
+
+def nginx_stats(cfg: ProxyConfig) -> str:
+    """admin.listen -> a server with stub_status (nginx's counterpart of /metrics)."""
+    if not cfg.admin_listen:
+        return "    # no admin.listen: no stats endpoint"
+    return (
+        "    # admin.listen: the stats page (loadtest/perf/scrape_cost.py scrapes it)\n"
+        "    server {\n"
+        f"        listen {cfg.admin_listen};\n"
+        "        location = /stub_status { stub_status; }\n"
+        "    }"
+    )
+
+
+def haproxy_stats(cfg: ProxyConfig) -> str:
+    """admin.listen -> a frontend with the stats page (CSV at /stats;csv) and the
+    built-in Prometheus exporter at /metrics."""
+    if not cfg.admin_listen:
+        return "# no admin.listen: no stats endpoint"
+    return (
+        "# admin.listen: stats (loadtest/perf/scrape_cost.py scrapes it)\n"
+        "frontend stats\n"
+        f"    bind {cfg.admin_listen}\n"
+        "    http-request use-service prometheus-exporter if { path /metrics }\n"
+        "    stats enable\n"
+        "    stats uri /stats"
     )
 
 
@@ -285,6 +314,7 @@ def haproxy_cfg(
                 "retry_on": retry_on,
                 "httpchk": httpchk,
                 "servers": "\n".join(servers),
+                "stats": haproxy_stats(cfg),
             },
         )
         + "\n"

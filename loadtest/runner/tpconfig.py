@@ -67,6 +67,8 @@ class ProxyConfig:
     # rate_limit, normalized: {"key": "client_ip" | "header:NAME", "capacity": int,
     # "rate_per_sec": float}; None when the YAML has no rate_limit section
     rate_limit: dict[str, Any] | None = None
+    # admin.listen (the twins' /metrics): nginx and HAProxy get their stats page there
+    admin_listen: str | None = None
 
 
 def parse(doc: dict[str, Any]) -> ProxyConfig:
@@ -121,6 +123,7 @@ def parse(doc: dict[str, Any]) -> ProxyConfig:
         check=check,
         retries=int(doc.get("retries", 2)),
         rate_limit=rate_limit,
+        admin_listen=str((doc.get("admin") or {}).get("listen") or "") or None,
     )
 
 

@@ -120,6 +120,21 @@ def test_haproxy_content(tmp_path: Path) -> None:
     assert " log " not in text
 
 
+def test_admin_listen_renders_stats_endpoints(tmp_path: Path) -> None:
+    files = _render(tmp_path, _doc(admin={"listen": "127.0.0.1:18081"}))
+    nginx = files["nginx"].read_text()
+    assert "listen 127.0.0.1:18081;" in nginx
+    assert "location = /stub_status { stub_status; }" in nginx
+    haproxy = files["haproxy"].read_text()
+    assert "bind 127.0.0.1:18081" in haproxy
+    assert "stats uri /stats" in haproxy
+    assert "use-service prometheus-exporter if { path /metrics }" in haproxy
+    (tmp_path / "noadmin").mkdir()
+    plain = _render(tmp_path / "noadmin", _doc())
+    assert "stub_status" not in plain["nginx"].read_text()
+    assert "frontend stats" not in plain["haproxy"].read_text()
+
+
 def test_retries_off_renders_off_both(tmp_path: Path) -> None:
     files = _render(tmp_path, _doc(retries=0))
     assert "proxy_next_upstream off;" in files["nginx"].read_text()
@@ -185,6 +200,7 @@ needs_haproxy = pytest.mark.skipif(
         "rl-header",
         "rl-slow",
         "rl-zero",
+        "admin",
     ],
 )
 def test_nginx_accepts_rendered(tmp_path: Path, variant: str) -> None:
@@ -206,6 +222,7 @@ def test_nginx_accepts_rendered(tmp_path: Path, variant: str) -> None:
         "rl-header",
         "rl-slow",
         "rl-zero",
+        "admin",
     ],
 )
 def test_haproxy_accepts_rendered(tmp_path: Path, variant: str) -> None:
@@ -219,6 +236,8 @@ def _variant(name: str) -> dict:
         return yaml.safe_load((ROOT / "twinproxy.yaml").read_text())
     if name == "retries0":
         return _doc(retries=0)
+    if name == "admin":
+        return _doc(admin={"listen": "127.0.0.1:18081"})
     if name == "hash":
         return _doc(balancer="hash", hash_key="header:X-API-Key")
     if name.startswith("rl-"):

@@ -703,6 +703,6 @@ def test_sections_are_one_module_each_in_scenario_order() -> None:
 
     mods = [s.__module__.rsplit(".", 1)[1] for s in sections.SECTIONS]
     nums = [int(m.split("_")[0][1:]) for m in mods]
-    assert nums == sorted(nums) and nums[0] == 1 and nums[-1] == 11
+    assert nums == sorted(nums) and nums[0] == 1 and nums[-1] == 12  # s12: scrape cost
     files = sorted(p.stem for p in Path(sections.__file__).parent.glob("s*_*.py"))
     assert sorted(mods) == files  # every file is a section, found without a list

@@ -707,7 +707,8 @@ class _Conn(asyncio.Protocol):
     # -- asyncio --
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # a cast, not an isinstance check: uvloop's transports are not asyncio.Transport subclasses
+        # uvloop's transports are not asyncio.Transport subclasses (an isinstance assert
+        # failed every admin connection under --loop uvloop)
         self.transport = cast(asyncio.Transport, transport)
         self.admin.conns.add(self)
         self._arm(self.admin.idle)

@@ -366,8 +366,8 @@ class _ProbeConn(asyncio.Protocol):
         self.buf = bytearray()  # response bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # a cast, not an isinstance check: uvloop's transports are not asyncio.Transport subclasses
-        t = self.transport = cast(asyncio.Transport, transport)
+        t = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.transport = t
         if self.probe is None:
             t.abort()
             return

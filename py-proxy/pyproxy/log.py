@@ -192,6 +192,17 @@ class Log:
             line = format_fields("json", items) + "\n"
         _write_all(self.err_fd, line.encode("utf-8", "surrogateescape"))
 
+    def reopen(self) -> None:
+        """SIGUSR1 (logrotate): open the access path anew (O_APPEND|O_CREAT) and write every
+        later line there; what is queued goes to the old file first. No-op for stdout, stderr
+        and off. OSError: the old file stays in use."""
+        if not self.own_fd:
+            return
+        fd = os.open(self.access_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.flush()
+        old, self.fd = self.fd, fd
+        os.close(old)
+
     def close(self) -> None:
         self.flush()
         if self.own_fd and self.fd >= 0:

@@ -1,6 +1,6 @@
 """main: command line, workers, signals, reload, shutdown. Twin: c-proxy/src/main.c.
 
-    py-proxy --config FILE [--check] [--version] [--loop asyncio|uvloop]
+    py-proxy --config FILE [--check] [--version] [--help] [--loop asyncio|uvloop]
 
 Exit 0 after a graceful stop or a valid --check; 2 with one `config error: FILE:LINE: ...`
 line for a bad config or a listen address that cannot be bound.
@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import select
 import signal
 import socket
 import sys
@@ -52,12 +53,41 @@ from pyproxy.worker import Worker, WorkerRateLimit
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
-HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
+REOPEN_ACK_S = 2.0  # workers > 1: how long the parent waits for every worker's reopen
+
+USAGE = "py-proxy --config FILE [--check] [--version] [--help] [--loop asyncio|uvloop]"
+# The same text as c-proxy --help (docs/operations.md; conformance test_cli.py), apart from
+# the program name and --loop.
+HELP = (
+    "usage: "
+    + USAGE
+    + """
+
+twinproxy: an HTTP/1.1 reverse proxy (manual: py-proxy(1)).
+
+options:
+  --config FILE   run with the YAML config FILE (also --config=FILE)
+  --check         validate FILE (a rate_limit.store is opened read-only), exit
+                  0 when valid, 2 with "config error: FILE:LINE: ..." when not
+  --version       print the version and exit
+  -h, --help      print this help and exit
+  --loop asyncio|uvloop
+                  py-proxy only: the event loop (default asyncio, or $PYPROXY_LOOP)
+
+signals:
+  SIGHUP          reload FILE (a bad file is logged, the old config stays)
+  SIGUSR1         reopen the access log file (logrotate)
+  SIGTERM, SIGINT stop gracefully within timeouts.shutdown
+
+exit status: 0 after a graceful stop or a valid --check, 2 on a bad config."""
+)
 SAVE_INTERVAL_S = 5.0  # token state saved this often (and on a graceful stop)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="py-proxy", description="twinproxy reverse proxy (Python)")
+    p = argparse.ArgumentParser(prog="py-proxy", usage=USAGE, add_help=False)
+    p.add_argument("-h", "--help", action="store_true")
     p.add_argument("--config", metavar="FILE")
     p.add_argument("--check", action="store_true", help="validate the config and exit")
     p.add_argument("--version", action="store_true", help="print the version and exit")
@@ -324,6 +354,7 @@ class WorkerProcess:
         self.on_config(w, cfg)
         self.listener = Listener(w, sock, lambda: ClientConn(w), counter)
         self.stopping = False
+        self.reopen_ack = -1  # forked worker: pipe to tell the parent a SIGUSR1 reopen's outcome
         self.store: Store | None = None  # worker 0: the store it saves to (owned)
         self.saver: BucketSaver | None = None  # worker 0 with rate_limit
         self.admin: Admin | None = None  # worker 0 with admin.listen
@@ -419,6 +450,7 @@ class WorkerProcess:
         loop.add_signal_handler(signal.SIGTERM, self.on_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.on_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.on_reload)
+        loop.add_signal_handler(signal.SIGUSR1, self.on_reopen)
         self.listener.start()
         if self.admin is not None:
             self.admin.start()
@@ -493,6 +525,22 @@ class WorkerProcess:
         if not self.quiet:
             log.event("info", "reload", path=self.path, upstreams=len(new.upstreams))
 
+    def on_reopen(self) -> None:
+        """SIGUSR1: the access file reopened (Log.reopen). A forked worker reports the outcome
+        to the parent, which logs log_reopen once every worker has switched."""
+        error = ""
+        try:
+            self.log.reopen()
+        except OSError as e:
+            error = "log.access: %s: %s" % (self.log.access_path, e.strerror)
+        if self.reopen_ack >= 0:
+            # one line per worker, well under PIPE_BUF: never interleaved
+            _write_ack(self.reopen_ack, (error.replace("\n", " ") + "\n").encode())
+        elif error:
+            self.log.event("error", "log_reopen_failed", error=error)
+        else:
+            self.log.event("info", "log_reopen", path=self.log.access_path)
+
     def on_stop(self, signame: str) -> None:
         if self.stopping:
             return
@@ -525,6 +573,9 @@ def supervise(
     counter = ClientCounter(shared=True)  # client connections of every worker
     health_registry_init(shared=True)  # upstream verdicts of every worker: before the fork
     stopping = False
+    # SIGUSR1: every worker reopens its own access file and writes one line here (empty: ok)
+    ack_r, ack_w = os.pipe()
+    os.set_blocking(ack_r, False)
 
     def spawn(i: int) -> None:
         pid = os.fork()
@@ -538,8 +589,11 @@ def supervise(
                 shared.admin_sock.close()  # worker 0 serves the admin API
                 shared.admin_sock = None
             code = 1
+            os.close(ack_r)
             try:
-                code = WorkerProcess(cfg, socks[i], loop_kind, True, i, counter, shared).run()
+                wp = WorkerProcess(cfg, socks[i], loop_kind, True, i, counter, shared)
+                wp.reopen_ack = ack_w
+                code = wp.run()
             finally:
                 os._exit(code)
         children[pid] = i
@@ -569,6 +623,17 @@ def supervise(
             for pid in children:
                 _kill(pid, signal.SIGHUP)
             log.event("info", "reload", path=cfg.path, upstreams=len(new.upstreams))
+        elif signo == signal.SIGUSR1 and not stopping:
+            _drain(ack_r)  # late answers to an earlier round
+            for pid in children:
+                _kill(pid, signal.SIGUSR1)
+            errors = _collect_acks(ack_r, len(children), REOPEN_ACK_S)
+            if errors is None:
+                log.event("error", "log_reopen_failed", error="a worker did not answer")
+            elif errors:
+                log.event("error", "log_reopen_failed", error=errors[0])
+            else:
+                log.event("info", "log_reopen", path=str(current.log.access))
         while True:
             try:
                 pid, _status = os.waitpid(-1, os.WNOHANG)
@@ -583,8 +648,45 @@ def supervise(
                 spawn(i)
     if shared.table is not None:
         final_save(shared.table, cfg.rate_limit.store, log)
+    os.close(ack_r)
+    os.close(ack_w)
     log.event("info", "stop")
     return EXIT_OK
+
+
+def _write_ack(fd: int, data: bytes) -> None:
+    try:
+        os.write(fd, data)
+    except OSError:
+        pass  # the parent is gone: nobody to tell
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _collect_acks(fd: int, n: int, timeout: float) -> list[str] | None:
+    """n answer lines from the workers' reopen (empty: ok) within timeout: the errors, or
+    None when some worker did not answer (it died; its replacement opens the new file)."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while buf.count(b"\n") < n:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return None
+        buf += chunk
+    lines = buf.decode(errors="replace").split("\n")[:n]
+    return [line for line in lines if line]
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -600,6 +702,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.help:
+        print(HELP)
+        return EXIT_OK
     if args.version:
         print(
             "py-proxy %s (httptools %s, Python %d.%d.%d)"
@@ -607,7 +712,7 @@ def run(argv: list[str] | None = None) -> int:
         )
         return EXIT_OK
     if not args.config:
-        stderr_line("usage: py-proxy --config FILE [--check] [--version] [--loop asyncio|uvloop]")
+        stderr_line("usage: " + USAGE)
         return EXIT_CONFIG
     store: Store | None = None
     try:

@@ -109,3 +109,47 @@ def test_access_buffer_flushes_once_per_loop_pass(tmp_path: Path) -> None:
     assert os.path.getsize(path) == 0 and len(loop.soon) == 1
     loop.run_soon()
     assert path.read_text().count("\n") == 3
+
+
+def _access_paths(path: Path) -> list[str]:
+    return [json.loads(line)["path"] for line in path.read_text().splitlines()]
+
+
+def test_reopen_after_rename(tmp_path: Path) -> None:
+    path, rotated = tmp_path / "access.log", tmp_path / "access.log.1"
+    log = Log("info", str(path), "json")
+    fields: dict[str, object] = dict(
+        ts=TS,
+        client="127.0.0.1",
+        method="GET",
+        status=200,
+        upstream="u1",
+        attempts=1,
+        bytes_in=78,
+        bytes_out=123,
+        duration_ms=0.4123,
+        request_id="abc",
+    )
+    log.access(path="/before", **fields)  # type: ignore[arg-type]
+    log.flush()
+    path.rename(rotated)
+    log.reopen()
+    log.access(path="/after", **fields)  # type: ignore[arg-type]
+    log.flush()
+    assert _access_paths(rotated) == ["/before"]
+    assert _access_paths(path) == ["/after"]
+    # the directory is gone: the reopen fails, the old file stays in use
+    path.unlink()
+    rotated.unlink()
+    tmp_path.rmdir()
+    with pytest.raises(OSError):
+        log.reopen()
+    assert log.access_enabled
+    log.close()
+
+
+def test_reopen_stdout_is_noop() -> None:
+    log = Log("info", "off", "json")
+    log.reopen()
+    assert not log.access_enabled
+    log.close()

@@ -33,14 +33,24 @@ static int parse_ms(const char *s, uint64_t *out)
     return 0;
 }
 
-static void usage(FILE *f)
+/* prog: how it was run, without the directory (installed as twinproxy-upstream). */
+static void usage(FILE *f, const char *prog)
 {
-    fprintf(f, "usage: upstream [OPTS] --listen HOST:PORT [--name NAME] [OPTS] [--listen ...]..."
-               " [--health-fail] [--quiet]\n"
-               "  OPTS: --fault FAULT  --idle-close-ms N\n"
-               "  FAULT: none|reset|drop|stall|delay/MS|reset-head|reset-body|trickle/MS|\n"
-               "         malformed|extra|close|early/CODE\n"
-               "        (before the first --listen: every listener; after one: that listener)\n");
+    const char *slash = strrchr(prog, '/');
+    prog = slash ? slash + 1 : prog;
+    fprintf(f,
+            "usage: %s [OPTS] --listen HOST:PORT [--name NAME] [OPTS] [--listen ...]..."
+            " [--health-fail] [--quiet]\n"
+            "  OPTS: --fault FAULT  --idle-close-ms N\n"
+            "  FAULT: none|reset|drop|stall|delay/MS|reset-head|reset-body|trickle/MS|\n"
+            "         malformed|extra|close|early/CODE\n"
+            "        (before the first --listen: every listener; after one: that listener)\n"
+            "  --health-fail  /health answers 503 from the start\n"
+            "  --quiet        no warnings on stderr\n"
+            "  -h, --help     print this help and exit\n"
+            "Prints \"ready\" on stdout once every listener is bound; SIGTERM/SIGINT exit 0.\n"
+            "The scripted paths (/bytes/N, /echo, /delay/MS, ...): %s(1).\n",
+            prog, prog);
 }
 
 /* Benchmarks open many connections: take the hard limit on descriptors. */
@@ -100,16 +110,16 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--quiet") == 0) {
             quiet = 1;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
+            usage(stdout, argv[0]);
             return 0;
         } else {
             fprintf(stderr, "upstream: unknown argument %s\n", argv[i]);
-            usage(stderr);
+            usage(stderr, argv[0]);
             return 2;
         }
     }
     if (n == 0) {
-        usage(stderr);
+        usage(stderr, argv[0]);
         return 2;
     }
 
