@@ -93,6 +93,8 @@ static void worker_on_async(struct ev_loop *loop, ev_async *a, int revents)
     worker_take_config(w);
     if (atomic_load(&w->stop_requested))
         worker_begin_drain(w);
+    if (atomic_load(&w->abort_requested))
+        worker_abort_all(w); /* the reaper then sees no connection and ends the loop */
 }
 
 void worker_post_config(struct worker *w, struct cfgref *cfg)
@@ -105,6 +107,13 @@ void worker_post_config(struct worker *w, struct cfgref *cfg)
 void worker_post_stop(struct worker *w)
 {
     atomic_store(&w->stop_requested, true);
+    ev_async_send(w->loop, &w->async);
+}
+
+void worker_post_abort(struct worker *w)
+{
+    atomic_store(&w->stop_requested, true);
+    atomic_store(&w->abort_requested, true);
     ev_async_send(w->loop, &w->async);
 }
 
@@ -138,6 +147,7 @@ int worker_init(struct worker *w, unsigned id, struct ev_loop *loop,
         return -1;
     atomic_init(&w->pending_cfg, NULL);
     atomic_init(&w->stop_requested, false);
+    atomic_init(&w->abort_requested, false);
     util_rng_seed(&w->rng);
     ev_timer_init(&w->drain_timer, worker_on_drain_timeout, 0, 0);
     ev_async_init(&w->async, worker_on_async);
