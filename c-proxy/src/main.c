@@ -57,6 +57,7 @@ struct app {
     struct worker *workers;     /* cfg->workers at startup */
     struct listener *listeners; /* one per worker, same index */
     unsigned n_workers;         /* fixed for the process's life */
+    atomic_uint loops_running;  /* worker loops not ended yet */
     bool stopping;              /* draining: SIGTERM/SIGINT seen, or handed over (upgrade) */
     ev_signal sig_term, sig_int, sig_hup, sig_usr2;
 
@@ -128,11 +129,27 @@ static void app_on_deinit(struct worker *w)
     upstream_set_uninstall(w);
 }
 
+/* Worker 0's loop (the default one) also takes the signals: it runs until every
+ * other worker's loop has ended, so a second SIGTERM still reaches them. */
+static bool app_may_end(struct worker *w)
+{
+    return w->id != 0 || atomic_load(&app.loops_running) == 1;
+}
+
+static void app_on_end(struct worker *w)
+{
+    atomic_fetch_sub(&app.loops_running, 1);
+    if (w->id != 0)
+        ev_async_send(app.workers[0].loop, &app.workers[0].async); /* re-check may_end */
+}
+
 static const struct worker_hooks app_hooks = {
     .on_config = app_on_config,
     .on_drain = app_on_drain,
     .on_conn_gone = app_on_conn_gone,
     .on_deinit = app_on_deinit,
+    .may_end = app_may_end,
+    .on_end = app_on_end,
 };
 
 /* ---------------------------------------------------------------- rate limiting + store */
@@ -798,6 +815,7 @@ int main(int argc, char **argv)
     ev_signal_start(loop, &app.sig_usr2);
     app.admin_fd = admin_fd;
 
+    atomic_init(&app.loops_running, app.n_workers);
     /* worker threads never take the signals: they start with them blocked */
     for (unsigned i = 0; i < app.n_workers; i++) {
         struct worker *w = &app.workers[i];

@@ -125,7 +125,8 @@ static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     struct worker *w = container_of(p, struct worker, reaper);
     worker_reap(w);
     log_flush(w->alog);
-    if (w->draining && w->n_conns == 0) {
+    if (w->draining && w->n_conns == 0 &&
+        (!w->hooks || !w->hooks->may_end || w->hooks->may_end(w))) {
         ev_timer_stop(loop, &w->drain_timer);
         ev_break(loop, EVBREAK_ALL);
     }
@@ -173,6 +174,8 @@ void worker_run(struct worker *w)
     ev_run(w->loop, 0);
     /* drained: free what is left (the reaper may not have run after the last close) */
     worker_on_prepare(w->loop, &w->reaper, 0);
+    if (w->hooks && w->hooks->on_end)
+        w->hooks->on_end(w);
 }
 
 void worker_join_and_deinit(struct worker *w)

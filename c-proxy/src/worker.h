@@ -64,6 +64,11 @@ struct worker_hooks {
     void (*on_conn_gone)(struct worker *w);
     /* teardown, every connection gone: release the upstream set */
     void (*on_deinit)(struct worker *w);
+    /* drained, on the worker's thread: may its loop end now? (NULL: yes) Worker 0's
+     * loop also takes the process's signals: it waits for the others */
+    bool (*may_end)(struct worker *w);
+    /* the loop ended (on the worker's thread) */
+    void (*on_end)(struct worker *w);
 };
 
 struct worker {

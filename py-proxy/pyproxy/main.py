@@ -656,8 +656,9 @@ def supervise(
         upgrade_ready(inherit_chan)  # the old process stops accepting and drains
     current = cfg
 
-    def hand_over() -> None:
-        """The new process is ready: our copies of the sockets close, the workers drain."""
+    def begin_stop() -> None:
+        """Draining starts (SIGTERM/SIGINT, or the new process of an upgrade is ready): our
+        copies of the sockets close (no worker is restarted any more), the workers drain."""
         nonlocal stopping
         stopping = True
         for s in socks:
@@ -679,18 +680,18 @@ def supervise(
                 chan.close()
                 if r == 1 and not stopping:
                     log.event("info", "upgrade", pid=proc.pid)
-                    hand_over()
+                    begin_stop()
                 elif r == -1:
                     log.event("error", "upgrade_failed", error=_exit_reason(proc.wait()))
         if signo in (signal.SIGTERM, signal.SIGINT):
             name = "SIGINT" if signo == signal.SIGINT else "SIGTERM"
             if not stopping:
-                stopping = True
                 log.event("info", "shutdown", signal=name)
+                begin_stop()
             else:  # the workers see a second one too: they stop at once
                 log.event("warn", "shutdown", signal=name, immediate=True)
-            for pid in children:
-                _kill(pid, signal.SIGTERM)
+                for pid in children:
+                    _kill(pid, signal.SIGTERM)
         elif signo == signal.SIGUSR2:
             if stopping or upgrade is not None:
                 why = "stopping" if stopping else "an upgrade is already in progress"

@@ -78,7 +78,9 @@ def _send_offer(chan: socket.socket, offer: UpgradeOffer) -> None:
         socket.send_fds(chan, [b"F"], fds[at : at + UPGRADE_FDS_PER_MSG])
 
 
-def upgrade_spawn(argv: list[str], offer: UpgradeOffer) -> tuple[subprocess.Popen[bytes], socket.socket]:
+def upgrade_spawn(
+    argv: list[str], offer: UpgradeOffer
+) -> tuple[subprocess.Popen[bytes], socket.socket]:
     """Start argv as the new process and send it the offer. Returns the process and the
     channel (non-blocking; the caller watches it for upgrade_poll()). Raises UpgradeError."""
     old, new = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -137,7 +139,9 @@ def upgrade_channel() -> socket.socket | None:
         return None
 
 
-def upgrade_receive(chan: socket.socket, cfg: Config) -> tuple[list[socket.socket], socket.socket | None]:
+def upgrade_receive(
+    chan: socket.socket, cfg: Config
+) -> tuple[list[socket.socket], socket.socket | None]:
     """The old process's listening sockets (cfg.workers of them, in worker order) and its
     admin.listen socket (None without one). The old process must run the same listen,
     workers and admin.listen. Raises ConfigError("FILE:LINE: ...")."""
