@@ -61,11 +61,14 @@ struct app {
     bool stopping;              /* draining: SIGTERM/SIGINT seen, or handed over (upgrade) */
     ev_signal sig_term, sig_int, sig_hup, sig_usr2;
 
-    char exe[PATH_MAX]; /* this binary's path at start: SIGUSR2 starts it again */
-    char **argv;        /* our command line, for the new process */
-    int admin_fd;       /* admin.listen's socket (the admin server owns it), -1: none */
-    pid_t upgrade_pid;  /* the new process while an upgrade is pending, else 0 */
-    ev_io upgrade_w;    /* its channel (upgrade.h): "ready" or closed */
+    char exe[PATH_MAX];  /* this binary's path at start: SIGUSR2 starts it again */
+    char **argv;         /* our command line, for the new process */
+    int admin_fd;        /* admin.listen's socket (the admin server owns it), -1: none */
+    pid_t upgrade_pid;   /* the new process while an upgrade is pending, else 0 */
+    ev_io upgrade_w;     /* its channel (upgrade.h): "ready" or closed */
+    ev_child upgrade_cw; /* its exit (libev reaps every child of the default loop) */
+    int upgrade_status;  /* its wait status once it exited, else -1 */
+    bool upgrade_failed; /* its channel closed without "ready": log once it exited */
 
     struct ratelimit_table *rl;       /* shared by every worker; NULL: no rate_limit */
     struct store *store;              /* rate_limit.store, read-write; NULL: no rate_limit */
@@ -505,6 +508,29 @@ static void upgrade_end(struct ev_loop *loop)
     app.upgrade_pid = 0;
 }
 
+/* A new process that failed: why, once both its channel closed and it exited. */
+static void upgrade_log_failure(struct ev_loop *loop)
+{
+    int st = app.upgrade_status;
+    char why[96];
+    if (WIFEXITED(st))
+        snprintf(why, sizeof why, "the new process exited with %d", WEXITSTATUS(st));
+    else
+        snprintf(why, sizeof why, "the new process was killed by signal %d", WTERMSIG(st));
+    log_event(CONFIG_LOG_ERROR, "upgrade_failed", json_pack("{s:s}", "error", why));
+    app.upgrade_failed = false;
+    ev_child_stop(loop, &app.upgrade_cw);
+}
+
+static void on_upgrade_child(struct ev_loop *loop, ev_child *w, int revents)
+{
+    (void)revents;
+    ev_child_stop(loop, w);
+    app.upgrade_status = w->rstatus;
+    if (app.upgrade_failed)
+        upgrade_log_failure(loop);
+}
+
 /* The new process's channel is readable: "ready" hands over, a close means it failed. */
 static void on_upgrade_channel(struct ev_loop *loop, ev_io *io, int revents)
 {
@@ -516,21 +542,16 @@ static void on_upgrade_channel(struct ev_loop *loop, ev_io *io, int revents)
     pid_t pid = app.upgrade_pid;
     upgrade_end(loop);
     if (r == 1) {
+        ev_child_stop(loop, &app.upgrade_cw); /* it lives on */
         if (app.stopping)
             return;
         log_event(CONFIG_LOG_INFO, "upgrade", json_pack("{s:I}", "pid", (json_int_t)pid));
         begin_stop();
         return;
     }
-    int st = 0; /* it closed the channel on its way out: collect it */
-    char why[96];
-    if (waitpid(pid, &st, 0) == pid && WIFEXITED(st))
-        snprintf(why, sizeof why, "the new process exited with %d", WEXITSTATUS(st));
-    else if (WIFSIGNALED(st))
-        snprintf(why, sizeof why, "the new process was killed by signal %d", WTERMSIG(st));
-    else
-        snprintf(why, sizeof why, "the new process closed the channel");
-    log_event(CONFIG_LOG_ERROR, "upgrade_failed", json_pack("{s:s}", "error", why));
+    app.upgrade_failed = true; /* it closed the channel on its way out */
+    if (app.upgrade_status != -1)
+        upgrade_log_failure(loop);
 }
 
 /* SIGUSR2: start the binary again and offer it our listening sockets. */
@@ -538,7 +559,7 @@ static void on_upgrade(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)w;
     (void)revents;
-    if (app.stopping || app.upgrade_pid != 0) {
+    if (app.stopping || app.upgrade_pid != 0 || app.upgrade_failed) {
         log_event(CONFIG_LOG_WARN, "upgrade_failed",
                   json_pack("{s:s}", "error",
                             app.stopping ? "stopping" : "an upgrade is already in progress"));
@@ -567,8 +588,11 @@ static void on_upgrade(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     }
     app.upgrade_pid = pid;
+    app.upgrade_status = -1;
     ev_io_init(&app.upgrade_w, on_upgrade_channel, chan, EV_READ);
     ev_io_start(loop, &app.upgrade_w);
+    ev_child_init(&app.upgrade_cw, on_upgrade_child, pid, 0);
+    ev_child_start(loop, &app.upgrade_cw);
 }
 
 #define RESTART_WARNING "listen, workers and admin.listen need a restart; kept as they were"
@@ -871,6 +895,7 @@ int main(int argc, char **argv)
     ev_signal_stop(loop, &app.sig_usr2);
     if (app.upgrade_pid != 0)
         upgrade_end(loop); /* the new process finds the channel closed and carries on */
+    ev_child_stop(loop, &app.upgrade_cw);
     for (unsigned i = 0; i < app.n_workers; i++)
         worker_join_and_deinit(&app.workers[i]);
     free(app.workers);

@@ -594,7 +594,7 @@ class WorkerProcess:
         self.log.event("error", "upgrade_failed", error=_exit_reason(proc.wait()))
 
     def _check_drained(self) -> None:
-        if not self.w.conns:
+        if not self.w.conns and not self.listener.pending:
             self.loop.stop()
             return
         self.loop.call_at(self.loop.time() + 0.02, self._check_drained)
