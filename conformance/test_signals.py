@@ -216,19 +216,19 @@ def _spawn_raw(
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     err = workdir / f"raw-{tag}.stderr"
 
-    def pre() -> None:
-        if block:
-            signal.pthread_sigmask(signal.SIG_BLOCK, block)
-
-    with open(err, "wb") as e:
-        proc = subprocess.Popen(
-            impl_argv(impl) + ["--config", str(path)],
-            stdout=subprocess.DEVNULL,
-            stderr=e,
-            stdin=subprocess.DEVNULL,
-            cwd=workdir,
-            preexec_fn=pre if block else None,
-        )
+    # the child inherits the mask of the thread that starts it
+    was = signal.pthread_sigmask(signal.SIG_BLOCK, block or set())
+    try:
+        with open(err, "wb") as e:
+            proc = subprocess.Popen(
+                impl_argv(impl) + ["--config", str(path)],
+                stdout=subprocess.DEVNULL,
+                stderr=e,
+                stdin=subprocess.DEVNULL,
+                cwd=workdir,
+            )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, was)
     return proc, err
 
 
@@ -264,51 +264,57 @@ def test_sighup_pending_at_start_is_a_reload_not_a_death(impl, upstream, tmp_pat
     # whatever mask it was started with. It starts, serves, and that SIGHUP is a reload.
     up = upstream(["u1"])
     for i in range(3):
-        cfg = base_config(tmp_path, 100 + i, impl)
-        cfg["upstreams"] = up.entries()
-        port = int(cfg["listen"].rsplit(":", 1)[1])
-        proc, err = _spawn_raw(
-            impl, cfg, tmp_path, f"pending{i}", block={signal.SIGHUP}
+        _pending_sighup_once(impl, up, tmp_path, i)
+
+
+def _pending_sighup_once(impl, up, tmp_path, i: int) -> None:
+    cfg = base_config(tmp_path, 100 + i, impl)
+    cfg["upstreams"] = up.entries()
+    port = int(cfg["listen"].rsplit(":", 1)[1])
+    proc, err = _spawn_raw(impl, cfg, tmp_path, f"pending{i}", block={signal.SIGHUP})
+    try:
+        proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: is_listening(port) or proc.poll() is not None, 15)
+        assert proc.poll() is None, f"died: {proc.returncode}\n{err.read_text()}"
+        assert wait_until(lambda: _events_in(err, "reload"), 10), (
+            f"the pending SIGHUP was never handled:\n{err.read_text()}"
         )
-        try:
-            proc.send_signal(signal.SIGHUP)
-            assert wait_until(lambda: is_listening(port) or proc.poll() is not None, 15)
-            assert proc.poll() is None, f"died: {proc.returncode}\n{err.read_text()}"
-            assert wait_until(lambda: _events_in(err, "reload"), 10), (
-                f"the pending SIGHUP was never handled:\n{err.read_text()}"
-            )
-            with Conn(port) as c:
-                assert c.request("/").status == 200
-            # and the signal is not left blocked: a later SIGHUP reloads again
-            proc.send_signal(signal.SIGHUP)
-            assert wait_until(lambda: len(_events_in(err, "reload")) >= 2, 10), (
-                err.read_text()
-            )
-        finally:
-            _stop_raw(proc, err)
+        with Conn(port) as c:
+            assert c.request("/").status == 200
+        # and the signal is not left blocked: a later SIGHUP reloads again
+        proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: len(_events_in(err, "reload")) >= 2, 10), (
+            err.read_text()
+        )
+    finally:
+        _stop_raw(proc, err)
 
 
 def test_sighup_the_instant_the_port_listens(impl, upstream, tmp_path):
     # SIGHUP as soon as the port listens (polled without connecting): never fatal.
     up = upstream(["u1"])
     for i in range(5):
-        cfg = base_config(tmp_path, 200 + i, impl)
-        cfg["upstreams"] = up.entries()
-        port = int(cfg["listen"].rsplit(":", 1)[1])
-        proc, err = _spawn_raw(impl, cfg, tmp_path, f"instant{i}")
-        try:
-            assert wait_until(
-                lambda: is_listening(port) or proc.poll() is not None, 15, interval=0
-            )
-            proc.send_signal(signal.SIGHUP)
-            assert wait_until(lambda: _events_in(err, "reload"), 10), (
-                f"no reload (exit {proc.poll()}):\n{err.read_text()}"
-            )
-            assert proc.poll() is None
-            with Conn(port) as c:
-                assert c.request("/").status == 200
-        finally:
-            _stop_raw(proc, err)
+        _instant_sighup_once(impl, up, tmp_path, i)
+
+
+def _instant_sighup_once(impl, up, tmp_path, i: int) -> None:
+    cfg = base_config(tmp_path, 200 + i, impl)
+    cfg["upstreams"] = up.entries()
+    port = int(cfg["listen"].rsplit(":", 1)[1])
+    proc, err = _spawn_raw(impl, cfg, tmp_path, f"instant{i}")
+    try:
+        assert wait_until(
+            lambda: is_listening(port) or proc.poll() is not None, 15, interval=0
+        )
+        proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: _events_in(err, "reload"), 10), (
+            f"no reload (exit {proc.poll()}):\n{err.read_text()}"
+        )
+        assert proc.poll() is None
+        with Conn(port) as c:
+            assert c.request("/").status == 200
+    finally:
+        _stop_raw(proc, err)
 
 
 # --------------------------------------------------------------------------- SIGHUP semantics
@@ -368,7 +374,9 @@ def test_sighup_bad_file_counts_a_failure(upstream, proxy):
 
     def failures(text: str) -> float | None:
         m = re.search(
-            r'^twinproxy_config_reloads_total\{result="failure"\} (\S+)$', text, re.M
+            r'^twinproxy_config_reloads_total\{result="failure"\} (\S+)$',
+            text,
+            re.MULTILINE,
         )
         return float(m.group(1)) if m else None
 
@@ -426,7 +434,7 @@ def test_ten_reloads_under_keepalive_traffic(upstream, proxy):
         for i in range(10):
             done = sum(s["ok"] for s in stats)
             # traffic runs across every reload
-            assert wait_until(lambda: sum(s["ok"] for s in stats) >= done + 20, 10)
+            assert wait_until(lambda d=done: sum(s["ok"] for s in stats) >= d + 20, 10)
             p.reload(deep_merge(p.config, {"upstreams": [b if i % 2 == 0 else a]}))
         done = sum(s["ok"] for s in stats)
         assert wait_until(lambda: sum(s["ok"] for s in stats) >= done + 20, 10)

@@ -62,8 +62,7 @@ static int send_packet(int fd, const void *buf, size_t len, const int *fds, size
     return r == (ssize_t)len ? 0 : -1;
 }
 
-/* The offer into the channel: the head, then the descriptors in batches. */
-static int send_offer(int fd, const struct upgrade_offer *o)
+int upgrade_offer_send(int fd, const struct upgrade_offer *o)
 {
     size_t nfds = o->workers + (o->admin ? 1 : 0);
     int *all = malloc(nfds * sizeof *all);
@@ -95,7 +94,7 @@ int upgrade_spawn(const char *exe, char *const argv[], const struct upgrade_offe
     }
     const char *what = "send the sockets";
     /* the offer waits in the channel: the new process reads it when it starts */
-    if (send_offer(sv[0], offer) == -1)
+    if (upgrade_offer_send(sv[0], offer) == -1)
         goto fail;
     what = "start the new process";
     char var[64];

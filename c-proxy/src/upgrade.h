@@ -49,6 +49,10 @@ struct upgrade_offer {
 int upgrade_spawn(const char *exe, char *const argv[], const struct upgrade_offer *offer,
                   pid_t *pid, int *chan, char *err, size_t errlen);
 
+/* Old side: the offer into chan (the head, then the descriptors in batches). Returns
+ * 0, or -1 with errno. (upgrade_spawn's first step; unit tests call it alone.) */
+int upgrade_offer_send(int chan, const struct upgrade_offer *offer);
+
 /* Old side, channel readable: 1 the new process is ready, 0 nothing yet, -1 the
  * channel closed without "ready" (the new process failed). */
 int upgrade_poll(int chan);

@@ -63,7 +63,9 @@ def program_argv() -> list[str]:
     return [sys.executable, exe, *sys.argv[1:]]
 
 
-def _send_offer(chan: socket.socket, offer: UpgradeOffer) -> None:
+def upgrade_offer_send(chan: socket.socket, offer: UpgradeOffer) -> None:
+    """The offer into chan: the head, then the descriptors in batches (upgrade_spawn's first
+    step; unit tests call it alone). Raises OSError."""
     fds = list(offer.fds) + ([offer.admin_fd] if offer.admin is not None else [])
     head = "%s %d %d %d %s %s" % (
         UPGRADE_MAGIC,
@@ -86,7 +88,7 @@ def upgrade_spawn(
     old, new = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         try:
-            _send_offer(old, offer)  # waits in the channel until the new process reads it
+            upgrade_offer_send(old, offer)  # waits in the channel until the new process reads it
         except OSError as e:
             raise UpgradeError("cannot send the sockets: %s" % e.strerror) from None
         env = dict(os.environ)
@@ -191,7 +193,7 @@ def upgrade_receive(
         got.extend(fds)
         if data != b"F" or not fds or len(got) > want:
             raise fail("the running process's sockets did not arrive")
-    socks = []
+    socks: list[socket.socket] = []
     for fd in got:
         s = socket.socket(fileno=fd)
         if not s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
