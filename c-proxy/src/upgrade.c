@@ -204,6 +204,20 @@ static ssize_t recv_packet(int chan, char *buf, size_t cap, int *fds, size_t *n,
     return r;
 }
 
+/* A whole decimal number (no sign, no spaces) into *out. */
+static bool parse_count(const char *s, unsigned long *out)
+{
+    if (*s < '0' || *s > '9')
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
 /* A listening stream socket? */
 static bool is_listening(int fd)
 {
@@ -225,15 +239,21 @@ int upgrade_receive(int chan, const struct config *cfg, int *fds, int *admin_fd,
     why = "no upgrade offer from the running process";
     if (recv_packet(chan, head, sizeof head, got, &n, 0) <= 0)
         goto fail;
-    long pid;
-    unsigned w;
-    size_t nfds;
-    char listen[sizeof cfg->listen.text], admin[sizeof cfg->admin_listen.text];
+    /* PID WORKERS NFDS LISTEN ADMIN after the magic, one space apart */
+    char *tok[5], *save = NULL;
+    size_t nt = 0;
     why = "malformed upgrade offer";
-    if (strncmp(head, UPGRADE_MAGIC " ", sizeof UPGRADE_MAGIC) != 0 ||
-        sscanf(head + sizeof UPGRADE_MAGIC, "%ld %u %zu %127s %127s", &pid, &w, &nfds, listen,
-               admin) != 5)
+    if (strncmp(head, UPGRADE_MAGIC " ", sizeof UPGRADE_MAGIC) != 0)
         goto fail;
+    for (char *t = strtok_r(head + sizeof UPGRADE_MAGIC, " ", &save); t;
+         t = strtok_r(NULL, " ", &save))
+        if (nt++ < 5)
+            tok[nt - 1] = t;
+    unsigned long w = 0, nfds = 0;
+    if (nt != 5 || !parse_count(tok[0], &w) || !parse_count(tok[1], &w) ||
+        !parse_count(tok[2], &nfds))
+        goto fail;
+    const char *listen = tok[3], *admin = tok[4];
     why = "listen, workers and admin.listen must stay as the running process has them"
           " across a binary upgrade (restart instead)";
     bool has_admin = strcmp(admin, "-") != 0;

@@ -166,7 +166,7 @@ def upgrade_receive(
     parts = head.decode("latin-1").split(" ")
     magic = " ".join(parts[:2])
     try:
-        if magic != UPGRADE_MAGIC or len(parts) != 7:
+        if magic != UPGRADE_MAGIC or len(parts) != 7 or not all(p.isdigit() for p in parts[2:5]):
             raise ValueError
         w, nfds = int(parts[3]), int(parts[4])
     except ValueError:
