@@ -109,8 +109,7 @@ int upgrade_spawn(const char *exe, char *const argv[], const struct upgrade_offe
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGHUP);
-    sigaddset(&block, SIGUSR1);
-    sigaddset(&block, SIGUSR2);
+    sigaddset(&block, SIGUSR2); /* main.c's `handled` */
     posix_spawnattr_init(&attr);
     posix_spawnattr_setsigmask(&attr, &block);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);

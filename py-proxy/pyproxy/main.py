@@ -763,7 +763,10 @@ def run(argv: list[str] | None = None) -> int:
     # (blocked) rather than take its default action: unblocked by _on_running (supervise:
     # never; it takes them with sigtimedwait) whatever mask we were started with
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-    chan = None if args.check else upgrade_channel()  # started by SIGUSR2: inherit
+    # started by SIGUSR2: inherit the sockets (from a supervising parent, SIGCHLD came
+    # blocked too)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+    chan = None if args.check else upgrade_channel()
     store: Store | None = None
     try:
         cfg = config_load(args.config)

@@ -33,8 +33,9 @@ UPGRADE_ENV = "TWINPROXY_UPGRADE_FD"  # the new process's channel descriptor
 UPGRADE_FDS_PER_MSG = 200  # under the kernel's SCM_MAX_FD (253)
 UPGRADE_MAGIC = "twinproxy-upgrade 1"
 UPGRADE_HEAD_MAX = 512  # the first packet
-# what the new process starts with blocked (it unblocks them once its handlers exist)
-UPGRADE_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2}
+# what the new process starts with blocked (it unblocks them once its handlers exist):
+# main.HANDLED_SIGNALS
+UPGRADE_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2}
 
 
 @dataclass
