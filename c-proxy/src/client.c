@@ -439,8 +439,10 @@ static void client_wc_abort(struct worker_conn *wc)
 static void client_wc_shutdown(struct worker_conn *wc)
 {
     struct client *c = container_of(wc, struct client, wc);
-    if (c->state == CLIENT_ST_IDLE ||
-        (c->state == CLIENT_ST_HEAD && !(c->x.flags & EXCHANGE_F_IN_REQUEST))) {
+    /* only a keep-alive connection between two requests closes now (its client sends
+     * again on a new connection, RFC 9112 9.3.1); a new one that has not sent its
+     * first request yet gets it answered (timeouts.header bounds the wait) */
+    if (c->state == CLIENT_ST_IDLE) {
         client_close(c);
         return;
     }

@@ -17,6 +17,7 @@
  * current config, never from a worker's own structures.
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +41,7 @@
 #include "metrics.h"
 #include "ratelimit.h"
 #include "store.h"
+#include "upgrade.h"
 #include "upstream.h"
 #include "util.h"
 #include "worker.h"
@@ -54,8 +57,18 @@ struct app {
     struct worker *workers;     /* cfg->workers at startup */
     struct listener *listeners; /* one per worker, same index */
     unsigned n_workers;         /* fixed for the process's life */
-    bool stopping;              /* SIGTERM/SIGINT seen */
-    ev_signal sig_term, sig_int, sig_hup, sig_usr1;
+    atomic_uint loops_running;  /* worker loops not ended yet */
+    bool stopping;              /* draining: SIGTERM/SIGINT seen, or handed over (upgrade) */
+    ev_signal sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
+
+    char exe[PATH_MAX];  /* this binary's path at start: SIGUSR2 starts it again */
+    char **argv;         /* our command line, for the new process */
+    int admin_fd;        /* admin.listen's socket (the admin server owns it), -1: none */
+    pid_t upgrade_pid;   /* the new process while an upgrade is pending, else 0 */
+    ev_io upgrade_w;     /* its channel (upgrade.h): "ready" or closed */
+    ev_child upgrade_cw; /* its exit (libev reaps every child of the default loop) */
+    int upgrade_status;  /* its wait status once it exited, else -1 */
+    bool upgrade_failed; /* its channel closed without "ready": log once it exited */
 
     struct ratelimit_table *rl;       /* shared by every worker; NULL: no rate_limit */
     struct store *store;              /* rate_limit.store, read-write; NULL: no rate_limit */
@@ -70,6 +83,7 @@ struct app {
 };
 
 static struct app app = {
+    .admin_fd = -1,
     .cfg_mu = PTHREAD_MUTEX_INITIALIZER,
     .saver_mu = PTHREAD_MUTEX_INITIALIZER,
     .saver_cv = PTHREAD_COND_INITIALIZER,
@@ -118,11 +132,27 @@ static void app_on_deinit(struct worker *w)
     upstream_set_uninstall(w);
 }
 
+/* Worker 0's loop (the default one) also takes the signals: it runs until every
+ * other worker's loop has ended, so a second SIGTERM still reaches them. */
+static bool app_may_end(struct worker *w)
+{
+    return w->id != 0 || atomic_load(&app.loops_running) == 1;
+}
+
+static void app_on_end(struct worker *w)
+{
+    atomic_fetch_sub(&app.loops_running, 1);
+    if (w->id != 0)
+        ev_async_send(app.workers[0].loop, &app.workers[0].async); /* re-check may_end */
+}
+
 static const struct worker_hooks app_hooks = {
     .on_config = app_on_config,
     .on_drain = app_on_drain,
     .on_conn_gone = app_on_conn_gone,
     .on_deinit = app_on_deinit,
+    .may_end = app_may_end,
+    .on_end = app_on_end,
 };
 
 /* ---------------------------------------------------------------- rate limiting + store */
@@ -458,23 +488,139 @@ static void help(void)
           "signals:\n"
           "  SIGHUP          reload FILE (a bad file is logged, the old config stays)\n"
           "  SIGUSR1         reopen the access log file (logrotate)\n"
+          "  SIGUSR2         binary upgrade: start this binary again, hand it the listening\n"
+          "                  sockets, then drain and exit\n"
           "  SIGTERM, SIGINT stop gracefully within timeouts.shutdown\n"
           "\n"
           "exit status: 0 after a graceful stop or a valid --check, 2 on a bad config.\n",
           stdout);
 }
 
+/* Draining starts (SIGTERM/SIGINT, or an upgrade handed over): no accept on any
+ * listener (the admin API's included), idle connections close, in-flight ones
+ * finish within timeouts.shutdown. */
+static void begin_stop(void)
+{
+    app.stopping = true;
+    /* the admin API changes the table and the store: stopped before the last save */
+    admin_stop(app.admin);
+    app.admin = NULL;
+    for (unsigned i = 0; i < app.n_workers; i++)
+        worker_post_stop(&app.workers[i]);
+}
+
+/* SIGTERM/SIGINT: drain; one more while draining: stop at once (every connection
+ * closed, as when timeouts.shutdown passes; the state is still saved, exit 0). */
 static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
     (void)revents;
-    if (app.stopping)
+    const char *sig = w->signum == SIGINT ? "SIGINT" : "SIGTERM";
+    if (app.stopping) {
+        log_event(CONFIG_LOG_WARN, "shutdown",
+                  json_pack("{s:s,s:b}", "signal", sig, "immediate", 1));
+        for (unsigned i = 0; i < app.n_workers; i++)
+            worker_post_abort(&app.workers[i]);
         return;
-    app.stopping = true;
-    log_event(CONFIG_LOG_INFO, "shutdown",
-              json_pack("{s:s}", "signal", w->signum == SIGINT ? "SIGINT" : "SIGTERM"));
-    for (unsigned i = 0; i < app.n_workers; i++)
-        worker_post_stop(&app.workers[i]);
+    }
+    log_event(CONFIG_LOG_INFO, "shutdown", json_pack("{s:s}", "signal", sig));
+    begin_stop();
+}
+
+/* ---------------------------------------------------------------- binary upgrade */
+
+static void upgrade_end(struct ev_loop *loop)
+{
+    ev_io_stop(loop, &app.upgrade_w);
+    close(app.upgrade_w.fd);
+    app.upgrade_pid = 0;
+}
+
+/* A new process that failed: why, once both its channel closed and it exited. */
+static void upgrade_log_failure(struct ev_loop *loop)
+{
+    int st = app.upgrade_status;
+    char why[96];
+    if (WIFEXITED(st))
+        snprintf(why, sizeof why, "the new process exited with %d", WEXITSTATUS(st));
+    else
+        snprintf(why, sizeof why, "the new process was killed by signal %d", WTERMSIG(st));
+    log_event(CONFIG_LOG_ERROR, "upgrade_failed", json_pack("{s:s}", "error", why));
+    app.upgrade_failed = false;
+    ev_child_stop(loop, &app.upgrade_cw);
+}
+
+static void on_upgrade_child(struct ev_loop *loop, ev_child *w, int revents)
+{
+    (void)revents;
+    ev_child_stop(loop, w);
+    app.upgrade_status = w->rstatus;
+    if (app.upgrade_failed)
+        upgrade_log_failure(loop);
+}
+
+/* The new process's channel is readable: "ready" hands over, a close means it failed. */
+static void on_upgrade_channel(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)io;
+    (void)revents;
+    int r = upgrade_poll(app.upgrade_w.fd);
+    if (r == 0)
+        return;
+    pid_t pid = app.upgrade_pid;
+    upgrade_end(loop);
+    if (r == 1) {
+        ev_child_stop(loop, &app.upgrade_cw); /* it lives on */
+        if (app.stopping)
+            return;
+        log_event(CONFIG_LOG_INFO, "upgrade", json_pack("{s:I}", "pid", (json_int_t)pid));
+        begin_stop();
+        return;
+    }
+    app.upgrade_failed = true; /* it closed the channel on its way out */
+    if (app.upgrade_status != -1)
+        upgrade_log_failure(loop);
+}
+
+/* SIGUSR2: start the binary again and offer it our listening sockets. */
+static void on_upgrade(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    if (app.stopping || app.upgrade_pid != 0 || app.upgrade_failed) {
+        log_event(CONFIG_LOG_WARN, "upgrade_failed",
+                  json_pack("{s:s}", "error",
+                            app.stopping ? "stopping" : "an upgrade is already in progress"));
+        return;
+    }
+    const struct config *cfg = app.started->cfg; /* the sockets are the start's */
+    int *fds = calloc(app.n_workers, sizeof *fds);
+    char err[UPGRADE_ERR_MAX] = "out of memory";
+    int chan = -1, rc = -1;
+    pid_t pid = 0;
+    if (fds) {
+        for (unsigned i = 0; i < app.n_workers; i++)
+            fds[i] = app.listeners[i].lfd;
+        struct upgrade_offer offer = {
+            .listen = cfg->listen.text,
+            .workers = app.n_workers,
+            .fds = fds,
+            .admin = app.admin_fd != -1 ? cfg->admin_listen.text : NULL,
+            .admin_fd = app.admin_fd,
+        };
+        rc = upgrade_spawn(app.exe, app.argv, &offer, &pid, &chan, err, sizeof err);
+    }
+    free(fds);
+    if (rc == -1) {
+        log_event(CONFIG_LOG_ERROR, "upgrade_failed", json_pack("{s:s}", "error", err));
+        return;
+    }
+    app.upgrade_pid = pid;
+    app.upgrade_status = -1;
+    ev_io_init(&app.upgrade_w, on_upgrade_channel, chan, EV_READ);
+    ev_io_start(loop, &app.upgrade_w);
+    ev_child_init(&app.upgrade_cw, on_upgrade_child, pid, 0);
+    ev_child_start(loop, &app.upgrade_cw);
 }
 
 #define RESTART_WARNING "listen, workers and admin.listen need a restart; kept as they were"
@@ -628,6 +774,20 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    app.argv = argv;
+    /* From before the port listens until the watchers are in place the signals we
+     * handle stay blocked (a SIGHUP right after start must not kill us): blocked here,
+     * inherited blocked by every thread, unblocked (whatever mask we were started
+     * with) on the main thread only once the watchers exist. */
+    sigset_t handled;
+    sigemptyset(&handled);
+    sigaddset(&handled, SIGTERM);
+    sigaddset(&handled, SIGINT);
+    sigaddset(&handled, SIGHUP);
+    sigaddset(&handled, SIGUSR1);
+    sigaddset(&handled, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &handled, NULL);
+    int upgrade_chan = check ? -1 : upgrade_channel(); /* started by SIGUSR2: inherit */
     char err[CONFIG_ERR_MAX];
     struct config *cfg = config_load(app.path, err, sizeof err);
     if (!cfg) {
@@ -672,9 +832,15 @@ int main(int argc, char **argv)
         return 1;
     }
     int admin_fd = -1;
-    if (listener_bind_all(cfg, fds, app.n_workers, err, sizeof err) == -1 ||
-        (cfg->admin_enabled &&
-         (admin_fd = admin_bind(&cfg->admin_listen, cfg->path, err, sizeof err)) == -1)) {
+    ssize_t exe_len = readlink("/proc/self/exe", app.exe, sizeof app.exe - 1);
+    app.exe[exe_len > 0 ? exe_len : 0] = '\0';
+    if (upgrade_chan != -1
+            ? upgrade_receive(upgrade_chan, cfg, fds, &admin_fd, err, sizeof err) == -1
+            : (listener_bind_all(cfg, fds, app.n_workers, err, sizeof err) == -1 ||
+               (cfg->admin_enabled &&
+                (admin_fd = admin_bind(&cfg->admin_listen, cfg->path, err, sizeof err)) == -1))) {
+        if (upgrade_chan != -1)
+            close(upgrade_chan);
         fprintf(stderr, "config error: %s\n", err);
         for (unsigned i = 0; i < app.n_workers; i++)
             if (fds[i] != -1)
@@ -709,14 +875,21 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    /* worker threads must not take the signals: block them while spawning */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGHUP);
-    sigaddset(&block, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
+    /* the watchers first: a signal that came since start waits for them (blocked) */
+    ev_signal_init(&app.sig_term, on_stop, SIGTERM);
+    ev_signal_init(&app.sig_int, on_stop, SIGINT);
+    ev_signal_init(&app.sig_hup, on_reload, SIGHUP);
+    ev_signal_init(&app.sig_usr2, on_upgrade, SIGUSR2);
+    ev_signal_start(loop, &app.sig_term);
+    ev_signal_start(loop, &app.sig_int);
+    ev_signal_start(loop, &app.sig_hup);
+    ev_signal_start(loop, &app.sig_usr2);
+    ev_signal_init(&app.sig_usr1, on_reopen, SIGUSR1);
+    ev_signal_start(loop, &app.sig_usr1);
+    app.admin_fd = admin_fd;
+
+    atomic_init(&app.loops_running, app.n_workers);
+    /* worker threads never take the signals: they start with them blocked */
     for (unsigned i = 0; i < app.n_workers; i++) {
         struct worker *w = &app.workers[i];
         if (worker_init(w, i, i == 0 ? loop : NULL, &app_hooks) == -1 ||
@@ -751,28 +924,28 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
     free(fds);
-
-    ev_signal_init(&app.sig_term, on_stop, SIGTERM);
-    ev_signal_init(&app.sig_int, on_stop, SIGINT);
-    ev_signal_init(&app.sig_hup, on_reload, SIGHUP);
-    ev_signal_start(loop, &app.sig_term);
-    ev_signal_start(loop, &app.sig_int);
-    ev_signal_start(loop, &app.sig_hup);
-    ev_signal_init(&app.sig_usr1, on_reopen, SIGUSR1);
-    ev_signal_start(loop, &app.sig_usr1);
 
     log_event(CONFIG_LOG_INFO, "start",
               json_pack("{s:s,s:i,s:I}", "listen", cfg->listen.text, "workers", (int)app.n_workers,
                         "pid", (json_int_t)getpid()));
+    if (upgrade_chan != -1)
+        upgrade_ready(upgrade_chan); /* the old process stops accepting and drains */
+    pthread_sigmask(SIG_UNBLOCK, &handled, NULL);
 
     worker_run(&app.workers[0]);
 
+    /* a signal from here on must not meet the default action (ev_signal_stop restores
+     * it): the process is ending anyway */
+    pthread_sigmask(SIG_BLOCK, &handled, NULL);
     ev_signal_stop(loop, &app.sig_term);
     ev_signal_stop(loop, &app.sig_int);
     ev_signal_stop(loop, &app.sig_hup);
     ev_signal_stop(loop, &app.sig_usr1);
+    ev_signal_stop(loop, &app.sig_usr2);
+    if (app.upgrade_pid != 0)
+        upgrade_end(loop); /* the new process finds the channel closed and carries on */
+    ev_child_stop(loop, &app.upgrade_cw);
     for (unsigned i = 0; i < app.n_workers; i++)
         worker_join_and_deinit(&app.workers[i]);
     free(app.workers);

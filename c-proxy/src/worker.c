@@ -93,6 +93,8 @@ static void worker_on_async(struct ev_loop *loop, ev_async *a, int revents)
     worker_take_config(w);
     if (atomic_load(&w->stop_requested))
         worker_begin_drain(w);
+    if (atomic_load(&w->abort_requested))
+        worker_abort_all(w); /* the reaper then sees no connection and ends the loop */
 }
 
 void worker_post_config(struct worker *w, struct cfgref *cfg)
@@ -108,6 +110,13 @@ void worker_post_stop(struct worker *w)
     ev_async_send(w->loop, &w->async);
 }
 
+void worker_post_abort(struct worker *w)
+{
+    atomic_store(&w->stop_requested, true);
+    atomic_store(&w->abort_requested, true);
+    ev_async_send(w->loop, &w->async);
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
@@ -116,7 +125,8 @@ static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     struct worker *w = container_of(p, struct worker, reaper);
     worker_reap(w);
     log_flush(w->alog);
-    if (w->draining && w->n_conns == 0) {
+    if (w->draining && w->n_conns == 0 &&
+        (!w->hooks || !w->hooks->may_end || w->hooks->may_end(w))) {
         ev_timer_stop(loop, &w->drain_timer);
         ev_break(loop, EVBREAK_ALL);
     }
@@ -138,6 +148,7 @@ int worker_init(struct worker *w, unsigned id, struct ev_loop *loop,
         return -1;
     atomic_init(&w->pending_cfg, NULL);
     atomic_init(&w->stop_requested, false);
+    atomic_init(&w->abort_requested, false);
     util_rng_seed(&w->rng);
     ev_timer_init(&w->drain_timer, worker_on_drain_timeout, 0, 0);
     ev_async_init(&w->async, worker_on_async);
@@ -163,6 +174,8 @@ void worker_run(struct worker *w)
     ev_run(w->loop, 0);
     /* drained: free what is left (the reaper may not have run after the last close) */
     worker_on_prepare(w->loop, &w->reaper, 0);
+    if (w->hooks && w->hooks->on_end)
+        w->hooks->on_end(w);
 }
 
 void worker_join_and_deinit(struct worker *w)

@@ -64,6 +64,11 @@ struct worker_hooks {
     void (*on_conn_gone)(struct worker *w);
     /* teardown, every connection gone: release the upstream set */
     void (*on_deinit)(struct worker *w);
+    /* drained, on the worker's thread: may its loop end now? (NULL: yes) Worker 0's
+     * loop also takes the process's signals: it waits for the others */
+    bool (*may_end)(struct worker *w);
+    /* the loop ended (on the worker's thread) */
+    void (*on_end)(struct worker *w);
 };
 
 struct worker {
@@ -78,6 +83,7 @@ struct worker {
     struct cfgref *cfg;                   /* config of the current set (borrowed via set) */
     _Atomic(struct cfgref *) pending_cfg; /* reload: handed over by main (one ref) */
     atomic_bool stop_requested;           /* shutdown: set by main */
+    atomic_bool abort_requested;          /* second SIGTERM/SIGINT: close everything now */
     ev_async async;                       /* main -> worker wakeup */
     bool draining;                        /* shutdown in progress: no accept, no keep-alive */
     ev_timer drain_timer;                 /* timeouts.shutdown */
@@ -111,6 +117,8 @@ void worker_join_and_deinit(struct worker *w);
 void worker_post_config(struct worker *w, struct cfgref *cfg);
 /* Called by main (any thread): start draining. */
 void worker_post_stop(struct worker *w);
+/* Called by main (any thread): end the drain now, as if timeouts.shutdown had passed. */
+void worker_post_abort(struct worker *w);
 
 /* A new live connection: list it (shutdown/abort reach it from now on). */
 void worker_conn_add(struct worker *w, struct worker_conn *wc, const struct worker_conn_ops *ops);

@@ -265,9 +265,8 @@ class ClientConn(asyncio.Protocol):
         # a fresh connection must send its head within timeouts.header
         self.accepted = self.head_start = self.loop.time()
         self.w.conn_add(self)
-        if self.w.draining:
-            self.close()
-            return
+        # accepted before a drain began (its protocol is made a little later): answered
+        # like any new connection, with Connection: close
         self.refresh_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -1210,9 +1209,10 @@ class ClientConn(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """Worker is draining: idle clients close now, others after their response."""
-        if self.state == ClientState.IDLE or (
-            self.state == ClientState.HEAD and not self.x.flags & X_IN_REQUEST
-        ):
+        # only a keep-alive connection between two requests closes now (its client sends
+        # again on a new connection, RFC 9112 9.3.1); a new one that has not sent its
+        # first request yet gets it answered (timeouts.header bounds the wait)
+        if self.state == ClientState.IDLE:
             self.close()
             return
         self.x.flags |= X_CLOSE_AFTER

@@ -96,6 +96,9 @@ class Listener:
         self.paused = False  # at max_client_connections (or out of descriptors)
         self.stopped = False  # stop() was called
         self.poll: asyncio.TimerHandle | None = None  # while paused: re-check the count
+        # accepted sockets whose protocol is not made yet (connect_accepted_socket is a
+        # task): a drain must wait for them (the C twin makes its client in accept)
+        self.pending = 0
 
     def _limit(self) -> int:
         return self.w.cfg.limits.max_client_connections or (1 << 62)
@@ -142,10 +145,12 @@ class Listener:
             except OSError:
                 pass
             counter.add(1)  # counts at once; conn_gone() takes it back
+            self.pending += 1
             task = loop.create_task(loop.connect_accepted_socket(self.factory, conn))
             task.add_done_callback(self._on_accepted)
 
     def _on_accepted(self, task: asyncio.Task[object]) -> None:
+        self.pending -= 1
         if task.cancelled() or task.exception() is not None:
             self.conn_gone()
 

@@ -30,6 +30,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -47,13 +48,23 @@ from pyproxy.log import Log, log_open, stderr_line
 from pyproxy.metrics import C_RL_ALLOWED, C_RL_LIMITED, Counters, metrics_render
 from pyproxy.ratelimit import Bucket, Limit, Table, bucket_full, shared_table_new, table_new
 from pyproxy.store import Store, StoreBucket, StoreError
+from pyproxy.upgrade import (
+    UpgradeError,
+    UpgradeOffer,
+    program_argv,
+    upgrade_channel,
+    upgrade_poll,
+    upgrade_ready,
+    upgrade_receive,
+    upgrade_spawn,
+)
 from pyproxy.upstream import UpstreamSet
 from pyproxy.util import VERSION, reseed
 from pyproxy.worker import Worker, WorkerRateLimit
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
-HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
+HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2}
 REOPEN_ACK_S = 2.0  # workers > 1: how long the parent waits for every worker's reopen
 
 USAGE = "py-proxy --config FILE [--check] [--version] [--help] [--loop asyncio|uvloop]"
@@ -78,6 +89,8 @@ options:
 signals:
   SIGHUP          reload FILE (a bad file is logged, the old config stays)
   SIGUSR1         reopen the access log file (logrotate)
+  SIGUSR2         binary upgrade: start this binary again, hand it the listening
+                  sockets, then drain and exit
   SIGTERM, SIGINT stop gracefully within timeouts.shutdown
 
 exit status: 0 after a graceful stop or a valid --check, 2 on a bad config."""
@@ -353,7 +366,11 @@ class WorkerProcess:
         w.counters = self.shared.counters
         self.on_config(w, cfg)
         self.listener = Listener(w, sock, lambda: ClientConn(w), counter)
-        self.stopping = False
+        self.stopping = False  # draining: SIGTERM/SIGINT seen, or handed over (upgrade)
+        self.argv = program_argv()  # SIGUSR2 starts this program again
+        self.inherit_chan: socket.socket | None = None  # started by SIGUSR2: tell "ready"
+        self.upgrade_proc: subprocess.Popen[bytes] | None = None  # pending upgrade
+        self.upgrade_chan: socket.socket | None = None  # its channel
         self.reopen_ack = -1  # forked worker: pipe to tell the parent a SIGUSR1 reopen's outcome
         self.store: Store | None = None  # worker 0: the store it saves to (owned)
         self.saver: BucketSaver | None = None  # worker 0 with rate_limit
@@ -451,6 +468,7 @@ class WorkerProcess:
         loop.add_signal_handler(signal.SIGINT, self.on_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.on_reload)
         loop.add_signal_handler(signal.SIGUSR1, self.on_reopen)
+        loop.add_signal_handler(signal.SIGUSR2, self.on_upgrade)
         self.listener.start()
         if self.admin is not None:
             self.admin.start()
@@ -460,6 +478,10 @@ class WorkerProcess:
         try:
             loop.run_forever()
         finally:
+            # a signal from here on must not meet the default action (loop.close() removes
+            # the handlers): the process is ending anyway
+            signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+            self._upgrade_end()  # a pending new process finds the channel closed
             self._stop_services()
             self.log.flush()
             if not self.quiet:
@@ -485,7 +507,6 @@ class WorkerProcess:
     def _on_running(self) -> None:
         """The loop runs: its signal handling is live, so the signals run() blocked before
         binding (a SIGHUP right after the port opened must not be lost) are let in now."""
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         if not self.quiet:
             self.log.event(
                 "info",
@@ -494,6 +515,10 @@ class WorkerProcess:
                 workers=self.cfg.workers,
                 pid=os.getpid(),
             )
+        if self.inherit_chan is not None:
+            upgrade_ready(self.inherit_chan)  # the old process stops accepting and drains
+            self.inherit_chan = None
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
 
     def on_reload(self) -> None:
         if self.stopping:
@@ -542,18 +567,83 @@ class WorkerProcess:
             self.log.event("info", "log_reopen", path=self.log.access_path)
 
     def on_stop(self, signame: str) -> None:
+        """SIGTERM/SIGINT: drain; one more while draining: stop at once (every connection
+        closed, as when timeouts.shutdown passes; the state is still saved, exit 0)."""
         if self.stopping:
+            if not self.quiet:
+                self.log.event("warn", "shutdown", signal=signame, immediate=True)
+            self._on_drain_timeout()
             return
-        self.stopping = True
         if not self.quiet:
             self.log.event("info", "shutdown", signal=signame)
+        self.begin_stop()
+
+    def begin_stop(self) -> None:
+        """Draining starts (SIGTERM/SIGINT, or an upgrade handed over): no accept on any
+        listener (the admin API's included), idle connections close, in-flight ones finish
+        within timeouts.shutdown."""
+        self.stopping = True
+        if self.admin is not None:
+            self.admin.stop()
+            self.admin = None
         self.w.begin_drain()
         grace = self.w.cfg.timeouts.shutdown_ms / 1000.0
         self.loop.call_at(self.loop.time() + grace, self._on_drain_timeout)
         self._check_drained()
 
+    # binary upgrade (upgrade.py) ---------------------------------------------------------------
+
+    def on_upgrade(self) -> None:
+        """SIGUSR2: start this program again and offer it our listening sockets (a forked
+        worker leaves that to its parent)."""
+        if self.quiet:
+            return
+        if self.stopping or self.upgrade_proc is not None:
+            why = "stopping" if self.stopping else "an upgrade is already in progress"
+            self.log.event("warn", "upgrade_failed", error=why)
+            return
+        admin = self.admin
+        offer = UpgradeOffer(
+            self.started.listen.text,
+            [self.listener.fd],
+            self.started.admin_listen.text
+            if admin is not None and self.started.admin_listen is not None
+            else None,
+            admin.sock.fileno() if admin is not None else -1,
+        )
+        try:
+            proc, chan = upgrade_spawn(self.argv, offer)
+        except UpgradeError as e:
+            self.log.event("error", "upgrade_failed", error=str(e))
+            return
+        self.upgrade_proc, self.upgrade_chan = proc, chan
+        self.loop.add_reader(chan.fileno(), self._on_upgrade_channel)
+
+    def _upgrade_end(self) -> subprocess.Popen[bytes] | None:
+        proc, chan = self.upgrade_proc, self.upgrade_chan
+        if chan is not None:
+            self.loop.remove_reader(chan.fileno())
+            chan.close()
+        self.upgrade_proc = self.upgrade_chan = None
+        return proc
+
+    def _on_upgrade_channel(self) -> None:
+        """The new process's channel is readable: "ready" hands over, a close means it failed."""
+        assert self.upgrade_chan is not None
+        r = upgrade_poll(self.upgrade_chan)
+        if r == 0:
+            return
+        proc = self._upgrade_end()
+        assert proc is not None
+        if r == 1:
+            if not self.stopping:
+                self.log.event("info", "upgrade", pid=proc.pid)
+                self.begin_stop()
+            return
+        self.log.event("error", "upgrade_failed", error=_exit_reason(proc.wait()))
+
     def _check_drained(self) -> None:
-        if not self.w.conns:
+        if not self.w.conns and not self.listener.pending:
             self.loop.stop()
             return
         self.loop.call_at(self.loop.time() + 0.02, self._check_drained)
@@ -563,12 +653,26 @@ class WorkerProcess:
         self.loop.call_soon(self.loop.stop)
 
 
+def _exit_reason(status: int) -> str:
+    """A failed new process's end, as the C twin words it (Popen.returncode)."""
+    if status >= 0:
+        return "the new process exited with %d" % status
+    return "the new process was killed by signal %d" % -status
+
+
 def supervise(
-    cfg: Config, socks: list[socket.socket], loop_kind: str, shared: ProcessShared
+    cfg: Config,
+    socks: list[socket.socket],
+    loop_kind: str,
+    shared: ProcessShared,
+    inherit_chan: socket.socket | None = None,
 ) -> int:
     """workers > 1: fork one process per socket, forward signals, restart crashed workers;
-    the last save of the token state once every worker stopped."""
+    the last save of the token state once every worker stopped. SIGUSR2 starts the program
+    again with our sockets (upgrade.py); once it is ready the workers drain as on SIGTERM."""
     log = Log(cfg.log.level.value, "off", cfg.log.format.value)
+    argv = program_argv()
+    upgrade: tuple[subprocess.Popen[bytes], socket.socket] | None = None  # pending
     children: dict[int, int] = {}  # pid -> socket index
     counter = ClientCounter(shared=True)  # client connections of every worker
     health_registry_init(shared=True)  # upstream verdicts of every worker: before the fork
@@ -603,17 +707,62 @@ def supervise(
     for i in range(len(socks)):
         spawn(i)
     log.event("info", "start", listen=cfg.listen.text, workers=cfg.workers, pid=os.getpid())
+    if inherit_chan is not None:
+        upgrade_ready(inherit_chan)  # the old process stops accepting and drains
     current = cfg
+
+    def begin_stop() -> None:
+        """Draining starts (SIGTERM/SIGINT, or the new process of an upgrade is ready): our
+        copies of the sockets close (no worker is restarted any more), the workers drain."""
+        nonlocal stopping
+        stopping = True
+        for s in socks:
+            s.close()
+        if shared.admin_sock is not None:
+            shared.admin_sock.close()
+            shared.admin_sock = None
+        for pid in children:
+            _kill(pid, signal.SIGTERM)
+
     while children:
-        info = signal.sigtimedwait(sigs, 1.0)
+        info = signal.sigtimedwait(sigs, 0.05 if upgrade is not None else 1.0)
         signo = info.si_signo if info is not None else 0
+        if upgrade is not None and select.select([upgrade[1]], [], [], 0)[0]:
+            r = upgrade_poll(upgrade[1])
+            if r != 0:
+                proc, chan = upgrade
+                upgrade = None
+                chan.close()
+                if r == 1 and not stopping:
+                    log.event("info", "upgrade", pid=proc.pid)
+                    begin_stop()
+                elif r == -1:
+                    log.event("error", "upgrade_failed", error=_exit_reason(proc.wait()))
         if signo in (signal.SIGTERM, signal.SIGINT):
+            name = "SIGINT" if signo == signal.SIGINT else "SIGTERM"
             if not stopping:
-                stopping = True
-                name = "SIGINT" if signo == signal.SIGINT else "SIGTERM"
                 log.event("info", "shutdown", signal=name)
-            for pid in children:
-                _kill(pid, signal.SIGTERM)
+                begin_stop()
+            else:  # the workers see a second one too: they stop at once
+                log.event("warn", "shutdown", signal=name, immediate=True)
+                for pid in children:
+                    _kill(pid, signal.SIGTERM)
+        elif signo == signal.SIGUSR2:
+            if stopping or upgrade is not None:
+                why = "stopping" if stopping else "an upgrade is already in progress"
+                log.event("warn", "upgrade_failed", error=why)
+                continue
+            admin = shared.admin_sock
+            offer = UpgradeOffer(
+                cfg.listen.text,
+                [s.fileno() for s in socks],
+                cfg.admin_listen.text if admin is not None and cfg.admin_listen else None,
+                admin.fileno() if admin is not None else -1,
+            )
+            try:
+                upgrade = upgrade_spawn(argv, offer)
+            except UpgradeError as e:
+                log.event("error", "upgrade_failed", error=str(e))
         elif signo == signal.SIGHUP and not stopping:
             new = load_for_reload(cfg.path, current, log, quiet=False, started=cfg)
             if new is None:
@@ -634,18 +783,20 @@ def supervise(
                 log.event("error", "log_reopen_failed", error=errors[0])
             else:
                 log.event("info", "log_reopen", path=str(current.log.access))
-        while True:
+        for pid in list(children):  # ours only: a new process (upgrade) is its Popen's
             try:
-                pid, _status = os.waitpid(-1, os.WNOHANG)
+                done, _status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            i = children.pop(pid, -1)
-            if i >= 0 and not stopping:
+                done = pid
+            if done == 0:
+                continue
+            i = children.pop(pid)
+            if not stopping:
                 log.event("error", "worker_restart", worker=i)
                 time.sleep(0.1)
                 spawn(i)
+    if upgrade is not None:
+        upgrade[1].close()  # the new process finds the channel closed
     if shared.table is not None:
         final_save(shared.table, cfg.rate_limit.store, log)
     os.close(ack_r)
@@ -714,6 +865,14 @@ def run(argv: list[str] | None = None) -> int:
     if not args.config:
         stderr_line("usage: " + USAGE)
         return EXIT_CONFIG
+    # from before the port listens until the loop's handlers exist, a signal must wait
+    # (blocked) rather than take its default action: unblocked by _on_running (supervise:
+    # never; it takes them with sigtimedwait) whatever mask we were started with
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    # started by SIGUSR2: inherit the sockets (from a supervising parent, SIGCHLD came
+    # blocked too)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+    chan = None if args.check else upgrade_channel()
     store: Store | None = None
     try:
         cfg = config_load(args.config)
@@ -726,8 +885,6 @@ def run(argv: list[str] | None = None) -> int:
         if store is not None:
             store.close()
         return EXIT_OK
-    # from the moment the port listens, a signal must reach a handler, not a default action
-    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     n = max(1, cfg.workers)
     socks: list[socket.socket] = []
     admin_sock: socket.socket | None = None
@@ -744,11 +901,18 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
 
     try:
-        for _ in range(n):
-            socks.append(listener_bind(cfg.listen, cfg.path, reuseport=n > 1))
-        if cfg.admin_enabled and cfg.admin_listen is not None:
-            admin_sock = admin_bind(cfg.admin_listen, cfg.path)
-    except (BindError, AdminBindError) as e:
+        if chan is not None:
+            try:
+                socks, admin_sock = upgrade_receive(chan, cfg)
+            except ConfigError:
+                chan.close()
+                raise
+        else:
+            for _ in range(n):
+                socks.append(listener_bind(cfg.listen, cfg.path, reuseport=n > 1))
+            if cfg.admin_enabled and cfg.admin_listen is not None:
+                admin_sock = admin_bind(cfg.admin_listen, cfg.path)
+    except (BindError, AdminBindError, ConfigError) as e:
         return fail(str(e))
     table: Table | None = None
     if store is not None:
@@ -782,8 +946,9 @@ def run(argv: list[str] | None = None) -> int:
         except OSError as e:
             store = shared.store
             return fail("log.access: %s: %s" % (cfg.log.access, e.strerror))
+        worker.inherit_chan = chan
         return worker.run()
-    return supervise(cfg, socks, args.loop, shared)
+    return supervise(cfg, socks, args.loop, shared, chan)
 
 
 if __name__ == "__main__":

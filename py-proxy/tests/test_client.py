@@ -472,7 +472,11 @@ def test_hop_by_hop_removed_from_response() -> None:
 def test_shutdown_closes_idle_and_finishes_busy() -> None:
     h = Harness()
     c1, t1 = h.client()
-    _c2, t2 = h.client(40001)
+    c2, t2 = h.client(40001)
+    c2.data_received(GET)
+    up2, _ = h.connect()
+    up2.data_received(OK)
+    assert b"Connection: close" not in t2.take()  # keep-alive, idle now
     c1.data_received(GET)
     up, _ = h.connect()
     h.w.begin_drain()
@@ -480,6 +484,20 @@ def test_shutdown_closes_idle_and_finishes_busy() -> None:
     up.data_received(OK)
     assert b"Connection: close\r\n" in t1.take()
     assert closes(h, t1)
+
+
+def test_shutdown_answers_a_new_connection_its_first_request() -> None:
+    # Not idle: its client has not been answered anything yet (it could not retry).
+    h = Harness()
+    c, t = h.client()
+    h.w.begin_drain()
+    assert not t.closing
+    c.data_received(GET)
+    up, _ = h.connect()
+    up.data_received(OK)
+    out = t.take()
+    assert out.startswith(b"HTTP/1.1 200") and b"Connection: close\r\n" in out
+    assert closes(h, t)
 
 
 def test_reused_connection_closed_by_upstream_is_retried() -> None:
