@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 LLHTTP := $(CURDIR)/build/deps/llhttp
 export LLHTTP
-C_DIRS := c-proxy upstreams loadtest/olgen
+C_DIRS := c-proxy upstreams loadtest/olgen loadtest/nullproxy
 
 .PHONY: all deps build test test-unit test-conformance asan test-asan fmt lint clean \
         bench bench-quick bench-smoke valgrind perf-per-request perf-capacity fuzz \
