@@ -38,7 +38,7 @@ LEGEND = (
 
 
 class _Node:
-    __slots__ = ("name", "total", "children")
+    __slots__ = ("children", "name", "total")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -82,8 +82,10 @@ def render(
     height = top + depth * ROW + PAD
     scale = (WIDTH - 2 * PAD) / total
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
-        f'viewBox="0 0 {WIDTH} {height}" font-family="monospace" font-size="{FONT}">',
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+            f'viewBox="0 0 {WIDTH} {height}" font-family="monospace" font-size="{FONT}">'
+        ),
         f'<rect width="{WIDTH}" height="{height}" fill="#ffffff"/>',
         f'<text x="{PAD}" y="{PAD + FONT}" font-size="{FONT + 2}">{html.escape(title)}</text>',
     ]

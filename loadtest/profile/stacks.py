@@ -20,6 +20,7 @@ recv, epoll_wait, ...) stands for the time in the kernel.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -43,10 +44,40 @@ _WHERE = re.compile(r"^(.*) \(([^()]*)\)$")
 _LINE = re.compile(r":\d+$")
 
 SYSCALL_WRAPPERS = frozenset(
-    "send recv sendto recvfrom sendmsg recvmsg read write readv writev epoll_wait "
-    "epoll_pwait epoll_ctl accept accept4 connect close shutdown getsockopt setsockopt "
-    "clock_gettime syscall splice __libc_send __libc_recv __libc_sendto __libc_recvfrom "
-    "__libc_read __libc_write __libc_close __GI___libc_write __GI___libc_read".split()
+    [
+        "send",
+        "recv",
+        "sendto",
+        "recvfrom",
+        "sendmsg",
+        "recvmsg",
+        "read",
+        "write",
+        "readv",
+        "writev",
+        "epoll_wait",
+        "epoll_pwait",
+        "epoll_ctl",
+        "accept",
+        "accept4",
+        "connect",
+        "close",
+        "shutdown",
+        "getsockopt",
+        "setsockopt",
+        "clock_gettime",
+        "syscall",
+        "splice",
+        "__libc_send",
+        "__libc_recv",
+        "__libc_sendto",
+        "__libc_recvfrom",
+        "__libc_read",
+        "__libc_write",
+        "__libc_close",
+        "__GI___libc_write",
+        "__GI___libc_read",
+    ]
 )
 # CPython's asyncio/select C code lives in libpython (perf) or in these sources (py-spy)
 _EVENT_LOOP_NATIVE = re.compile(
@@ -193,7 +224,9 @@ def report(folder: Path) -> dict[str, object]:
         stacks = read_collapsed(path)
         samples = sum(stacks.values())
         title = f"{impl}: {VIEWS.get(tool, tool)}, {samples} samples"
-        svg = flame.render(stacks, title, lambda f, p=pyspy: frame_category(f, p))
+        svg = flame.render(
+            stacks, title, functools.partial(frame_category, pyspy=pyspy)
+        )
         (folder / f"{stem}.svg").write_text(svg, encoding="utf-8")
         win = windows.get(stem, {}) if isinstance(windows.get(stem), dict) else {}
         rows.append(
@@ -226,10 +259,12 @@ def markdown(doc: dict[str, object]) -> str:
     lines = [
         "# Where the time goes: share of the proxy's CPU samples",
         "",
-        f"Load: olgen {meta.get('rate', '?')} req/s offered on /bytes/0, "
-        f"{meta.get('connections', '?')} connections, {meta.get('seconds', '?')} s per "
-        f"recording, {meta.get('sample_hz', '?')} Hz; load average at the end "
-        f"{' '.join(str(x) for x in meta.get('loadavg') or []) or '?'}.",
+        (
+            f"Load: olgen {meta.get('rate', '?')} req/s offered on /bytes/0, "
+            f"{meta.get('connections', '?')} connections, {meta.get('seconds', '?')} s per "
+            f"recording, {meta.get('sample_hz', '?')} Hz; load average at the end "
+            f"{' '.join(str(x) for x in meta.get('loadavg') or []) or '?'}."
+        ),
         "",
         "| " + " | ".join(head) + " |",
         "| " + " | ".join(["---", "---"] + ["---:"] * (len(head) - 2)) + " |",
@@ -245,9 +280,11 @@ def markdown(doc: dict[str, object]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Proxy CPU µs/req: the proxy's CPU time (schedstat, every task) over the recording "
-        "window ÷ the requests olgen completed per second × the window (the profiler's own "
-        "cost included: py-spy stops the process for each sample).",
+        (
+            "Proxy CPU µs/req: the proxy's CPU time (schedstat, every task) over the recording "
+            "window ÷ the requests olgen completed per second × the window (the profiler's own "
+            "cost included: py-spy stops the process for each sample)."
+        ),
         "",
     ]
     return "\n".join(lines)
