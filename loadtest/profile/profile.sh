@@ -17,7 +17,7 @@
 # upstream (upstreams/build/upstream, two listeners, round robin, the lab's bench config
 # from loadtest/runner/tpconfig.py) and olgen on CPU 0. Load: olgen --rate RATE
 # --connections CONNS --warmup 2 on /bytes/0, for the warm-up plus every recording window.
-# Defaults: 20 s per recording, 3000 req/s, 16 connections, 999 Hz sampling.
+# Defaults: 20 s per recording, 2000 req/s, 16 connections, 999 Hz sampling.
 # Output DIR (default $PROFILE_DIR, else results/<UTC time>-<sha>-profile/profile):
 #   *.collapsed (one "frame;frame;... count" line per stack, root first), *.svg (flame
 #   graphs, loadtest/profile/flame.py), shares.md + shares.json (loadtest/profile/stacks.py),
@@ -27,7 +27,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-dur=20 rate=3000 conns=16 hz=999 keep="" out=${PROFILE_DIR:-}
+dur=20 rate=2000 conns=16 hz=999 keep="" out=${PROFILE_DIR:-}
 usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while getopts "d:r:c:F:o:kh" opt; do
   case $opt in

@@ -77,7 +77,9 @@ def test_bytes_both_ways_and_half_close(
     relay: tuple[int, subprocess.Popen[bytes]],
 ) -> None:
     port, p = relay
-    payload = os.urandom(3 * 1024 * 1024)  # several pipe-fulls: exercises the pending path
+    payload = os.urandom(
+        3 * 1024 * 1024
+    )  # several pipe-fulls: exercises the pending path
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         got: list[bytes] = []
         t = threading.Thread(target=lambda: got.append(_recv_exact(s, len(payload))))
@@ -85,7 +87,9 @@ def test_bytes_both_ways_and_half_close(
         s.sendall(payload)
         t.join(10)
         assert got == [payload]
-        s.shutdown(socket.SHUT_WR)  # the upstream sees EOF only if the relay passes it on
+        s.shutdown(
+            socket.SHUT_WR
+        )  # the upstream sees EOF only if the relay passes it on
         assert _recv_exact(s, 3) == b"bye"
         assert s.recv(1) == b""
     assert p.poll() is None
@@ -93,7 +97,9 @@ def test_bytes_both_ways_and_half_close(
 
 def test_many_connections(relay: tuple[int, subprocess.Popen[bytes]]) -> None:
     port, p = relay
-    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(50)]
+    conns = [
+        socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(50)
+    ]
     for i, s in enumerate(conns):
         s.sendall(b"%d\n" % i)
     for i, s in enumerate(conns):
