@@ -6,7 +6,8 @@
 #
 #   loadtest/profile/profile.sh [-d SECONDS] [-r RATE] [-c CONNS] [-F HZ] [-o DIR] [-k] [IMPL...]
 #
-# IMPL: c-proxy (perf) and py-proxy (perf, then py-spy --native), default both.
+# IMPL: c-proxy (perf), py-proxy (perf, then py-spy --native) and nullproxy (perf; the
+# splice(2) relay of loadtest/nullproxy relaying to u1: the floor), default all three.
 #   c-proxy   perf record -e cpu-clock --call-graph dwarf on the proxy's pid (software
 #             clock: this VM has no hardware counters) -> c-proxy.perf.collapsed
 #   py-proxy  the same perf recording (the C-level view: kernel, libpython, httptools'
@@ -43,9 +44,9 @@ done
 shift $((OPTIND - 1))
 [[ $dur =~ ^[1-9][0-9]*$ && $rate =~ ^[1-9][0-9]*$ && $conns =~ ^[1-9][0-9]*$ && $hz =~ ^[1-9][0-9]*$ ]] || usage
 impls=("$@")
-[ ${#impls[@]} -gt 0 ] || impls=(c-proxy py-proxy)
+[ ${#impls[@]} -gt 0 ] || impls=(c-proxy py-proxy nullproxy)
 for i in "${impls[@]}"; do
-  case $i in c-proxy | py-proxy) ;; *) echo "profile: unknown IMPL $i" >&2; exit 2 ;; esac
+  case $i in c-proxy | py-proxy | nullproxy) ;; *) echo "profile: unknown IMPL $i" >&2; exit 2 ;; esac
 done
 
 py=${PYTHON:-$root/.venv/bin/python}
@@ -53,6 +54,7 @@ olgen=${OLGEN:-$root/loadtest/olgen/build/olgen}
 pyspy=${PYSPY:-$root/.venv/bin/py-spy}
 c_proxy=${C_PROXY:-$root/c-proxy/build/c-proxy}
 py_proxy=${PY_PROXY:-$root/.venv/bin/py-proxy}
+nullproxy=${NULLPROXY:-$root/loadtest/nullproxy/build/nullproxy}
 for b in "$py" "$olgen"; do [ -x "$b" ] || { echo "profile: missing $b (make build)" >&2; exit 2; }; done
 command -v perf >/dev/null || { echo "profile: perf not installed (make deps: linux-perf)" >&2; exit 2; }
 if [[ " ${impls[*]} " == *" py-proxy "* ]] && [ ! -x "$pyspy" ]; then
@@ -117,10 +119,11 @@ one_window() {
 from loadtest.runner import tpconfig
 tpconfig.write(tpconfig.bench_config(sys.argv[2], [(sys.argv[3], "u1"), (sys.argv[4], "u2")]), sys.argv[1])' \
     "$work/$stem.yaml" "127.0.0.1:$port" "127.0.0.1:$u1" "127.0.0.1:$u2")
-  cp "$work/$stem.yaml" "$out/$stem.twinproxy.yaml"
+  [ "$impl" = nullproxy ] || cp "$work/$stem.yaml" "$out/$stem.twinproxy.yaml"
   case $impl in
     c-proxy) cmd=("$c_proxy" --config "$out/$stem.twinproxy.yaml") ;;
     py-proxy) cmd=("$py_proxy" --config "$out/$stem.twinproxy.yaml" --loop asyncio) ;;
+    nullproxy) cmd=("$nullproxy" "127.0.0.1:$port" "127.0.0.1:$u1") ;;
   esac
   echo "# $stem: the proxy (alone on CPU $proxy_cpu), its load (CPU $load_cpu), the recording" >>"$out/commands.txt"
   log_cmd taskset -c "$proxy_cpu" "${cmd[@]}"
