@@ -3,6 +3,7 @@
 Each module `s<N>_<name>.py` in this package holds one scenario's section, a function
 `section(ctx) -> list[Block]` (its tables, plots and ratios). SECTIONS lists them in the
 order of N (S0/S1 first, S11 last), so adding a scenario's section is adding one file.
+Sections that belong to no scenario follow, in the order of APPENDED (module names here).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from loadtest.report.doc import Block
 
 Section = Callable[[Ctx], list[Block]]
 _NAME = re.compile(r"s(\d+)_\w+$")
+APPENDED = ("where_time_goes",)  # what `make perf-profile` adds to a run folder
 
 
 def _discover() -> tuple[Section, ...]:
@@ -25,9 +27,9 @@ def _discover() -> tuple[Section, ...]:
         m = _NAME.match(info.name)
         if m:
             found.append((int(m.group(1)), info.name))
+    names = [name for _, name in sorted(found)] + list(APPENDED)
     return tuple(
-        importlib.import_module(f"{__name__}.{name}").section
-        for _, name in sorted(found)
+        importlib.import_module(f"{__name__}.{name}").section for name in names
     )
 
 
