@@ -22,11 +22,11 @@ LABELS = {
     "event loop": "event loop %",
     "proxy": "proxy's own code %",
     "interpreter": "interpreter %",
-    "other": "other %",
+    "other": "rest (libc, other Python) %",
 }
 PER_REQUEST = (
     ("callgrind", "instructions / req ↓", "{:,.0f}"),
-    ("strace", "syscalls / req ↓", "{:.2f}"),
+    ("strace", "syscalls / req", "{:.2f}"),  # the report marks this one ↓ itself
     ("ctxsw", "context switches / req ↓", "{:.3f}"),
 )
 NOT_RUN = (
@@ -100,11 +100,15 @@ def _shares(folder: Path) -> list[Block]:
         Table(
             ("proxy", "view", "samples")
             + tuple(LABELS[c] for c in CATEGORIES)
-            + ("proxy CPU µs/req ↓",),
+            + ("proxy CPU µs/req",),
             tuple(table_rows),
-            note="share of the proxy's CPU samples by category (docs/performance.md "
-            '"Where the time goes" gives the rules); CPU µs/req includes the '
-            "profiler's own cost",
+        )
+    )
+    blocks.append(
+        Para(
+            "Share of the proxy's CPU samples by category (docs/performance.md, \"Where "
+            "the time goes\", gives the rules); CPU µs/req is the proxy's CPU time over "
+            "the recording ÷ the requests completed in it, the profiler's own cost included."
         )
     )
     blocks.append(Heading(3, "Flame graphs"))
