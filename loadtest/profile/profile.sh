@@ -4,7 +4,7 @@
 # proxy's own code / interpreter / other) into a run folder. Method: docs/performance.md
 # "Where the time goes".
 #
-#   loadtest/profile/profile.sh [-d SECONDS] [-r RATE] [-c CONNS] [-F HZ] [-o DIR] [-k] [IMPL...]
+#   loadtest/profile/profile.sh [-d SECONDS] [-r RATE] [-c CONNS] [-F HZ] [-P HZ] [-o DIR] [-k] [IMPL...]
 #
 # IMPL: c-proxy (perf), py-proxy (perf, then py-spy --native) and nullproxy (perf; the
 # splice(2) relay of loadtest/nullproxy relaying to u1: the floor), default all three.
@@ -18,31 +18,34 @@
 # upstream (upstreams/build/upstream, two listeners, round robin, the lab's bench config
 # from loadtest/runner/tpconfig.py) and olgen on CPU 0. Load: olgen --rate RATE
 # --connections CONNS --warmup 2 on /bytes/0, for the warm-up plus every recording window.
-# Defaults: 20 s per recording, 2000 req/s, 16 connections, 999 Hz sampling.
+# Defaults: 20 s per recording, 2000 req/s, 16 connections, perf at 999 Hz (-F), py-spy at
+# 200 Hz (-P: py-spy stops the process for every sample; at 999 Hz py-proxy could not keep
+# up with 1000 req/s on the development VM).
 # Output DIR (default $PROFILE_DIR, else results/<UTC time>-<sha>-profile/profile):
 #   *.collapsed (one "frame;frame;... count" line per stack, root first), *.svg (flame
 #   graphs, loadtest/profile/flame.py), shares.md + shares.json (loadtest/profile/stacks.py),
 #   meta.json (load, CPU per request, tool versions, machine load), commands.txt (every
-#   command as run). -k keeps perf.data and the perf script text. Needs root or
+#   command as run, appended). -k keeps perf.data and the perf script text. Needs root or
 #   kernel.perf_event_paranoid <= 1 for perf on another pid, and ptrace rights for py-spy.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-dur=20 rate=2000 conns=16 hz=999 keep="" out=${PROFILE_DIR:-}
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-while getopts "d:r:c:F:o:kh" opt; do
+dur=20 rate=2000 conns=16 hz=999 pyhz=200 keep="" out=${PROFILE_DIR:-}
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while getopts "d:r:c:F:P:o:kh" opt; do
   case $opt in
     d) dur=$OPTARG ;;
     r) rate=$OPTARG ;;
     c) conns=$OPTARG ;;
     F) hz=$OPTARG ;;
+    P) pyhz=$OPTARG ;;
     o) out=$OPTARG ;;
     k) keep=1 ;;
     *) usage ;;
   esac
 done
 shift $((OPTIND - 1))
-[[ $dur =~ ^[1-9][0-9]*$ && $rate =~ ^[1-9][0-9]*$ && $conns =~ ^[1-9][0-9]*$ && $hz =~ ^[1-9][0-9]*$ ]] || usage
+[[ $dur =~ ^[1-9][0-9]*$ && $rate =~ ^[1-9][0-9]*$ && $conns =~ ^[1-9][0-9]*$ && $hz =~ ^[1-9][0-9]*$ && $pyhz =~ ^[1-9][0-9]*$ ]] || usage
 impls=("$@")
 [ ${#impls[@]} -gt 0 ] || impls=(c-proxy py-proxy nullproxy)
 for i in "${impls[@]}"; do
@@ -67,7 +70,10 @@ if [ -z "$out" ]; then
 fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-rm -f "$out"/*.collapsed "$out"/*.svg "$out"/shares.* "$out"/meta.json "$out"/commands.txt "$out"/*.olgen.json
+# a re-run replaces the files of the IMPLs it runs and keeps the others' (meta.json merges)
+for i in "${impls[@]}"; do rm -f "$out/$i".*; done
+rm -f "$out"/shares.*
+printf '## %s: profile.sh %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >>"$out/commands.txt"
 
 if [ "$(nproc)" -ge 2 ]; then proxy_cpu=1 load_cpu=0; else proxy_cpu=0 load_cpu=0; fi
 taskset -p -c "$load_cpu" $$ >/dev/null # this shell and its unpinned children: the load CPU
@@ -142,7 +148,7 @@ tpconfig.write(tpconfig.bench_config(sys.argv[2], [(sys.argv[3], "u1"), (sys.arg
   case $tool in
     perf) rec=(perf record -q -e cpu-clock -F "$hz" --call-graph dwarf,16384 -p "$proxy_pid"
       -o "$work/$stem.data" -- sleep "$dur") ;;
-    pyspy) rec=("$pyspy" record --native --format raw --rate "$hz" --duration "$dur"
+    pyspy) rec=("$pyspy" record --native --format raw --rate "$pyhz" --duration "$dur"
       --pid "$proxy_pid" --output "$out/$stem.collapsed") ;;
   esac
   log_cmd "${rec[@]}"
@@ -174,9 +180,9 @@ for impl in "${impls[@]}"; do
 done
 
 echo "python -m loadtest.profile.stacks report $out" >>"$out/commands.txt"
-PYSPY=$pyspy "$py" - "$out" "$dur" "$rate" "$conns" "$hz" "$proxy_cpu" "$load_cpu" "${meta_rows[@]}" <<'PY'
+PYSPY=$pyspy "$py" - "$out" "$dur" "$rate" "$conns" "$hz" "$pyhz" "$proxy_cpu" "$load_cpu" "${meta_rows[@]}" <<'PY'
 import json, os, platform, subprocess, sys
-out, dur, rate, conns, hz, pcpu, lcpu = sys.argv[1:8]
+out, dur, rate, conns, hz, pyhz, pcpu, lcpu = sys.argv[1:9]
 def ver(cmd):
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
@@ -184,7 +190,12 @@ def ver(cmd):
     except (OSError, IndexError, subprocess.TimeoutExpired):
         return None
 windows = {}
-for row in sys.argv[8:]:
+try:  # the windows of IMPLs this run did not re-record
+    with open(os.path.join(out, "meta.json")) as f:
+        windows = json.load(f).get("windows") or {}
+except (OSError, ValueError):
+    pass
+for row in sys.argv[9:]:
     stem, ns0, ns1 = row.split()
     cpu_s = (int(ns1) - int(ns0)) / 1e9
     og = {}
@@ -193,15 +204,19 @@ for row in sys.argv[8:]:
             og = json.load(f)
     except (OSError, ValueError):
         pass
+    done = og.get("achieved_rate") or float(rate)
     windows[stem] = {
+        "seconds": int(dur), "rate": int(rate), "connections": int(conns),
+        "sample_hz": int(pyhz if stem.endswith(".pyspy") else hz),
         "proxy_cpu_s": round(cpu_s, 3),
         "utilisation": round(cpu_s / float(dur), 4),
-        "cpu_us_per_request": round(cpu_s * 1e6 / (float(dur) * float(rate)), 2),
+        "cpu_us_per_request": round(cpu_s * 1e6 / (float(dur) * done), 2),
         "olgen_achieved_rate": og.get("achieved_rate"),
         "olgen_offered_rate_achieved": og.get("offered_rate_achieved"),
     }
 meta = {
     "seconds": int(dur), "rate": int(rate), "connections": int(conns), "sample_hz": int(hz),
+    "pyspy_hz": int(pyhz),
     "proxy_cpu": int(pcpu), "load_cpu": int(lcpu), "cores": os.cpu_count(),
     "loadavg": open("/proc/loadavg").read().split()[:3],
     "kernel": platform.release(), "perf": ver(["perf", "--version"]),

@@ -255,7 +255,7 @@ def markdown(doc: dict[str, object]) -> str:
     meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
     assert isinstance(meta, dict)
     head = ["proxy", "view", "samples"] + [f"{LABELS[c]} %" for c in CATEGORIES]
-    head += ["proxy CPU µs/req"]
+    head += ["achieved req/s", "proxy CPU µs/req"]
     lines = [
         "# Where the time goes: share of the proxy's CPU samples",
         "",
@@ -274,16 +274,20 @@ def markdown(doc: dict[str, object]) -> str:
         sh = r["shares_pct"]
         win = r.get("window") or {}
         cpu = win.get("cpu_us_per_request")
+        got = win.get("olgen_achieved_rate")
         cells = [r["impl"], r["view"], str(r["samples"])]
         cells += [f"{sh[c]:.1f}" for c in CATEGORIES]
+        cells.append(f"{got:.0f}" if isinstance(got, (int, float)) else "?")
         cells.append(f"{cpu:.1f}" if isinstance(cpu, (int, float)) else "?")
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         (
-            "Proxy CPU µs/req: the proxy's CPU time (schedstat, every task) over the recording "
-            "window ÷ the requests olgen completed per second × the window (the profiler's own "
-            "cost included: py-spy stops the process for each sample)."
+            "Achieved req/s: olgen's completions per second in its window (below the "
+            "offered rate: the proxy or the load core did not keep up). Proxy CPU µs/req: "
+            "the proxy's CPU time (schedstat, every task) over the recording ÷ (achieved "
+            "req/s × its length), the profiler's own cost included (py-spy stops the "
+            "process for each sample)."
         ),
         "",
     ]

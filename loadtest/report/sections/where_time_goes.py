@@ -82,6 +82,7 @@ def _shares(folder: Path) -> list[Block]:
                 view,
                 str(r.get("samples", "?")),
                 *(_num(sh.get(c), "{:.1f}") for c in CATEGORIES),
+                _num(win.get("olgen_achieved_rate"), "{:,.0f}"),
                 _num(win.get("cpu_us_per_request"), "{:.1f}"),
             )
         )
@@ -100,7 +101,7 @@ def _shares(folder: Path) -> list[Block]:
         Table(
             ("proxy", "view", "samples")
             + tuple(LABELS[c] for c in CATEGORIES)
-            + ("proxy CPU µs/req",),
+            + ("achieved req/s", "proxy CPU µs/req"),
             tuple(table_rows),
         )
     )
