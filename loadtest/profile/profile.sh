@@ -148,7 +148,7 @@ tpconfig.write(tpconfig.bench_config(sys.argv[2], [(sys.argv[3], "u1"), (sys.arg
   case $tool in
     perf) rec=(perf record -q -e cpu-clock -F "$hz" --call-graph dwarf,16384 -p "$proxy_pid"
       -o "$work/$stem.data" -- sleep "$dur") ;;
-    pyspy) rec=("$pyspy" record --native --format raw --rate "$pyhz" --duration "$dur"
+    pyspy) rec=("$pyspy" record --native --nolineno --format raw --rate "$pyhz" --duration "$dur"
       --pid "$proxy_pid" --output "$out/$stem.collapsed") ;;
   esac
   log_cmd "${rec[@]}"
