@@ -199,6 +199,28 @@ def shares(stacks: Counter[str], pyspy: bool) -> dict[str, float]:
     return {c: round(100.0 * per[c] / total, 1) for c in CATEGORIES}
 
 
+_SYSCALL = re.compile(r"^__(?:x64|ia32|se)_sys_(\w+) ")
+
+
+def kernel_by_syscall(stacks: Counter[str]) -> dict[str, float]:
+    """Percent of all samples with a kernel leaf, by the system call they are under (the
+    ``__x64_sys_NAME`` frame; "other kernel" for interrupts, faults, the scheduler)."""
+    per: Counter[str] = Counter()
+    total = sum(stacks.values()) or 1
+    for stack, n in stacks.items():
+        frames = stack.split(";")
+        if not frames[-1].endswith("([kernel])"):
+            continue
+        name = "other kernel"
+        for f in frames:
+            m = _SYSCALL.match(f)
+            if m:
+                name = m.group(1)
+                break
+        per[name] += n
+    return {k: round(100.0 * v / total, 1) for k, v in per.most_common()}
+
+
 VIEWS = {
     "perf": "perf record -e cpu-clock --call-graph dwarf (C-level view)",
     "pyspy": "py-spy record --native (Python-level view)",
@@ -238,6 +260,7 @@ def report(folder: Path) -> dict[str, object]:
                 "svg": f"{stem}.svg",
                 "collapsed": path.name,
                 "shares_pct": shares(stacks, pyspy),
+                "kernel_by_syscall_pct": {} if pyspy else kernel_by_syscall(stacks),
                 "window": win,
             }
         )
@@ -280,6 +303,15 @@ def markdown(doc: dict[str, object]) -> str:
         cells.append(f"{got:.0f}" if isinstance(got, (int, float)) else "?")
         cells.append(f"{cpu:.1f}" if isinstance(cpu, (int, float)) else "?")
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for r in rows:
+        assert isinstance(r, dict)
+        ks = r.get("kernel_by_syscall_pct") or {}
+        if ks:
+            top = ", ".join(f"{k} {v:.1f}" for k, v in list(ks.items())[:6])
+            lines.append(
+                f"- {r['impl']} ({r['tool']}): kernel samples by syscall, % of all: {top}"
+            )
     lines += [
         "",
         (
