@@ -136,7 +136,11 @@ tpconfig.write(tpconfig.bench_config(sys.argv[2], [(sys.argv[3], "u1"), (sys.arg
   taskset -c "$proxy_cpu" "${cmd[@]}" >"$work/$stem.proxy.log" 2>&1 &
   proxy_pid=$!
   for i in $(seq 100); do http_ok "$port" && break; kill -0 "$proxy_pid" 2>/dev/null || break; sleep 0.1; done
-  http_ok "$port" || { echo "profile: $impl not serving: $(tail -c 300 "$work/$stem.proxy.log")" >&2; return 1; }
+  if ! http_ok "$port"; then
+    echo "profile: $impl not serving: $(tail -c 300 "$work/$stem.proxy.log")" >&2
+    perf_stop "$proxy_pid"; proxy_pid=""
+    return 1
+  fi
   local -a load=("$olgen" --url "http://127.0.0.1:$port/bytes/0" --rate "$rate"
     --duration $((dur + 2)) --warmup 2 --connections "$conns")
   log_cmd "${load[@]}"
@@ -154,7 +158,12 @@ tpconfig.write(tpconfig.bench_config(sys.argv[2], [(sys.argv[3], "u1"), (sys.arg
   log_cmd "${rec[@]}"
   "${rec[@]}" >"$work/$stem.rec.log" 2>&1 &
   rec_pid=$!
-  wait "$rec_pid" || { echo "profile: $tool failed: $(tail -5 "$work/$stem.rec.log")" >&2; rec_pid=""; return 1; }
+  if ! wait "$rec_pid"; then
+    echo "profile: $tool failed: $(tail -5 "$work/$stem.rec.log")" >&2
+    rec_pid=""
+    perf_stop "$olgen_pid" "$proxy_pid"; olgen_pid="" proxy_pid=""
+    return 1
+  fi
   rec_pid=""
   ns1=$(cpu_ns "$proxy_pid")
   wait "$olgen_pid" || true
@@ -168,7 +177,7 @@ tpconfig.write(tpconfig.bench_config(sys.argv[2], [(sys.argv[3], "u1"), (sys.arg
     "$py" -m loadtest.profile.stacks collapse-perf "$work/$stem.script" >"$out/$stem.collapsed"
     if [ -n "$keep" ]; then mv "$work/$stem.data" "$work/$stem.script" "$out/"; fi
   fi
-  # the proxy's CPU over the recording window, per request at the offered rate
+  # the proxy's CPU over the recording window (per request: meta.json, below)
   meta_rows+=("$stem $ns0 $ns1")
   echo "profile: $stem: $(wc -l <"$out/$stem.collapsed") stacks, proxy CPU $(( (ns1 - ns0) / 1000000 )) ms in ${dur} s" >&2
 }
