@@ -30,7 +30,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-dur=20 rate=2000 conns=16 hz=999 pyhz=200 keep="" out=${PROFILE_DIR:-}
+dur=20 rate=2000 conns=16 hz=999 pyhz=200 keep="" out=${PROFILE_DIR:-} args="$*"
 usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while getopts "d:r:c:F:P:o:kh" opt; do
   case $opt in
@@ -73,7 +73,7 @@ out=$(cd "$out" && pwd)
 # a re-run replaces the files of the IMPLs it runs and keeps the others' (meta.json merges)
 for i in "${impls[@]}"; do rm -f "$out/$i".*; done
 rm -f "$out"/shares.*
-printf '## %s: profile.sh %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >>"$out/commands.txt"
+printf '## %s: loadtest/profile/profile.sh %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$args" >>"$out/commands.txt"
 
 if [ "$(nproc)" -ge 2 ]; then proxy_cpu=1 load_cpu=0; else proxy_cpu=0 load_cpu=0; fi
 taskset -p -c "$load_cpu" $$ >/dev/null # this shell and its unpinned children: the load CPU
