@@ -49,7 +49,7 @@ def _num(v: Any, fmt: str) -> str:
 def _shares(folder: Path) -> list[Block]:
     doc = _json(folder / "shares.json")
     rows = doc.get("rows") if doc else None
-    if not isinstance(rows, list) or not rows:
+    if doc is None or not isinstance(rows, list) or not rows:
         return [Para(f"CPU shares and flame graphs: {NOT_RUN}.")]
     meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
     assert isinstance(meta, dict)
@@ -59,7 +59,9 @@ def _shares(folder: Path) -> list[Block]:
             f"{meta.get('rate', '?')} req/s on `/bytes/0` over "
             f"{meta.get('connections', '?')} connections from CPU "
             f"{meta.get('load_cpu', '?')}, recorded {meta.get('seconds', '?')} s at "
-            f"{meta.get('sample_hz', '?')} Hz; load average at the end "
+            f"{meta.get('sample_hz', '?')} Hz (perf)"
+            + (f", {meta['pyspy_hz']} Hz (py-spy)" if meta.get("pyspy_hz") else "")
+            + "; load average at the end "
             f"{' '.join(str(x) for x in meta.get('loadavg') or []) or '?'}. The C-level "
             "view (perf) sees the kernel but not Python functions (they are all "
             "`interpreter` there); the Python-level view (py-spy --native) sees Python "
