@@ -5,10 +5,11 @@ PY    := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 LLHTTP := $(CURDIR)/build/deps/llhttp
 export LLHTTP
-C_DIRS := c-proxy upstreams loadtest/olgen
+C_DIRS := c-proxy upstreams loadtest/olgen loadtest/nullproxy
 
 .PHONY: all deps build test test-unit test-conformance asan test-asan fmt lint clean \
         bench bench-quick bench-smoke valgrind perf-per-request perf-capacity fuzz \
+        perf-profile perf-per-request-all \
         valgrind-conformance lint-c-deep install uninstall test-install perf-scrape
 
 all: build
@@ -86,6 +87,22 @@ PERF_IMPLS ?= c-proxy
 PERF_ARGS ?=
 perf-per-request: build
 	bash loadtest/perf/per_request.sh $(PERF_ARGS) $(PERF_IMPLS)
+
+# Where the time goes (docs/performance.md): each twin pinned at one fixed olgen load, perf
+# (C and Python) and py-spy --native (Python), flame graphs and a CPU share table; then
+# instructions, syscalls and context switches per request for every contender (c-proxy,
+# py-proxy, nginx, HAProxy, the null proxy, direct). Output: $(PROFILE_DIR), default
+# results/<UTC time>-<sha>-profile/profile. PROFILE_ARGS: e.g. -d 20 -r 2000.
+PROFILE_ARGS ?=
+PER_REQUEST_ALL_ARGS ?=
+perf-profile: build
+	@dir=$${PROFILE_DIR:-results/$$(date -u +%Y%m%dT%H%M%SZ)-$$(git rev-parse --short HEAD)-profile/profile}; \
+	  rc=0; bash loadtest/profile/profile.sh -o "$$dir" $(PROFILE_ARGS) || rc=1; \
+	  bash loadtest/perf/per_request_all.sh -o "$$dir" $(PER_REQUEST_ALL_ARGS) || rc=1; exit $$rc
+
+# only the per-request table of perf-profile
+perf-per-request-all: build
+	bash loadtest/perf/per_request_all.sh $(PER_REQUEST_ALL_ARGS)
 
 # S1-shaped wrk capacity of c-proxy binaries, alternating them (noisy: wall clock)
 PERF_BINARIES ?= c-proxy/build/c-proxy

@@ -6,6 +6,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 apt_pkgs=(build-essential pkg-config libev-dev libyaml-dev libjansson-dev libcmocka-dev
           libsqlite3-dev sqlite3 zlib1g-dev wrk nginx-light haproxy valgrind strace
+          linux-perf
           clang-format procps util-linux curl python3-venv
           clang llvm libclang-rt-dev clang-tidy cppcheck
           chromium)  # chromium: the report's browser check (headless)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Static analysis of the C code: clang-tidy (checks in /.clang-tidy) and cppcheck over
-# c-proxy/src, upstreams/src and loadtest/olgen/src, with each directory's include flags.
+# c-proxy/src, upstreams/src, loadtest/olgen/src and loadtest/nullproxy/src, with each directory's include flags.
 #   scripts/lint-c-deep.sh [cppcheck|tidy|all]      (default all)
 # Exit status non-zero on any finding. clang-tidy runs two files at a time.
 set -euo pipefail
@@ -8,7 +8,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 what=${1:-all}
 llhttp=${LLHTTP:-$top/build/deps/llhttp}
-dirs=(c-proxy/src upstreams/src loadtest/olgen/src)
+dirs=(c-proxy/src upstreams/src loadtest/olgen/src loadtest/nullproxy/src)
 rc=0
 if [ "$what" = all ] || [ "$what" = cppcheck ]; then
   cppcheck -q --std=c11 --enable=warning,portability,performance --inline-suppr \

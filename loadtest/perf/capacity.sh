@@ -12,6 +12,8 @@
 #   - per round and binary: start the proxy, wait for a 200, warm up with wrk for 1 s,
 #     then `wrk -t1 -c CONNS -d SECONDS --timeout 5s http://127.0.0.1:PORT/PATH` on CPU 0,
 #     stop the proxy. Rounds alternate the binaries so drift in background load hits all.
+# A BINARY named nullproxy (loadtest/nullproxy/build/nullproxy) is the null proxy, started
+# as "nullproxy 127.0.0.1:PORT 127.0.0.1:U1" (it relays every connection to u1): the floor.
 # Defaults: 64 connections, 10 s, 5 rounds, /bytes/0. Prints every run, then per binary
 # the median, min and max of requests/s and of the proxy's CPU time (user + system, from
 # /proc/PID/stat, 1/CLK_TCK resolution) per request during the measured run; the latter
@@ -25,7 +27,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 conns=64 dur=10 rounds=5 path=/bytes/0
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while getopts "c:d:r:p:h" opt; do
   case $opt in
     c) conns=$OPTARG ;;
@@ -86,8 +88,12 @@ proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, all t
 one_run() {
   local bin=$1 port i
   port=$(perf_free_port)
-  write_yaml "$work/twinproxy.yaml" "$port"
-  taskset -c "$proxy_cpu" "$bin" --config "$work/twinproxy.yaml" >"$work/proxy.log" 2>&1 &
+  if [ "$(basename "$bin")" = nullproxy ]; then # the splice relay: to u1, no config
+    taskset -c "$proxy_cpu" "$bin" "127.0.0.1:$port" "127.0.0.1:$u1" >"$work/proxy.log" 2>&1 &
+  else
+    write_yaml "$work/twinproxy.yaml" "$port"
+    taskset -c "$proxy_cpu" "$bin" --config "$work/twinproxy.yaml" >"$work/proxy.log" 2>&1 &
+  fi
   proxy_pid=$!
   for i in $(seq 100); do http_ok "$port" && break; kill -0 "$proxy_pid" 2>/dev/null || break; sleep 0.1; done
   if ! http_ok "$port"; then

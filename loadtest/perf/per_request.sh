@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
 # CPU cost per keep-alive GET of one proxy process: user-space instructions (callgrind Ir)
 # and syscalls (strace -c -f), each as (total(N requests) - total(0 requests)) / N so that
-# start-up, the readiness probe and shutdown cancel. The method is docs/performance.md's.
+# start-up, the readiness probe and shutdown cancel; and context switches (ctxsw: the
+# voluntary + involuntary switches of every task of the process, from
+# /proc/PID/task/*/status, read before and after the N requests of one run, the proxy
+# pinned alone on CPU 1 and the client on CPU 0 as in the lab). docs/performance.md.
 #
-#   loadtest/perf/per_request.sh [-n N] [-c CONNS] [-t callgrind,strace] [-r REPS] [-o DIR] IMPL...
+#   loadtest/perf/per_request.sh [-n N] [-c CONNS] [-t callgrind,strace,ctxsw] [-r REPS] [-o DIR] [-j FILE] IMPL...
 #
 # IMPL is one of
 #   c-proxy[=BINARY]   c-proxy (default BINARY: $C_PROXY, else c-proxy/build/c-proxy here)
 #   py-proxy[=BINARY]  py-proxy, asyncio loop (default: $PY_PROXY, else .venv/bin/py-proxy);
 #                      slow under valgrind, use a small -n (e.g. 2000)
 #   nginx | haproxy    the installed ones, configured as docs/performance.md shows
+#   nullproxy          loadtest/nullproxy/build/nullproxy: a splice(2) TCP relay, the floor
+#   direct             no proxy: the client talks to the upstream, whose own cost is then
+#                      what is measured (for scale: the cheapest HTTP server in the lab)
 # so the same script measures a baseline build and the current one, e.g.
 #   loadtest/perf/per_request.sh c-proxy=/work/baseline/c-proxy/build/c-proxy c-proxy
 #
 # $TWINPROXY_EXTRA_YAML (optional): YAML appended to the c-proxy/py-proxy config, e.g.
 #   TWINPROXY_EXTRA_YAML=$'rate_limit:\n  default: {capacity: 1000000000, rate_per_sec: 1000000}\n  store: rl.db'
 # to measure with rate limiting on (a relative store is made in the run's own directory).
-# Defaults: N=20000 requests, 16 connections, both tools, 1 repetition. The upstream is
+# Defaults: N=20000 requests, 16 connections, callgrind and strace, 1 repetition. -j FILE
+# appends one JSON object per result line to FILE (loadtest/perf/per_request_all.sh). The upstream is
 # $UPSTREAM (default upstreams/build/upstream of this checkout); it is not measured.
 # Everything listens on 127.0.0.1 on free ports; everything started is stopped on exit.
 # Output: one line per (impl, tool, repetition) with both raw totals and the per-request
@@ -26,16 +33,17 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/loadtest/perf"
-n=20000 conns=16 tools=callgrind,strace reps=1 keep=""
+n=20000 conns=16 tools=callgrind,strace reps=1 keep="" jsonl=""
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-while getopts "n:c:t:r:o:h" opt; do
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while getopts "n:c:t:r:o:j:h" opt; do
   case $opt in
     n) n=$OPTARG ;;
     c) conns=$OPTARG ;;
     t) tools=$OPTARG ;;
     r) reps=$OPTARG ;;
     o) keep=$OPTARG ;;
+    j) jsonl=$OPTARG ;;
     *) usage ;;
   esac
 done
@@ -43,10 +51,11 @@ shift $((OPTIND - 1))
 [ $# -ge 1 ] || usage
 [[ $n =~ ^[1-9][0-9]*$ && $conns =~ ^[1-9][0-9]*$ && $reps =~ ^[1-9][0-9]*$ ]] || usage
 for spec in "$@"; do
-  case ${spec%%=*} in c-proxy | py-proxy | nginx | haproxy) ;; *) echo "per_request: unknown IMPL $spec" >&2; exit 2 ;; esac
+  case ${spec%%=*} in c-proxy | py-proxy | nginx | haproxy | nullproxy | direct) ;; *) echo "per_request: unknown IMPL $spec" >&2; exit 2 ;; esac
 done
 for t in ${tools//,/ }; do
-  case $t in callgrind | strace) ;; *) echo "per_request: unknown tool $t" >&2; exit 2 ;; esac
+  case $t in callgrind | strace | ctxsw) ;; *) echo "per_request: unknown tool $t" >&2; exit 2 ;; esac
+  [ "$t" = ctxsw ] && continue
   command -v "${t/callgrind/valgrind}" >/dev/null || { echo "per_request: $t not installed (make deps)" >&2; exit 2; }
 done
 
@@ -162,6 +171,12 @@ proxy_cmd() {
     haproxy)
       write_haproxy_cfg "$dir/haproxy.cfg" "$port"
       printf '%s\n' haproxy -db -f "$dir/haproxy.cfg" ;;
+    nullproxy)
+      printf '%s\n' "${bin:-${NULLPROXY:-$root/loadtest/nullproxy/build/nullproxy}}" \
+        "127.0.0.1:$port" "127.0.0.1:$up_port" ;;
+    direct) # a second upstream process on the port: what is measured is the upstream itself
+      printf '%s\n' "${UPSTREAM:-$root/upstreams/build/upstream}" --listen "127.0.0.1:$port" \
+        --name u1 --quiet ;;
     *) echo "per_request: unknown IMPL $spec" >&2; return 2 ;;
   esac
 }
@@ -181,6 +196,7 @@ measure() {
   case $tool in
     callgrind) (cd "$dir" && exec valgrind --tool=callgrind --callgrind-out-file="$file" "${cmd[@]}") >"$file.log" 2>&1 & ;;
     strace) (cd "$dir" && exec strace -c -f -o "$file" "${cmd[@]}") >"$file.log" 2>&1 & ;;
+    ctxsw) (cd "$dir" && exec taskset -c "$proxy_cpu" "${cmd[@]}") >"$file.log" 2>&1 & ;;
   esac
   tool_pid=$!
   for i in $(seq 300); do
@@ -191,9 +207,11 @@ measure() {
   if ! kill -0 "$tool_pid" 2>/dev/null; then
     echo "per_request: $spec under $tool exited at start-up:" >&2; tail -5 "$file.log" >&2; return 1
   fi
+  local sw0=0
+  [ "$tool" = ctxsw ] && sw0=$(ctx_switches "$tool_pid")
   if [ "$nreq" -gt 0 ]; then
     # in the background + wait, so that a signal to this script is handled at once
-    python3 "$here/client.py" 127.0.0.1 "$port" "$nreq" "$conns" >"$file.client" 2>&1 &
+    taskset -c "$load_cpu" python3 "$here/client.py" 127.0.0.1 "$port" "$nreq" "$conns" >"$file.client" 2>&1 &
     client_pid=$!
     if ! wait "$client_pid"; then
       echo "per_request: client failed against $spec: $(cat "$file.client")" >&2
@@ -201,6 +219,13 @@ measure() {
       return 1
     fi
     client_pid=""
+  fi
+  if [ "$tool" = ctxsw ]; then
+    total=$(($(ctx_switches "$tool_pid") - sw0))
+    kill -TERM "$tool_pid"
+    wait "$tool_pid" || true
+    tool_pid=""
+    return 0
   fi
   sleep 0.3
   # valgrind runs the proxy in its own process; strace's tracee is its child
@@ -216,6 +241,15 @@ measure() {
   [[ $total =~ ^[0-9]+$ ]] || { echo "per_request: no total in $file" >&2; return 1; }
 }
 
+# voluntary + involuntary context switches of every task of PID and of its children's tasks
+ctx_switches() {
+  local p kids
+  kids=$(pgrep -P "$1" | tr '\n' ' ')
+  for p in "$1" $kids; do cat /proc/"$p"/task/*/status 2>/dev/null; done |
+    awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ {s += $2} END {printf "%d", s}'
+}
+if [ "$(nproc)" -ge 2 ]; then proxy_cpu=1 load_cpu=0; else proxy_cpu=0 load_cpu=0; fi
+
 # per-syscall difference per request, largest first: "recvfrom 2.00 sendto 2.00 ..."
 syscall_breakdown() { # $1 file(0) $2 file(N) $3 N
   awk -v n="$3" '
@@ -223,6 +257,14 @@ syscall_breakdown() { # $1 file(0) $2 file(N) $3 N
     FNR == NR { if (row()) base[$NF] = $4; next }
     row() { d = ($4 - base[$NF]) / n; if (d >= 0.005 || d <= -0.005) printf "%s %.2f\n", $NF, d }
   ' "$1" "$2" | sort -k2,2nr | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2} END {print ""}'
+}
+
+# emit_json LABEL TOOL REP TOTAL0 TOTALN PER BREAKDOWN -> one line into $jsonl (if -j)
+emit_json() {
+  [ -n "$jsonl" ] || return 0
+  local label=${1//[\"\\]/_}
+  printf '{"impl": "%s", "kind": "%s", "tool": "%s", "rep": %s, "n": %s, "connections": %s, "total0": %s, "totalN": %s, "per_request": %s, "breakdown": "%s"}\n' \
+    "$label" "${label%%=*}" "$2" "$3" "$n" "$conns" "${4:-null}" "$5" "$6" "$7" >>"$jsonl"
 }
 
 printf '%-48s %-9s %3s %14s %14s %12s\n' impl tool rep "total(0)" "total($n)" "per request"
@@ -236,6 +278,14 @@ for spec in "$@"; do
   for r in $(seq "$reps"); do
     for tool in ${tools//,/ }; do
       total=""
+      if [ "$tool" = ctxsw ]; then
+        # one run: the counters are read around the N requests, nothing else to cancel
+        measure "$tool" "$spec" "$n" "$slug.r$r.$n" || { rc=1; continue; }
+        per=$(awk -v t="$total" -v n="$n" 'BEGIN {printf "%.3f", t / n}')
+        printf '%-48s %-9s %3s %14s %14s %12s\n' "$label" "$tool" "$r" "-" "$total" "$per"
+        emit_json "$label" "$tool" "$r" "" "$total" "$per" ""
+        continue
+      fi
       measure "$tool" "$spec" 0 "$slug.r$r.0" || { rc=1; continue; }
       t0=$total
       measure "$tool" "$spec" "$n" "$slug.r$r.$n" || { rc=1; continue; }
@@ -246,9 +296,12 @@ for spec in "$@"; do
         per=$(awk -v a="$t0" -v b="$tn" -v n="$n" 'BEGIN {printf "%.2f", (b - a) / n}')
       fi
       printf '%-48s %-9s %3s %14s %14s %12s\n' "$label" "$tool" "$r" "$t0" "$tn" "$per"
+      bd=""
       if [ "$tool" = strace ]; then
-        echo "    per request: $(syscall_breakdown "$out/$slug.r$r.0.strace" "$out/$slug.r$r.$n.strace" "$n")"
+        bd=$(syscall_breakdown "$out/$slug.r$r.0.strace" "$out/$slug.r$r.$n.strace" "$n")
+        echo "    per request: $bd"
       fi
+      emit_json "$label" "$tool" "$r" "$t0" "$tn" "$per" "$bd"
     done
   done
 done

@@ -44,7 +44,7 @@ class Table:
 
 @dataclass(frozen=True)
 class Image:
-    path: Path  # the PNG on disk (embedded in HTML, linked relatively in Markdown)
+    path: Path  # the PNG (or SVG) on disk (embedded in HTML, linked relatively in Markdown)
     rel: str  # path relative to the report, e.g. plots/s1-capacity.png
     alt: str
 
@@ -146,8 +146,9 @@ def to_html(blocks: list[Block], title: str) -> str:
                 out.append(f'<p class="note">{_inline(b.note)}</p>')
         elif isinstance(b, Image):
             data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+            mime = "image/svg+xml" if b.path.suffix == ".svg" else "image/png"
             out.append(
-                f'<img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}">'
+                f'<img alt="{html.escape(b.alt)}" src="data:{mime};base64,{data}">'
             )
     out.append("</body></html>")
     return "\n".join(out) + "\n"

@@ -166,7 +166,7 @@ def test_every_scenario_is_one_registered_module() -> None:
     }
     missing = {s for s in scenarios.PARAMS if max(int(s[1:]), 1) not in section_ids}
     assert not missing, f"scenarios without a report section module: {missing}"
-    assert len(SECTIONS) == len(section_ids)
+    assert len(SECTIONS) == len(section_ids)  # one section per module, numbered
 
 
 def test_shuffled_order_within_each_rep() -> None:
