@@ -320,6 +320,19 @@ static int client_on_response_head(struct http1_parser *p);
 
 static void client_wc_shutdown(struct worker_conn *wc);
 static void client_wc_abort(struct worker_conn *wc);
+/* Close a client that does not take what the proxy sends it (write timeout,
+ * min_rate): reset (SO_LINGER 0), so that the kernel drops what it still holds
+ * for that client instead of trickling it out to it long after the close
+ * (nginx's reset_timedout_connection). */
+static void client_reset(struct client *c)
+{
+    if (c->fd != -1 && c->out_pending) {
+        struct linger l = {.l_onoff = 1, .l_linger = 0};
+        (void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    }
+    client_close(c);
+}
+
 static void client_wc_free(struct worker_conn *wc);
 static void client_on_upstream_io(struct upstream_owner *o, int revents);
 static void client_on_upstream_slot(struct upstream_owner *o);
@@ -1382,9 +1395,11 @@ static void client_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     case CLIENT_TO_NONE:
         return;
     case CLIENT_TO_IDLE:
-    case CLIENT_TO_WRITE:
     case CLIENT_TO_LINGER:
         client_close(c);
+        return;
+    case CLIENT_TO_WRITE:
+        client_reset(c);
         return;
     case CLIENT_TO_HEADER:
         client_error(c, 408, "header timeout");
@@ -1423,7 +1438,7 @@ static void client_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
             return;
         }
         if (which == CLIENT_TO_RATE_OUT) {
-            client_close(c); /* the client does not read fast enough: nothing more goes out */
+            client_reset(c); /* the client does not read fast enough: nothing more goes out */
             return;
         }
         client_error(c, 408, "request body slower than min_rate");

@@ -35,7 +35,10 @@ restarted only when a deadline moves earlier (libev "be smart about timeouts").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import socket
+import struct
 import time
 from enum import IntEnum
 from typing import TYPE_CHECKING, cast
@@ -170,6 +173,7 @@ _TO_CONNECT, _TO_READ, _TO_WRITE, _TO_TOTAL, _TO_LINGER = (
     ClientTimeout.LINGER,
 )
 _TO_RATE_IN, _TO_RATE_OUT = ClientTimeout.RATE_IN, ClientTimeout.RATE_OUT
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
 def _rl_lines(r: Result) -> bytes:
@@ -1216,6 +1220,18 @@ class ClientConn(asyncio.Protocol):
             elif not t.is_closing():
                 t.close()
 
+    def reset(self) -> None:
+        """Close a client that does not take what the proxy sends it (write timeout,
+        min_rate): reset (SO_LINGER 0), so that the kernel drops what it still holds for that
+        client instead of trickling it out to it long after the close (client_reset)."""
+        t = self.transport
+        if t is not None and self.flags & F_CW_PAUSED:
+            sock = t.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        self.close(abort=True)
+
     # ------------------------------------------------------------------ shutdown
 
     # worker.WorkerConn --------------------------------------------------------------------------
@@ -1365,11 +1381,11 @@ class ClientConn(asyncio.Protocol):
                 self.refresh_timer()
                 return
             if which == ClientTimeout.RATE_OUT:
-                self.close(abort=True)  # the client does not read fast enough
+                self.reset()  # the client does not read fast enough
                 return
             self.client_error(408)
         elif which == ClientTimeout.WRITE:
-            self.close(abort=True)  # a peer does not drain: nothing more will go out
+            self.reset()  # a peer does not drain: nothing more will go out
         elif which in (ClientTimeout.IDLE, ClientTimeout.LINGER):
             self.close()
         elif which == ClientTimeout.HEADER:
