@@ -17,6 +17,7 @@ FLOOD = 500
 
 def still_open(s: socket.socket) -> bool:
     """Nothing arrived on s: no byte, no EOF, no reset."""
+    s.setblocking(False)
     try:
         s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
