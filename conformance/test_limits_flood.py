@@ -5,6 +5,7 @@ the flood is gone service resumes."""
 
 from __future__ import annotations
 
+import resource
 import socket
 
 import pytest
@@ -79,3 +80,22 @@ def test_connection_flood_pauses_accept_and_service_resumes(upstream, proxy):
     )
     r = p.request("/bytes/8")
     assert r.status == 200 and r.body == pattern(0, 8)
+
+
+def test_proxy_raises_its_descriptor_limit(upstream, proxy):
+    # one descriptor per client and per upstream connection: a proxy started with a low
+    # soft RLIMIT_NOFILE raises it to the hard limit (the C twin did; the Python twin now too)
+    up = upstream(["u1"])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip(f"hard RLIMIT_NOFILE {hard}: nothing to raise to")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        p = proxy(up)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert p.request("/").status == 200
+    for pid in process_tree(p.proc.pid):
+        with open(f"/proc/{pid}/limits") as f:
+            line = next(x for x in f if x.startswith("Max open files"))
+        assert line.split()[3:5] == [str(hard), str(hard)], line

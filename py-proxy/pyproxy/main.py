@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import resource
 import signal
 import socket
 import sys
@@ -623,6 +624,10 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_OK
     # from the moment the port listens, a signal must reach a handler, not a default action
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    # one descriptor per client and per upstream connection: use what we may (main.c)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     n = max(1, cfg.workers)
     socks: list[socket.socket] = []
     admin_sock: socket.socket | None = None
