@@ -233,7 +233,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tp-matrix-") as tmp:
         for n in names:
             res[n] = run_proxy(n, not a.quick, Path(tmp))
-    Path(a.out).write_text(render(res, not a.quick), encoding="utf-8")
+    text = render(res, not a.quick)
+    out = Path(a.out)
+    if out.exists():
+        # keep the sections other scripts own at the end ("## Slow clients": slowclients.py)
+        old = out.read_text(encoding="utf-8")
+        i = old.find("\n## Slow clients\n")
+        if i >= 0:
+            text = text.rstrip("\n") + "\n" + old[i:]
+    out.write_text(text, encoding="utf-8")
     print(f"wrote {a.out}", file=sys.stderr)
     return 0
 
