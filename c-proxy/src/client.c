@@ -225,12 +225,12 @@ ev_tstamp client_deadline(const struct client *c, const struct config *cfg,
 #undef SEC
 }
 
-bool client_rate_short(const struct client *c, const struct config *cfg,
-                       enum client_timeout which)
+bool client_rate_short(const struct client *c, const struct config *cfg, enum client_timeout which)
 {
     uint64_t moved =
         which == CLIENT_TO_RATE_IN ? c->x.bytes_in - c->rin_mark : c->out_sent - c->rout_mark;
-    double need = (double)cfg->timeouts.min_rate * (double)cfg->timeouts.min_rate_window_ms / 1000.0;
+    double need =
+        (double)cfg->timeouts.min_rate * (double)cfg->timeouts.min_rate_window_ms / 1000.0;
     return (double)moved < need;
 }
 

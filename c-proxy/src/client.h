@@ -160,7 +160,6 @@ ev_tstamp client_deadline(const struct client *c, const struct config *cfg,
 /* At the end of a min_rate window (which: CLIENT_TO_RATE_IN or _OUT): did the
  * client move fewer than min_rate x min_rate_window bytes since it opened?
  * Exposed for the unit tests. */
-bool client_rate_short(const struct client *c, const struct config *cfg,
-                       enum client_timeout which);
+bool client_rate_short(const struct client *c, const struct config *cfg, enum client_timeout which);
 
 #endif

@@ -1280,7 +1280,11 @@ class ClientConn(asyncio.Protocol):
                     best, which = at, _TO_WRITE
             if u.min_rate:
                 # the body is awaited from the client (not held up by the upstream)
-                if self.conn is not None and not self.x.flags & X_REQ_DONE and not flags & F_UW_PAUSED:
+                if (
+                    self.conn is not None
+                    and not self.x.flags & X_REQ_DONE
+                    and not flags & F_UW_PAUSED
+                ):
                     at = self.rin_start + u.min_rate_window_s
                     if at < best:
                         best, which = at, _TO_RATE_IN
