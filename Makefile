@@ -10,7 +10,7 @@ C_DIRS := c-proxy upstreams loadtest/olgen loadtest/nullproxy
 .PHONY: all deps build test test-unit test-conformance asan test-asan fmt lint clean \
         bench bench-quick bench-smoke valgrind perf-per-request perf-capacity fuzz \
         perf-profile perf-per-request-all \
-        valgrind-conformance lint-c-deep install uninstall test-install perf-scrape
+        valgrind-conformance lint-c-deep install uninstall test-install perf-scrape slow-clients
 
 all: build
 
@@ -80,6 +80,11 @@ bench-quick: build
 
 bench-smoke: build
 	$(PY) -m loadtest.bench --profile smoke --force --out build/bench-smoke
+
+# 999 slow clients against each twin: normal-request p50/p99 with and without them,
+# outcomes per kind, fds and RSS; rewrites the "Slow clients" section of docs/conformance.md
+slow-clients: build
+	$(PY) conformance/slowclients.py bench --write
 
 # CPU per keep-alive GET (callgrind instructions, strace syscalls; docs/performance.md).
 # PERF_IMPLS: c-proxy[=BINARY] py-proxy[=BINARY] nginx haproxy; PERF_ARGS: e.g. -r 2 -n 20000

@@ -192,6 +192,14 @@ ev_tstamp client_deadline(const struct client *c, const struct config *cfg,
             consider(&best, which, c->out_last + SEC(cfg->timeouts.write_ms), CLIENT_TO_WRITE);
         if (c->uout_pending && c->conn)
             consider(&best, which, c->uout_last + SEC(cfg->timeouts.write_ms), CLIENT_TO_WRITE);
+        if (cfg->timeouts.min_rate) {
+            ev_tstamp win = SEC(cfg->timeouts.min_rate_window_ms);
+            /* the body is awaited from the client (not held up by the upstream) */
+            if (c->conn && !(c->x.flags & EXCHANGE_F_REQ_DONE) && !c->uout_pending)
+                consider(&best, which, c->rin_start + win, CLIENT_TO_RATE_IN);
+            if (c->out_pending)
+                consider(&best, which, c->rout_start + win, CLIENT_TO_RATE_OUT);
+        }
         break;
     }
     case CLIENT_ST_TUNNEL:
@@ -206,12 +214,38 @@ ev_tstamp client_deadline(const struct client *c, const struct config *cfg,
             consider(&best, which, c->linger_until, CLIENT_TO_LINGER);
         else
             consider(&best, which, c->out_last + SEC(cfg->timeouts.write_ms), CLIENT_TO_WRITE);
+        if (cfg->timeouts.min_rate && c->out_pending && !(c->flags & CLIENT_F_LINGER))
+            consider(&best, which, c->rout_start + SEC(cfg->timeouts.min_rate_window_ms),
+                     CLIENT_TO_RATE_OUT);
         break;
     case CLIENT_ST_CLOSED:
         break;
     }
     return best;
 #undef SEC
+}
+
+bool client_rate_short(const struct client *c, const struct config *cfg, enum client_timeout which)
+{
+    uint64_t moved =
+        which == CLIENT_TO_RATE_IN ? c->x.bytes_in - c->rin_mark : c->out_sent - c->rout_mark;
+    double need =
+        (double)cfg->timeouts.min_rate * (double)cfg->timeouts.min_rate_window_ms / 1000.0;
+    return (double)moved < need;
+}
+
+/* A new min_rate window from now (the last one was fast enough, or the proxy
+ * starts waiting on the client again). */
+static void rate_in_open(struct client *c, ev_tstamp now)
+{
+    c->rin_start = now;
+    c->rin_mark = c->x.bytes_in;
+}
+
+static void rate_out_open(struct client *c, ev_tstamp now)
+{
+    c->rout_start = now;
+    c->rout_mark = c->out_sent;
 }
 
 /* Re-arm lazily: only when the deadline moved earlier than the armed one (a
@@ -286,6 +320,19 @@ static int client_on_response_head(struct http1_parser *p);
 
 static void client_wc_shutdown(struct worker_conn *wc);
 static void client_wc_abort(struct worker_conn *wc);
+/* Close a client that does not take what the proxy sends it (write timeout,
+ * min_rate): reset (SO_LINGER 0), so that the kernel drops what it still holds
+ * for that client instead of trickling it out to it long after the close
+ * (nginx's reset_timedout_connection). */
+static void client_reset(struct client *c)
+{
+    if (c->fd != -1 && c->out_pending) {
+        struct linger l = {.l_onoff = 1, .l_linger = 0};
+        (void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    }
+    client_close(c);
+}
+
 static void client_wc_free(struct worker_conn *wc);
 static void client_on_upstream_io(struct upstream_owner *o, int revents);
 static void client_on_upstream_slot(struct upstream_owner *o);
@@ -605,6 +652,7 @@ static void client_attach(struct client *c, struct upstream_conn *conn)
     c->resp.out_mode = HTTP1_OUT_NONE;
     c->uin.rpos = c->uin.wpos = 0;
     c->up_last = c->uout_last = now;
+    rate_in_open(c, now);
     c->x.flags &= ~EXCHANGE_F_ATTEMPT;
     c->up_err = NULL;
     if (c->x.flags & EXCHANGE_F_EXPECT) {
@@ -964,6 +1012,7 @@ static void client_flush(struct client *c)
         if (!c->out_pending) {
             c->out_pending = true;
             c->out_last = now;
+            rate_out_open(c, now);
         }
         while (buffer_len(&c->out) > 0) {
             /* the response ends when its last byte is handed to the kernel: time it there */
@@ -974,6 +1023,7 @@ static void client_flush(struct client *c)
                     c->x.end_mono = t;
                 buffer_consume(&c->out, (size_t)n);
                 c->x.bytes_out += (size_t)n;
+                c->out_sent += (uint64_t)n;
                 c->out_last = now;
                 if (c->x.flags & EXCHANGE_F_RESP_STARTED)
                     c->x.flags |= EXCHANGE_F_RESP_SENT;
@@ -1022,6 +1072,7 @@ static void upstream_flush(struct client *c)
     struct upstream_conn *conn = c->conn;
     if (!conn || conn->state != UPC_BUSY)
         return;
+    bool was_pending = c->uout_pending; /* the upstream held up the body until now */
     if (buffer_len(&c->uout) > 0) {
         ev_tstamp now = now_of(c); /* only when there is something to send (client_flush) */
         if (!c->uout_pending) {
@@ -1048,6 +1099,8 @@ static void upstream_flush(struct client *c)
     }
     if (buffer_len(&c->uout) == 0) {
         c->uout_pending = false;
+        if (was_pending)
+            rate_in_open(c, now_of(c)); /* the body is awaited from the client again */
         if (!(c->x.flags & EXCHANGE_F_REPLAYABLE))
             buffer_reset_if_empty(&c->uout);
     }
@@ -1344,9 +1397,11 @@ static void client_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     case CLIENT_TO_NONE:
         return;
     case CLIENT_TO_IDLE:
-    case CLIENT_TO_WRITE:
     case CLIENT_TO_LINGER:
         client_close(c);
+        return;
+    case CLIENT_TO_WRITE:
+        client_reset(c);
         return;
     case CLIENT_TO_HEADER:
         client_error(c, 408, "header timeout");
@@ -1372,6 +1427,23 @@ static void client_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
         break;
     case CLIENT_TO_TOTAL:
         client_error(c, 504, "total timeout");
+        break;
+    case CLIENT_TO_RATE_IN:
+    case CLIENT_TO_RATE_OUT:
+        if (!client_rate_short(c, cur_cfg(c), which)) {
+            /* fast enough over this window: the next one starts now */
+            if (which == CLIENT_TO_RATE_IN)
+                rate_in_open(c, now);
+            else
+                rate_out_open(c, now);
+            refresh_timer(c);
+            return;
+        }
+        if (which == CLIENT_TO_RATE_OUT) {
+            client_reset(c); /* the client does not read fast enough: nothing more goes out */
+            return;
+        }
+        client_error(c, 408, "request body slower than min_rate");
         break;
     }
     if (c->state != CLIENT_ST_CLOSED)

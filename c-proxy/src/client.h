@@ -84,6 +84,8 @@ enum client_timeout {
     CLIENT_TO_WRITE,    /* a peer does not drain: close */
     CLIENT_TO_TOTAL,    /* exchange too long: 504 / close */
     CLIENT_TO_LINGER,   /* lingering close over */
+    CLIENT_TO_RATE_IN,  /* min_rate window over (request body): 408 / close if too slow */
+    CLIENT_TO_RATE_OUT, /* min_rate window over (client reading `out`): close if too slow */
 };
 
 struct client {
@@ -133,6 +135,14 @@ struct client {
     ev_tstamp linger_until; /* DRAIN+LINGER: give up reading then */
     bool out_pending;       /* `out` was not empty at the last flush */
     bool uout_pending;      /* `uout` was not empty at the last flush */
+    /* timeouts.min_rate: a window opens when the proxy starts waiting on the client
+     * (request body: attached, or the upstream drained; response: `out` stayed
+     * pending) and must move min_rate x min_rate_window bytes */
+    ev_tstamp rin_start;  /* request-body window: start */
+    uint64_t rin_mark;    /* ... x.bytes_in then */
+    ev_tstamp rout_start; /* response window: start */
+    uint64_t rout_mark;   /* ... out_sent then */
+    uint64_t out_sent;    /* bytes written to the client socket (connection lifetime) */
 };
 
 /* Take over an accepted socket (the listener's accept callback). Returns 0, or
@@ -146,5 +156,10 @@ int client_new(struct worker *w, int fd, const struct sockaddr *peer);
  * the unit tests. Returns 0 when there is none. */
 ev_tstamp client_deadline(const struct client *c, const struct config *cfg,
                           enum client_timeout *which);
+
+/* At the end of a min_rate window (which: CLIENT_TO_RATE_IN or _OUT): did the
+ * client move fewer than min_rate x min_rate_window bytes since it opened?
+ * Exposed for the unit tests. */
+bool client_rate_short(const struct client *c, const struct config *cfg, enum client_timeout which);
 
 #endif

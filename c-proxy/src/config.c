@@ -32,6 +32,7 @@
 #define DURATION_MAX_MS 2147483647ULL /* INT32_MAX ms, ~24.8 days: what poll/epoll can wait */
 #define SIZE_MAX_BYTES 9223372036854775807ULL /* INT64_MAX: safe in signed arithmetic */
 #define NUMBER_MAX 1000000000.0               /* capacity and rate_per_sec ceiling */
+#define MIN_RATE_MAX 1073741824LL             /* timeouts.min_rate: 1g bytes per second */
 #define QUOTE_MAX 64                          /* bytes of a value quoted in a message */
 #define PATH_MAX_LEN 128                      /* key paths are short: "health.check.interval" */
 #define QUOTE_BUF (QUOTE_MAX * 4 + 8)         /* room for quote(): every byte as \xNN */
@@ -857,6 +858,15 @@ static const struct field timeouts_fields[] = {
     {.key = "total", .kind = FIELD_DURATION, .offset = C(timeouts.total_ms), .min = 1},
     {.key = "queue", .kind = FIELD_DURATION, .offset = C(timeouts.queue_ms), .min = 1},
     {.key = "shutdown", .kind = FIELD_DURATION, .offset = C(timeouts.shutdown_ms), .min = 0},
+    {.key = "min_rate",
+     .kind = FIELD_SIZE,
+     .offset = C(timeouts.min_rate),
+     .min = 0,
+     .max = MIN_RATE_MAX},
+    {.key = "min_rate_window",
+     .kind = FIELD_DURATION,
+     .offset = C(timeouts.min_rate_window_ms),
+     .min = 1},
     {.key = NULL},
 };
 
@@ -1001,6 +1011,8 @@ static struct config *config_new_defaults(const char *name)
     cfg->timeouts.total_ms = 60000;
     cfg->timeouts.queue_ms = 1000;
     cfg->timeouts.shutdown_ms = 30000;
+    cfg->timeouts.min_rate = 0;
+    cfg->timeouts.min_rate_window_ms = 10000;
     cfg->health.max_fails = 3;
     cfg->health.fail_timeout_ms = 10000;
     cfg->health.check.interval_ms = 2000;

@@ -114,6 +114,8 @@ struct config {
         uint64_t total_ms;    /* default 60000 */
         uint64_t queue_ms;    /* default 1000 */
         uint64_t shutdown_ms; /* default 30000 */
+        uint64_t min_rate;    /* bytes/s a client must move while the proxy waits on it; 0 = off */
+        uint64_t min_rate_window_ms; /* default 10000: the window min_rate is averaged over */
     } timeouts;
 
     struct {

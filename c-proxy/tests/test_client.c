@@ -142,6 +142,89 @@ static void test_tunnel_drain_closed(void **state)
     assert_int_equal(w, CLIENT_TO_NONE);
 }
 
+static void min_rate_cfg(void)
+{
+    cfg.timeouts.write_ms = 20000;
+    cfg.timeouts.min_rate = 100;
+    cfg.timeouts.min_rate_window_ms = 2000;
+}
+
+static void test_deadline_min_rate(void **state)
+{
+    (void)state;
+    min_rate_cfg();
+    struct client c;
+    memset(&c, 0, sizeof c);
+    enum client_timeout w;
+    c.state = CLIENT_ST_FORWARD;
+    c.conn = (struct upstream_conn *)&c;
+    c.req_start = 0.0;
+    c.up_last = c.out_last = 10.0;
+    c.rin_start = 5.0;
+    /* the request body is awaited: its window ends first */
+    assert_float_equal(deadline(&c, &w), 7.0, 1e-9);
+    assert_int_equal(w, CLIENT_TO_RATE_IN);
+    /* held up by the upstream: no body window */
+    c.uout_pending = true;
+    c.uout_last = 6.0;
+    assert_float_equal(deadline(&c, &w), 26.0, 1e-9);
+    assert_int_equal(w, CLIENT_TO_WRITE);
+    c.uout_pending = false;
+    c.x.flags = EXCHANGE_F_REQ_DONE;
+    assert_float_equal(deadline(&c, &w), 40.0, 1e-9);
+    assert_int_equal(w, CLIENT_TO_READ);
+    /* the client does not take the response as fast as it comes */
+    c.out_pending = true;
+    c.out_last = 12.0;
+    c.rout_start = 12.5;
+    assert_float_equal(deadline(&c, &w), 14.5, 1e-9);
+    assert_int_equal(w, CLIENT_TO_RATE_OUT);
+    c.state = CLIENT_ST_DRAIN;
+    assert_float_equal(deadline(&c, &w), 14.5, 1e-9);
+    assert_int_equal(w, CLIENT_TO_RATE_OUT);
+    c.rout_start = 40.0;
+    assert_float_equal(deadline(&c, &w), 32.0, 1e-9);
+    assert_int_equal(w, CLIENT_TO_WRITE);
+}
+
+static void test_deadline_without_min_rate(void **state)
+{
+    (void)state;
+    struct client c;
+    memset(&c, 0, sizeof c);
+    enum client_timeout w;
+    c.state = CLIENT_ST_FORWARD;
+    c.conn = (struct upstream_conn *)&c;
+    c.req_start = 0.0;
+    c.up_last = c.out_last = 10.0;
+    c.rin_start = c.rout_start = 5.0;
+    c.out_pending = true;
+    assert_float_equal(deadline(&c, &w), 30.0, 1e-9);
+    assert_int_equal(w, CLIENT_TO_WRITE);
+    c.state = CLIENT_ST_DRAIN;
+    assert_float_equal(deadline(&c, &w), 30.0, 1e-9);
+    assert_int_equal(w, CLIENT_TO_WRITE);
+}
+
+static void test_min_rate_window_check(void **state)
+{
+    (void)state;
+    min_rate_cfg();
+    struct client c;
+    memset(&c, 0, sizeof c);
+    /* 100 bytes/s over 2 s: 200 bytes per window */
+    c.rin_mark = 1000;
+    c.x.bytes_in = 1199;
+    assert_true(client_rate_short(&c, &cfg, CLIENT_TO_RATE_IN));
+    c.x.bytes_in = 1200;
+    assert_false(client_rate_short(&c, &cfg, CLIENT_TO_RATE_IN));
+    c.out_sent = 500;
+    c.rout_mark = 300;
+    assert_false(client_rate_short(&c, &cfg, CLIENT_TO_RATE_OUT));
+    c.rout_mark = 301;
+    assert_true(client_rate_short(&c, &cfg, CLIENT_TO_RATE_OUT));
+}
+
 /* ---------------------------------------------------------------- rate limiting */
 
 #define GET "GET /x HTTP/1.1\r\nHost: example\r\n\r\n"
@@ -456,6 +539,9 @@ int main(void)
         cmocka_unit_test_setup(test_upstream_queue_connect_total, setup),
         cmocka_unit_test_setup(test_forward_read_write_total, setup),
         cmocka_unit_test_setup(test_tunnel_drain_closed, setup),
+        cmocka_unit_test_setup(test_deadline_min_rate, setup),
+        cmocka_unit_test_setup(test_deadline_without_min_rate, setup),
+        cmocka_unit_test_setup(test_min_rate_window_check, setup),
         cmocka_unit_test_teardown(test_ratelimit_429_before_routing, rl_teardown),
         cmocka_unit_test_teardown(test_ratelimit_429_retry_after_and_reset, rl_teardown),
         cmocka_unit_test_teardown(test_ratelimit_headers_on_every_response, rl_teardown),

@@ -142,6 +142,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->timeouts.total_ms, 60000);
     assert_int_equal(cfg->timeouts.queue_ms, 1000);
     assert_int_equal(cfg->timeouts.shutdown_ms, 30000);
+    assert_int_equal(cfg->timeouts.min_rate, 0);
+    assert_int_equal(cfg->timeouts.min_rate_window_ms, 10000);
     assert_int_equal(cfg->health.max_fails, 3);
     assert_int_equal(cfg->health.fail_timeout_ms, 10000);
     assert_false(cfg->health.check.enabled);
@@ -237,6 +239,8 @@ static void test_every_key(void **state)
     assert_int_equal(cfg->timeouts.total_ms, 90000);
     assert_int_equal(cfg->timeouts.queue_ms, 100);
     assert_int_equal(cfg->timeouts.shutdown_ms, 0);
+    assert_int_equal(cfg->timeouts.min_rate, 2048);
+    assert_int_equal(cfg->timeouts.min_rate_window_ms, 3000);
     assert_int_equal(cfg->health.max_fails, 0);
     assert_int_equal(cfg->health.fail_timeout_ms, 5000);
     assert_true(cfg->health.check.enabled);

@@ -35,7 +35,10 @@ restarted only when a deadline moves earlier (libev "be smart about timeouts").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import socket
+import struct
 import time
 from enum import IntEnum
 from typing import TYPE_CHECKING, cast
@@ -129,6 +132,8 @@ class ClientTimeout(IntEnum):
     WRITE = 6  # a peer does not drain: close
     TOTAL = 7  # exchange too long: 504 / close
     LINGER = 8  # lingering close over
+    RATE_IN = 9  # min_rate window over (request body): 408 / close if too slow
+    RATE_OUT = 10  # min_rate window over (client reading the response): close if too slow
 
 
 # connection flags (ClientConn.flags); the request's own flags are exchange.X_*
@@ -167,6 +172,8 @@ _TO_CONNECT, _TO_READ, _TO_WRITE, _TO_TOTAL, _TO_LINGER = (
     ClientTimeout.TOTAL,
     ClientTimeout.LINGER,
 )
+_TO_RATE_IN, _TO_RATE_OUT = ClientTimeout.RATE_IN, ClientTimeout.RATE_OUT
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
 def _rl_lines(r: Result) -> bytes:
@@ -213,6 +220,14 @@ class ClientConn(asyncio.Protocol):
         self.head_start = 0.0  # start of the head deadline
         self.idle_since = 0.0  # IDLE/TUNNEL: last activity
         self.out_last = 0.0  # last write progress to the client (or when it stalled)
+        # timeouts.min_rate: a window opens when the proxy starts waiting on the client
+        # (request body: attached, or the upstream drained; response: the transport paused)
+        # and must move min_rate x min_rate_window bytes
+        self.rin_start = 0.0  # request-body window: start
+        self.rin_mark = 0  # ... x.bytes_in then
+        self.rout_start = 0.0  # response window: start
+        self.rout_mark = 0  # ... out_sent() then
+        self.out_given = 0  # bytes handed to the client transport (connection lifetime)
         self.linger_until = 0.0  # DRAIN+LINGER: give up reading then
         self.stash: list[bytes] = []  # client bytes not parsed yet (reading stopped)
         self.cout: list[bytes] = []  # client bytes produced by the current upstream read
@@ -309,6 +324,7 @@ class ClientConn(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.flags |= F_CW_PAUSED
         self.out_last = self.loop.time()
+        self.rate_out_open(self.out_last)
         if self.conn is not None and not self.flags & F_UR_PAUSED:
             self.flags |= F_UR_PAUSED
             self.conn.pause_reading()
@@ -780,6 +796,7 @@ class ClientConn(asyncio.Protocol):
         if self.resp_scan.size or self.resp_scan.tail:  # a retry after a partial head
             self.resp_scan = HeadScanner()
         self.up_last = self.uout_last = now
+        self.rate_in_open(now)
         if self.uout:
             data = b"".join(self.uout)
             self.uout = []
@@ -898,6 +915,7 @@ class ClientConn(asyncio.Protocol):
     def upstream_on_write_resumed(self) -> None:
         self.flags &= ~(F_UW_PAUSED | F_RD_UPSTREAM)
         self.up_last = self.uout_last = self.loop.time()
+        self.rate_in_open(self.up_last)  # the body is awaited from the client again
         self._resume_reading()
 
     # ------------------------------------------------------------------ response
@@ -1132,6 +1150,7 @@ class ClientConn(asyncio.Protocol):
         t = self.transport
         if t is not None and not t.is_closing():
             self.x.bytes_out += len(data)
+            self.out_given += len(data)
             t.write(data)
 
     def _flush_out(self) -> None:
@@ -1145,6 +1164,7 @@ class ClientConn(asyncio.Protocol):
             self.x.flags |= X_RESP_SENT
         t = self.transport
         if t is not None and not t.is_closing():
+            self.out_given += len(data)
             t.write(data)
 
     def begin_drain(self) -> None:
@@ -1199,6 +1219,18 @@ class ClientConn(asyncio.Protocol):
             elif not t.is_closing():
                 t.close()
 
+    def reset(self) -> None:
+        """Close a client that does not take what the proxy sends it (write timeout,
+        min_rate): reset (SO_LINGER 0), so that the kernel drops what it still holds for that
+        client instead of trickling it out to it long after the close (client_reset)."""
+        t = self.transport
+        if t is not None and self.flags & F_CW_PAUSED:
+            sock = t.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        self.close(abort=True)
+
     # ------------------------------------------------------------------ shutdown
 
     # worker.WorkerConn --------------------------------------------------------------------------
@@ -1246,6 +1278,20 @@ class ClientConn(asyncio.Protocol):
                 at = self.uout_last + u.write_s
                 if at < best:
                     best, which = at, _TO_WRITE
+            if u.min_rate:
+                # the body is awaited from the client (not held up by the upstream)
+                if (
+                    self.conn is not None
+                    and not self.x.flags & X_REQ_DONE
+                    and not flags & F_UW_PAUSED
+                ):
+                    at = self.rin_start + u.min_rate_window_s
+                    if at < best:
+                        best, which = at, _TO_RATE_IN
+                if flags & F_CW_PAUSED:
+                    at = self.rout_start + u.min_rate_window_s
+                    if at < best:
+                        best, which = at, _TO_RATE_OUT
             return best, which
         if st == _ST_UPSTREAM:
             best, which = self.x.req_start + u.total_s, _TO_TOTAL
@@ -1269,9 +1315,38 @@ class ClientConn(asyncio.Protocol):
             return best, which
         if st == _ST_DRAIN:
             if flags & F_CW_PAUSED:
+                at = self.rout_start + u.min_rate_window_s
+                if u.min_rate and at < self.out_last + u.write_s:
+                    return at, _TO_RATE_OUT
                 return self.out_last + u.write_s, _TO_WRITE
             return self.linger_until, _TO_LINGER
         return 0.0, _TO_NONE
+
+    def out_sent(self) -> int:
+        """Bytes that left for the client's socket: handed to the transport, minus what it
+        still buffers (client.c counts them as they are written)."""
+        t = self.transport
+        return self.out_given - (t.get_write_buffer_size() if t is not None else 0)
+
+    def rate_short(self, which: ClientTimeout) -> bool:
+        """At the end of a min_rate window (RATE_IN or RATE_OUT): did the client move fewer
+        than min_rate x min_rate_window bytes since it opened? (client_rate_short)"""
+        if which == ClientTimeout.RATE_IN:
+            moved = self.x.bytes_in - self.rin_mark
+        else:
+            moved = self.out_sent() - self.rout_mark
+        u = self.uset if self.uset is not None else self.w.uset
+        return moved < u.min_rate * u.min_rate_window_s
+
+    def rate_in_open(self, now: float) -> None:
+        """A new request-body min_rate window from now."""
+        self.rin_start = now
+        self.rin_mark = self.x.bytes_in
+
+    def rate_out_open(self, now: float) -> None:
+        """A new response min_rate window from now."""
+        self.rout_start = now
+        self.rout_mark = self.out_sent()
 
     def _refresh_if_open(self) -> None:
         if self.state != ClientState.CLOSED:
@@ -1300,8 +1375,21 @@ class ClientConn(asyncio.Protocol):
             self.timer_at = at
             self.timer = self.loop.call_at(at, self.on_timer)
             return
-        if which == ClientTimeout.WRITE:
-            self.close(abort=True)  # a peer does not drain: nothing more will go out
+        if which == ClientTimeout.RATE_IN or which == ClientTimeout.RATE_OUT:
+            if not self.rate_short(which):
+                # fast enough over this window: the next one starts now
+                if which == ClientTimeout.RATE_IN:
+                    self.rate_in_open(now)
+                else:
+                    self.rate_out_open(now)
+                self.refresh_timer()
+                return
+            if which == ClientTimeout.RATE_OUT:
+                self.reset()  # the client does not read fast enough
+                return
+            self.client_error(408)
+        elif which == ClientTimeout.WRITE:
+            self.reset()  # a peer does not drain: nothing more will go out
         elif which in (ClientTimeout.IDLE, ClientTimeout.LINGER):
             self.close()
         elif which == ClientTimeout.HEADER:

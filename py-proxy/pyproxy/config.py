@@ -29,6 +29,7 @@ CONFIG_ERR_MAX = 512  # the C twin's message buffer: messages are cut alike
 CONFIG_FILE_MAX = 1024 * 1024  # a config file is tiny; refuse /dev/zero
 DURATION_MAX_MS = 2147483647  # INT32_MAX ms, ~24.8 days: what poll/epoll can wait
 SIZE_MAX_BYTES = 9223372036854775807  # INT64_MAX: safe in the C twin's signed arithmetic
+MIN_RATE_MAX = 1073741824  # timeouts.min_rate: 1g bytes per second
 NUMBER_MAX = 1000000000.0  # capacity and rate_per_sec ceiling
 QUOTE_MAX = 64  # bytes of a value quoted in a message
 
@@ -133,6 +134,8 @@ class ConfigTimeouts:
     total_ms: int = 60000
     queue_ms: int = 1000
     shutdown_ms: int = 30000
+    min_rate: int = 0  # bytes/s a client must move while the proxy waits on it; 0 = off
+    min_rate_window_ms: int = 10000  # the window min_rate is averaged over
 
 
 @dataclass(frozen=True)
@@ -638,6 +641,8 @@ _TIMEOUTS_FIELDS = (
     _Field("total", _Kind.DURATION, "total_ms", lo=1),
     _Field("queue", _Kind.DURATION, "queue_ms", lo=1),
     _Field("shutdown", _Kind.DURATION, "shutdown_ms", lo=0),
+    _Field("min_rate", _Kind.SIZE, "min_rate", lo=0, hi=MIN_RATE_MAX),
+    _Field("min_rate_window", _Kind.DURATION, "min_rate_window_ms", lo=1),
 )
 
 _CHECK_FIELDS = (

@@ -28,6 +28,7 @@ import asyncio
 import multiprocessing
 import os
 import select
+import resource
 import signal
 import socket
 import subprocess
@@ -885,6 +886,10 @@ def run(argv: list[str] | None = None) -> int:
         if store is not None:
             store.close()
         return EXIT_OK
+    # one descriptor per client and per upstream connection: use what we may (main.c)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     n = max(1, cfg.workers)
     socks: list[socket.socket] = []
     admin_sock: socket.socket | None = None

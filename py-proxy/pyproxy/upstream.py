@@ -364,6 +364,8 @@ class UpstreamSet:
         self.total_s = t.total_ms / 1000.0
         self.queue_s = t.queue_ms / 1000.0
         self.connect_s = t.connect_ms / 1000.0
+        self.min_rate = t.min_rate  # bytes/s; 0 = off
+        self.min_rate_window_s = t.min_rate_window_ms / 1000.0
 
     def start_checks(self) -> None:
         """Run the active health checks of this set's config on its loop (health.check; one

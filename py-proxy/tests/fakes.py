@@ -175,6 +175,7 @@ class FakeTransport:
         self.aborted = False
         self.lost = False
         self.eof_sent = False
+        self.buffered = 0  # what get_write_buffer_size() says (bytes not yet sent)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peername":
@@ -210,7 +211,7 @@ class FakeTransport:
         self.eof_sent = True
 
     def get_write_buffer_size(self) -> int:
-        return 0
+        return self.buffered
 
     def close(self) -> None:
         if not self.closing:

@@ -15,7 +15,7 @@ from pyproxy.client import (
     ClientState,
     ClientTimeout,
 )
-from pyproxy.exchange import X_RESP_DONE
+from pyproxy.exchange import X_REQ_DONE, X_RESP_DONE
 from pyproxy.metrics import C_RL_ALLOWED, C_RL_LIMITED
 from pyproxy.ratelimit import Limit, table_new
 from pyproxy.upstream import UpstreamSet
@@ -741,6 +741,68 @@ def test_deadline_tunnel_drain_closed() -> None:
     assert c.deadline() == (300.0, ClientTimeout.LINGER)
     c.state = ClientState.CLOSED
     assert c.deadline() == (0.0, ClientTimeout.NONE)
+
+
+R = make_config(
+    "timeouts:\n  idle: 60s\n  header: 10s\n  queue: 1s\n  connect: 2s\n  read: 30s\n"
+    "  write: 20s\n  total: 60s\n  min_rate: 100\n  min_rate_window: 2s\n"
+)
+
+
+def test_deadline_min_rate() -> None:
+    h = Harness(R)
+    c, _ = h.client()
+    c.state, c.x.req_start = ClientState.FORWARD, 0.0
+    c.conn = object()  # type: ignore[assignment]
+    c.up_last = c.out_last = 10.0
+    c.rin_start = 5.0
+    # the request body is awaited: its window ends first
+    assert c.deadline() == (7.0, ClientTimeout.RATE_IN)
+    # held up by the upstream: no body window
+    c.flags |= F_UW_PAUSED
+    c.uout_last = 6.0
+    assert c.deadline() == (26.0, ClientTimeout.WRITE)
+    c.flags &= ~F_UW_PAUSED
+    c.x.flags |= X_REQ_DONE
+    assert c.deadline() == (40.0, ClientTimeout.READ)
+    # the client does not take the response as fast as it comes
+    c.flags |= F_CW_PAUSED
+    c.out_last, c.rout_start = 12.0, 12.5
+    assert c.deadline() == (14.5, ClientTimeout.RATE_OUT)
+    c.state = ClientState.DRAIN
+    assert c.deadline() == (14.5, ClientTimeout.RATE_OUT)
+    c.rout_start = 40.0
+    assert c.deadline() == (32.0, ClientTimeout.WRITE)
+    c.conn = None
+
+
+def test_deadline_without_min_rate() -> None:
+    h = Harness(T)
+    c, _ = h.client()
+    c.state, c.x.req_start = ClientState.FORWARD, 0.0
+    c.conn = object()  # type: ignore[assignment]
+    c.up_last = c.out_last = 10.0
+    c.rin_start = c.rout_start = 5.0
+    c.flags |= F_CW_PAUSED
+    assert c.deadline() == (30.0, ClientTimeout.WRITE)
+    c.state = ClientState.DRAIN
+    assert c.deadline() == (30.0, ClientTimeout.WRITE)
+    c.conn = None
+
+
+def test_min_rate_window_check() -> None:
+    h = Harness(R)
+    c, t = h.client()
+    # 100 bytes/s over 2 s: 200 bytes per window
+    c.rin_mark, c.x.bytes_in = 1000, 1199
+    assert c.rate_short(ClientTimeout.RATE_IN)
+    c.x.bytes_in = 1200
+    assert not c.rate_short(ClientTimeout.RATE_IN)
+    c.out_given, t.buffered = 600, 100  # 500 left for the socket
+    c.rout_mark = 300
+    assert not c.rate_short(ClientTimeout.RATE_OUT)
+    c.rout_mark = 301
+    assert c.rate_short(ClientTimeout.RATE_OUT)
 
 
 def test_connection_close_trailer_does_not_poison_the_next_request() -> None:

@@ -92,6 +92,8 @@ def test_defaults() -> None:
     assert cfg.timeouts.total_ms == 60000
     assert cfg.timeouts.queue_ms == 1000
     assert cfg.timeouts.shutdown_ms == 30000
+    assert cfg.timeouts.min_rate == 0
+    assert cfg.timeouts.min_rate_window_ms == 10000
     assert cfg.health.max_fails == 3
     assert cfg.health.fail_timeout_ms == 10000
     assert cfg.health.check.enabled is False
@@ -175,6 +177,8 @@ def test_every_key() -> None:
     assert cfg.timeouts.total_ms == 90000
     assert cfg.timeouts.queue_ms == 100
     assert cfg.timeouts.shutdown_ms == 0
+    assert cfg.timeouts.min_rate == 2048
+    assert cfg.timeouts.min_rate_window_ms == 3000
     assert cfg.health.max_fails == 0
     assert cfg.health.fail_timeout_ms == 5000
     assert cfg.health.check.enabled is True
