@@ -8,7 +8,8 @@ apt_pkgs=(build-essential pkg-config libev-dev libyaml-dev libjansson-dev libcmo
           libsqlite3-dev sqlite3 zlib1g-dev wrk nginx-light haproxy valgrind strace
           clang-format procps util-linux curl python3-venv
           clang llvm libclang-rt-dev clang-tidy cppcheck
-          chromium)  # chromium: the report's browser check (headless)
+          chromium   # chromium: the report's browser check (headless)
+          prometheus)  # prometheus: only for /usr/bin/promtool (conformance/test_metrics.py)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -17,7 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing Debian packages: ${missing[*]}"
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
-  # nginx and haproxy are contenders the lab starts itself with private configs and pid
+  # nginx, haproxy (and prometheus, installed for promtool) are contenders the lab starts itself with private configs and pid
   # files: ask Debian's maintainer scripts not to start the packaged services they would
   # install (policy-rc.d, exit 101 = "action forbidden"), only for this install and only
   # if no policy is in place already. Nothing the user already runs is stopped or changed.
