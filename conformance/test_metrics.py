@@ -40,13 +40,15 @@ SERIES_9 = [
 ]
 EXTRA = ["twinproxy_errors_total"]  # docs/behaviour.md "Metrics"
 
-_SAMPLE = re.compile(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$')
+_SAMPLE = re.compile(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$")
 _LABEL = re.compile(r'([a-z_]+)="((?:[^"\\]|\\.)*)"')
 
 NO_PASSIVE = {"max_fails": 0}
 
 
-def parse(text: str) -> tuple[list[str], dict[tuple[str, frozenset[tuple[str, str]]], float]]:
+def parse(
+    text: str,
+) -> tuple[list[str], dict[tuple[str, frozenset[tuple[str, str]]], float]]:
     """(TYPE names in order, {(sample name, labels): value}); every line is HELP, TYPE or a
     sample."""
     types: list[str] = []
@@ -93,7 +95,11 @@ def promtool_findings(text: str) -> str:
     if tool is None:
         pytest.fail("promtool missing: run `make deps` (Debian package prometheus)")
     proc = subprocess.run(
-        [tool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30
+        [tool, "check", "metrics"],
+        check=False,
+        input=text.encode(),
+        capture_output=True,
+        timeout=30,
     )
     out = (proc.stdout + proc.stderr).decode().strip()
     return "" if proc.returncode == 0 and not out else f"exit {proc.returncode}: {out}"
@@ -110,7 +116,9 @@ def _closed(p) -> list[tuple[str, str]]:
 
 def traffic(p, n: int, limited: int) -> list[int]:
     """n + limited GETs, each on a new connection; the statuses."""
-    return [p.request("/bytes/10", headers=_closed(p)).status for _ in range(n + limited)]
+    return [
+        p.request("/bytes/10", headers=_closed(p)).status for _ in range(n + limited)
+    ]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -147,12 +155,15 @@ def test_counters_equal_the_traffic_sent(upstream, proxy, tmp_path, workers):
     assert value(s, "twinproxy_request_duration_seconds_count", upstream="u1") == ok
     assert value(s, "twinproxy_request_duration_seconds_count", upstream="") == bad + m
     assert (
-        value(s, "twinproxy_request_duration_seconds_bucket", upstream="u1", le="+Inf") == ok
+        value(s, "twinproxy_request_duration_seconds_bucket", upstream="u1", le="+Inf")
+        == ok
     )
     assert value(s, "twinproxy_ratelimit_decisions_total", decision="allowed") == 2 * k
     assert value(s, "twinproxy_ratelimit_decisions_total", decision="limited") == m
     assert value(s, "twinproxy_ratelimit_rejected_total") == m
-    assert value(s, "twinproxy_errors_total", code="502", reason="connect_refused") == bad
+    assert (
+        value(s, "twinproxy_errors_total", code="502", reason="connect_refused") == bad
+    )
     assert value(s, "twinproxy_errors_total", code="429", reason="rate_limited") == m
     assert total(s, "twinproxy_errors_total") == bad + m
     assert total(s, "twinproxy_retries_total") == 0
@@ -176,7 +187,10 @@ def test_counters_equal_the_traffic_sent(upstream, proxy, tmp_path, workers):
     # every client connection closed: the gauge is back to 0; the upstream side holds the
     # pooled connections only
     gone = wait_until(
-        lambda: value(scrape(admin)[1], "twinproxy_connections_active", side="client") == 0, 5
+        lambda: (
+            value(scrape(admin)[1], "twinproxy_connections_active", side="client") == 0
+        ),
+        5,
     )
     assert gone, scrape(admin)[0]
     s = scrape(admin)[1]
@@ -187,13 +201,19 @@ def test_counters_equal_the_traffic_sent(upstream, proxy, tmp_path, workers):
     ups = {u["name"]: u for u in admin.get("/upstreams").json()}
     assert ups["u1"]["requests"] == ok and ups["dead"]["requests"] == bad
     assert ups["dead"]["fails"] == bad and ups["u1"]["fails"] == 0
-    assert ups["u1"]["idle"] == value(s, "twinproxy_upstream_idle_connections", upstream="u1")
+    assert ups["u1"]["idle"] == value(
+        s, "twinproxy_upstream_idle_connections", upstream="u1"
+    )
     assert promtool_findings(text) == ""
 
 
 def _version(p) -> str:
     proc = subprocess.run(
-        [*impl_argv(p.impl), "--version"], capture_output=True, text=True, timeout=10
+        [*impl_argv(p.impl), "--version"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=10,
     )
     return proc.stdout.split()[1]  # "c-proxy 0.1.0 (...)"
 
@@ -211,7 +231,9 @@ def test_retries_and_errors_by_reason(upstream, proxy):
     retries = len(p.wait_event("retry", 1))
     _, s = scrape(admin)
     assert retries >= 1
-    assert value(s, "twinproxy_retries_total", upstream="dead", phase="connect") == retries
+    assert (
+        value(s, "twinproxy_retries_total", upstream="dead", phase="connect") == retries
+    )
     assert total(s, "twinproxy_retries_total") == retries
     assert value(s, "twinproxy_requests_total", code="200", upstream="u1") == n
     assert total(s, "twinproxy_errors_total") == 0  # retried: nothing answered in error
@@ -280,7 +302,9 @@ def test_health_transitions_and_reloads(upstream, proxy):
     p.wait_event("upstream_down")
     _, s = scrape(admin)
     assert value(s, "twinproxy_upstream_up", upstream="dead") == 0
-    assert value(s, "twinproxy_health_transitions_total", upstream="dead", to="down") == 1
+    assert (
+        value(s, "twinproxy_health_transitions_total", upstream="dead", to="down") == 1
+    )
     assert value(s, "twinproxy_health_transitions_total", upstream="dead", to="up") == 0
     p.reload(p.config)
     p.write_config("listen: [this is not a config\n")
