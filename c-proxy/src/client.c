@@ -249,8 +249,7 @@ static void log_request(struct client *c)
         unsigned label = 0;
         if (c->up && c->set && (c->x.flags & EXCHANGE_F_HEAD_OK))
             label = metrics_label(health_id(c->set->peers[c->up->index].health));
-        metrics_request(c->w->metrics, c->x.status, label,
-                        secs > 0 ? (uint64_t)(secs * 1e6) : 0);
+        metrics_request(c->w->metrics, c->x.status, label, secs > 0 ? (uint64_t)(secs * 1e6) : 0);
     }
     struct access_rec r = {
         .start_wall = c->x.start_wall,
@@ -902,9 +901,8 @@ static void note_error(struct client *c, int code, enum reason r)
         return;
     if (code)
         log_event(CONFIG_LOG_DEBUG, "request_error",
-                  json_pack("{s:i,s:s,s:s,s:s}", "status", code, "reason", reason_name(r),
-                            "client", c->ip, "request_id",
-                            c->x.request_id ? c->x.request_id : ""));
+                  json_pack("{s:i,s:s,s:s,s:s}", "status", code, "reason", reason_name(r), "client",
+                            c->ip, "request_id", c->x.request_id ? c->x.request_id : ""));
     else
         log_event(CONFIG_LOG_DEBUG, "connection_closed",
                   json_pack("{s:s,s:s}", "reason", reason_name(r), "client", c->ip));

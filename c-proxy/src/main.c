@@ -58,10 +58,10 @@ struct app {
     bool stopping;              /* SIGTERM/SIGINT seen */
     ev_signal sig_term, sig_int, sig_hup;
 
-    struct ratelimit_table *rl;       /* shared by every worker; NULL: no rate_limit */
-    struct store *store;              /* rate_limit.store, read-write; NULL: no rate_limit */
-    struct admin *admin;              /* admin API server; NULL: no admin.listen */
-    struct metrics_slot **slots;      /* one per worker (metrics.h), n_workers */
+    struct ratelimit_table *rl;  /* shared by every worker; NULL: no rate_limit */
+    struct store *store;         /* rate_limit.store, read-write; NULL: no rate_limit */
+    struct admin *admin;         /* admin API server; NULL: no admin.listen */
+    struct metrics_slot **slots; /* one per worker (metrics.h), n_workers */
 
     pthread_t saver;          /* saves the buckets every STORE_SAVE_S */
     bool saver_running;       /* saver was started (join it) */
@@ -546,17 +546,17 @@ static void on_reload(struct ev_loop *loop, ev_signal *w, int revents)
     char err[CONFIG_ERR_MAX];
     struct config *cfg = config_load(app.path, err, sizeof err);
     if (!cfg) {
-        reload_failed_event( json_pack("{s:s}", "error", err));
+        reload_failed_event(json_pack("{s:s}", "error", err));
         return;
     }
     const struct config *old = app.cfg->cfg;
     if (reload_keep(old, cfg) == -1) {
-        reload_failed_event( json_pack("{s:s}", "error", "out of memory"));
+        reload_failed_event(json_pack("{s:s}", "error", "out of memory"));
         config_free(cfg);
         return;
     }
     if (log_configure(cfg, err, sizeof err) == -1) {
-        reload_failed_event( json_pack("{s:s}", "error", err));
+        reload_failed_event(json_pack("{s:s}", "error", err));
         config_free(cfg);
         return;
     }
@@ -568,7 +568,7 @@ static void on_reload(struct ev_loop *loop, ev_signal *w, int revents)
     }
     if (app.admin && strcmp(cfg->admin_token, old->admin_token) != 0 &&
         admin_set_token(app.admin, cfg->admin_token) == -1) {
-        reload_failed_event( json_pack("{s:s}", "error", "out of memory"));
+        reload_failed_event(json_pack("{s:s}", "error", "out of memory"));
         config_free(cfg);
         return;
     }

@@ -7,12 +7,12 @@
 #include <string.h>
 
 /* 400 408 413 429 431 501 502 503 504 505, then "" (a close without an answer) */
-const int metrics_err_codes[METRICS_ERR_CODES] = {400, 408, 413, 429, 431,
-                                                  501, 502, 503, 504, 505, 0};
+const int metrics_err_codes[METRICS_ERR_CODES] = {400, 408, 413, 429, 431, 501,
+                                                  502, 503, 504, 505, 0};
 
 const uint64_t metrics_bounds_us[METRICS_BOUNDS] = {
-    500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
-    5000000, 10000000,
+    500,    1000,   2500,   5000,    10000,   25000,   50000,
+    100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
 };
 const char *const metrics_bounds_le[METRICS_BOUNDS] = {
     "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",

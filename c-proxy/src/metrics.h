@@ -42,25 +42,25 @@
 
 #include "reason.h"
 
-#define METRICS_BOUNDS 14                   /* finite histogram bounds */
+#define METRICS_BOUNDS 14                    /* finite histogram bounds */
 #define METRICS_BUCKETS (METRICS_BOUNDS + 1) /* + the +Inf bucket */
-#define METRICS_LABELS 1025                 /* upstream labels: "" + 1024 names */
-#define METRICS_REQ_SLOTS 2048              /* (code, label) keys per worker */
-#define METRICS_ERR_CODES 11 /* codes the proxy answers itself, then "" (a close) */
+#define METRICS_LABELS 1025                  /* upstream labels: "" + 1024 names */
+#define METRICS_REQ_SLOTS 2048               /* (code, label) keys per worker */
+#define METRICS_ERR_CODES 11                 /* codes the proxy answers itself, then "" (a close) */
 
 /* Whole-process cells of one worker. */
 enum metrics_cell {
-    METRICS_RL_ALLOWED = 0, /* rate limit: a token was taken (the request goes on) */
-    METRICS_RL_LIMITED,     /* rate limit: 429 */
-    METRICS_CONN_CLIENT,    /* gauge: client connections open */
-    METRICS_CONN_UPSTREAM,  /* gauge: upstream connections open (connecting, busy, idle) */
-    METRICS_RX_CLIENT,      /* bytes received from clients */
-    METRICS_RX_UPSTREAM,    /* bytes received from upstreams */
-    METRICS_TX_CLIENT,      /* bytes sent to clients */
-    METRICS_TX_UPSTREAM,    /* bytes sent to upstreams */
+    METRICS_RL_ALLOWED = 0,  /* rate limit: a token was taken (the request goes on) */
+    METRICS_RL_LIMITED,      /* rate limit: 429 */
+    METRICS_CONN_CLIENT,     /* gauge: client connections open */
+    METRICS_CONN_UPSTREAM,   /* gauge: upstream connections open (connecting, busy, idle) */
+    METRICS_RX_CLIENT,       /* bytes received from clients */
+    METRICS_RX_UPSTREAM,     /* bytes received from upstreams */
+    METRICS_TX_CLIENT,       /* bytes sent to clients */
+    METRICS_TX_UPSTREAM,     /* bytes sent to upstreams */
     METRICS_RETRIES_SKIPPED, /* retry budget exhausted */
-    METRICS_QUEUE_SUM_US,   /* queue wait histogram: sum (microseconds) */
-    METRICS_QUEUE_B0,       /* ... its METRICS_BUCKETS bucket counts */
+    METRICS_QUEUE_SUM_US,    /* queue wait histogram: sum (microseconds) */
+    METRICS_QUEUE_B0,        /* ... its METRICS_BUCKETS bucket counts */
     METRICS_CELLS = METRICS_QUEUE_B0 + METRICS_BUCKETS,
 };
 
@@ -134,21 +134,21 @@ void metrics_sum(struct metrics_slot *dst, const struct metrics_slot *const *slo
 
 /* One upstream of the current config, as the per-upstream gauges show it. */
 struct metrics_upstream {
-    const char *name;     /* label value (escaped here) */
-    bool healthy;         /* twinproxy_upstream_up */
-    uint64_t active;      /* twinproxy_upstream_active_connections */
-    uint64_t idle;        /* twinproxy_upstream_idle_connections */
-    uint64_t to_up;       /* twinproxy_health_transitions_total{to="up"} */
-    uint64_t to_down;     /* ... {to="down"} */
+    const char *name; /* label value (escaped here) */
+    bool healthy;     /* twinproxy_upstream_up */
+    uint64_t active;  /* twinproxy_upstream_active_connections */
+    uint64_t idle;    /* twinproxy_upstream_idle_connections */
+    uint64_t to_up;   /* twinproxy_health_transitions_total{to="up"} */
+    uint64_t to_down; /* ... {to="down"} */
 };
 
 /* Everything that is not in the summed slot. */
 struct metrics_view {
-    const char *impl;                   /* c | py */
-    const char *version;                /* as --version prints it */
-    uint64_t generation;                /* twinproxy_config_generation */
+    const char *impl;                    /* c | py */
+    const char *version;                 /* as --version prints it */
+    uint64_t generation;                 /* twinproxy_config_generation */
     uint64_t reloads_ok, reloads_failed; /* twinproxy_config_reloads_total */
-    const struct metrics_upstream *ups; /* current config, in order */
+    const struct metrics_upstream *ups;  /* current config, in order */
     size_t n_ups;
     const char *const *labels; /* label -> upstream name (labels[0] = ""), NULL: unknown */
     size_t n_labels;

@@ -4,12 +4,12 @@
 #include <string.h>
 
 static const char *const names[REASON_N] = {
-    "bad_request",     "bad_version",     "not_implemented",  "head_too_large",
-    "body_too_large",  "header_timeout",  "rate_limited",     "no_upstream",
+    "bad_request",     "bad_version",         "not_implemented", "head_too_large",
+    "body_too_large",  "header_timeout",      "rate_limited",    "no_upstream",
     "queue_timeout",   "upstreams_exhausted", "connect_refused", "connect_error",
-    "connect_timeout", "upstream_closed", "upstream_reset",   "invalid_response",
-    "read_timeout",    "total_timeout",   "out_of_memory",    "socket",
-    "idle_timeout",    "write_timeout",   "linger_timeout",   "shutting_down",
+    "connect_timeout", "upstream_closed",     "upstream_reset",  "invalid_response",
+    "read_timeout",    "total_timeout",       "out_of_memory",   "socket",
+    "idle_timeout",    "write_timeout",       "linger_timeout",  "shutting_down",
 };
 
 const char *reason_name(enum reason r)

@@ -47,8 +47,8 @@ static void test_metrics_render_shared_case(void **state)
     char impl[64] = "", version[64] = "", names[8][128], lnames[8][128];
     struct metrics_upstream ups[8];
     const char *labels[9] = {""};
-    struct metrics_view v = {.impl = impl, .version = version, .ups = ups, .labels = labels,
-                             .n_labels = 1};
+    struct metrics_view v = {
+        .impl = impl, .version = version, .ups = ups, .labels = labels, .n_labels = 1};
     for (char *line = strtok(args, "\n"); line; line = strtok(NULL, "\n")) {
         unsigned long long a = 0, b = 0, c = 0, d = 0;
         unsigned h = 0;
