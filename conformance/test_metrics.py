@@ -314,3 +314,32 @@ def test_health_transitions_and_reloads(upstream, proxy):
     assert value(s, "twinproxy_config_reloads_total", result="success") == 1
     assert value(s, "twinproxy_config_reloads_total", result="failure") == 1
     assert value(s, "twinproxy_config_generation") == 2
+
+
+def test_grafana_dashboard_uses_only_contract_series():
+    """docs/grafana-dashboard.json is valid JSON, and every metric name its queries use is
+    a series of contract 9 (histograms by their _bucket/_sum/_count samples); it shows
+    requests by code, p50/p95/p99, upstream up, retries and limited."""
+    import json
+    from pathlib import Path
+
+    dash = json.loads(
+        (Path(__file__).parents[1] / "docs/grafana-dashboard.json").read_text()
+    )
+    allowed = set(SERIES_9)
+    for h in ("twinproxy_request_duration_seconds", "twinproxy_queue_wait_seconds"):
+        allowed |= {h + "_bucket", h + "_sum", h + "_count"}
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [v["query"] for v in dash["templating"]["list"] if v["type"] == "query"]
+    used = {n for e in exprs for n in re.findall(r"\btwinproxy_[a-z_]+", e)}
+    assert used and used <= allowed, used - allowed
+    text = " ".join(exprs)
+    assert "sum by (code) (rate(twinproxy_requests_total" in text
+    for q in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({q}, " in text
+    for name in (
+        "twinproxy_upstream_up",
+        "twinproxy_retries_total",
+        'decision="limited"',
+    ):
+        assert name in text
