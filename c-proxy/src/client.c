@@ -391,6 +391,7 @@ static inline void peer_done(struct client *c)
 static void drop_upstream(struct client *c)
 {
     peer_done(c);
+    c->queued = false; /* an abandoned wait is not observed (as in Python) */
     if (c->uo.queued)
         upstream_cancel_wait(c->up, &c->uo);
     if (c->uo.granted) {

@@ -185,17 +185,18 @@ static void seconds(struct mbuf *b, uint64_t us)
             (unsigned long long)(us % 1000000));
 }
 
-/* name{<pre>le="..."} lines, _sum, _count of one histogram; pre: `upstream="x",` or "". */
-static void histogram(struct mbuf *b, const char *name, const char *pre_key, const char *pre_val,
+/* name{[upstream="x",]le="..."} lines, _sum, _count of one histogram (upstream NULL: no
+ * upstream label). */
+static void histogram(struct mbuf *b, const char *name, const char *upstream,
                       const _Atomic uint64_t *buckets, uint64_t sum_us)
 {
     uint64_t acc = 0;
     for (unsigned i = 0; i < METRICS_BUCKETS; i++) {
         acc += buckets[i];
         mprintf(b, "%s_bucket{", name);
-        if (pre_key) {
-            mprintf(b, "%s=\"", pre_key);
-            mlabel(b, pre_val);
+        if (upstream) {
+            MLIT(b, "upstream=\"");
+            mlabel(b, upstream);
             MLIT(b, "\",");
         }
         mprintf(b, "le=\"%s\"}", i < METRICS_BOUNDS ? metrics_bounds_le[i] : "+Inf");
@@ -203,9 +204,9 @@ static void histogram(struct mbuf *b, const char *name, const char *pre_key, con
     }
     for (int k = 0; k < 2; k++) {
         mprintf(b, "%s_%s", name, k ? "count" : "sum");
-        if (pre_key) {
-            mprintf(b, "{%s=\"", pre_key);
-            mlabel(b, pre_val);
+        if (upstream) {
+            MLIT(b, "{upstream=\"");
+            mlabel(b, upstream);
             MLIT(b, "\"}");
         }
         if (k)
@@ -275,8 +276,8 @@ size_t metrics_render(char *out, size_t cap, const struct metrics_view *v,
     for (size_t l = 0; l < METRICS_LABELS; l++) {
         const char *name = label_name(v, l);
         if (name && bucket_total(&s->up[l][METRICS_U_DUR_B0]))
-            histogram(&b, "twinproxy_request_duration_seconds", "upstream", name,
-                      &s->up[l][METRICS_U_DUR_B0], s->up[l][METRICS_U_DUR_SUM_US]);
+            histogram(&b, "twinproxy_request_duration_seconds", name, &s->up[l][METRICS_U_DUR_B0],
+                      s->up[l][METRICS_U_DUR_SUM_US]);
     }
 
     head(&b, "twinproxy_connections_active", "gauge",
@@ -354,7 +355,7 @@ size_t metrics_render(char *out, size_t cap, const struct metrics_view *v,
 
     head(&b, "twinproxy_queue_wait_seconds", "histogram",
          "Time a request waited for an upstream connection slot (requests that waited).");
-    histogram(&b, "twinproxy_queue_wait_seconds", NULL, NULL, &s->cell[METRICS_QUEUE_B0],
+    histogram(&b, "twinproxy_queue_wait_seconds", NULL, &s->cell[METRICS_QUEUE_B0],
               s->cell[METRICS_QUEUE_SUM_US]);
 
     head(&b, "twinproxy_ratelimit_decisions_total", "counter",
