@@ -343,3 +343,16 @@ def test_grafana_dashboard_uses_only_contract_series():
         'decision="limited"',
     ):
         assert name in text
+
+
+def test_idle_connection_closed_by_shutdown_logs_its_reason(upstream, proxy):
+    """SIGTERM closes an idle keep-alive connection: one connection_closed event (debug)
+    with reason shutting_down (the event behind twinproxy_errors_total{code=""})."""
+    up = upstream(["u1"])
+    p = proxy(up, log={"level": "debug"})
+    with p.connect() as c:
+        assert c.request("/").status == 200
+        p.signal(signal.SIGTERM)
+        c.assert_closed()
+    evs = p.wait_event("connection_closed")
+    assert [e["reason"] for e in evs] == ["shutting_down"], evs
