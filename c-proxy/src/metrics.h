@@ -21,9 +21,9 @@
  *   under "", documented).
  * - {code,upstream} of twinproxy_requests_total: a per-worker open-addressed
  *   table of METRICS_REQ_SLOTS (code, label) keys with their counts; keys are
- *   never removed, so a reader sees a key before its count. A full table counts
- *   the request under (code, "") slot METRICS_REQ_OVERFLOW... never in practice:
- *   codes are 3 digits and labels are the configured upstreams.
+ *   never removed, so a reader sees a key before its count. A full table drops
+ *   the pair (never in practice: the keys are the codes seen x the configured
+ *   upstreams, a few dozen).
  * - {code,reason} of twinproxy_errors_total: code index (the codes the proxy
  *   answers itself, metrics_err_codes) x enum reason (reason.h).
  * Histograms: 14 fixed bounds (contract 9) + +Inf, per-bucket counts (not

@@ -1267,8 +1267,7 @@ class ClientConn(asyncio.Protocol):
         if self.state == ClientState.IDLE or (
             self.state == ClientState.HEAD and not self.x.flags & X_IN_REQUEST
         ):
-            if self.state != ClientState.CLOSED:
-                self._note_error(0, reason_from_name("shutting_down", 0))
+            self._note_error(0, reason_from_name("shutting_down", 0))
             self.close()
             return
         self.x.flags |= X_CLOSE_AFTER
