@@ -229,6 +229,7 @@ def test_retries_and_errors_by_reason(upstream, proxy):
     admin = Admin.of(p)
     assert [p.request("/").status for _ in range(n)] == [200] * n
     retries = len(p.wait_event("retry", 1))
+    p.wait_access_log(n)  # a request is counted before its access-log line is written
     _, s = scrape(admin)
     assert retries >= 1
     assert (
@@ -258,6 +259,7 @@ def test_timeouts_and_closes_are_counted_by_reason(upstream, proxy):
     with p.connect() as c:
         c.send(b"GET / HTTP/1.1\r\n")
         assert c.read_response().status == 408
+    p.wait_access_log(3)  # a request is counted before its access-log line is written
     _, s = scrape(admin)
     assert value(s, "twinproxy_errors_total", code="504", reason="read_timeout") == 1
     assert value(s, "twinproxy_errors_total", code="408", reason="header_timeout") == 1
@@ -279,6 +281,7 @@ def test_queue_wait_counts_the_requests_that_waited(upstream, proxy):
         b.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert a.read_response().status == 200
         assert b.read_response().status == 200
+    p.wait_access_log(2)
     _, s = scrape(admin)
     assert value(s, "twinproxy_queue_wait_seconds_count") == 1
     assert value(s, "twinproxy_queue_wait_seconds_bucket", le="0.1") == 0
