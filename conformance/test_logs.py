@@ -258,3 +258,13 @@ def test_log_level_filters_events(upstream, proxy):
     p.signal(signal.SIGHUP)
     p.wait_event("reload_failed")  # an error: logged at level warn
     assert p.events("start") == []  # info: filtered out
+
+
+def test_registry_tables_in_docs_are_current():
+    """docs/behaviour.md's event and reason tables are what conformance/registry.py renders
+    from the shared registry files (run it with --write after changing them)."""
+    from registry import DOC, rendered_doc
+
+    assert DOC.read_text() == rendered_doc(), (
+        "run: .venv/bin/python conformance/registry.py --write"
+    )

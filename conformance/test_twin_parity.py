@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,6 +16,7 @@ from harness import (
     Conn,
     ProxyFactory,
     UpstreamFactory,
+    free_port,
     wait_until,
 )
 
@@ -287,3 +289,110 @@ def test_admin_same_bytes_out(admin_twins, raw):
         c, py = ex.map(lambda a: _exchange(a.port, raw), admins)
     assert c != b"<open>", "no response at all"
     assert c == py, "admin responses differ"
+
+
+# --------------------------------------------------------------------------- event lines
+# The same scenario against both twins at log level debug: every event line either writes
+# is a shape of the event registry (c-proxy/tests/registry_cases/events.txt: name, level
+# and exactly its fields), and both write the same shapes. ts and values (pids, request
+# ids, addresses) are left out: they differ legitimately.
+
+
+def _event_shapes(p) -> list[tuple[str, str, frozenset[str]]]:
+    out = []
+    for line in p.stderr_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        rec = json.loads(line)
+        if "event" not in rec:
+            continue
+        fields = frozenset(k for k in rec if k not in ("ts", "level", "event"))
+        out.append((rec["event"], rec["level"], fields))
+    return out
+
+
+def _event_scenario(p, up, dead_port: int) -> None:
+    from admin_client import Admin
+
+    admin = Admin.of(p)
+    for _ in range(
+        4
+    ):  # u_dead is first (weight 100): refused, retried, then marked down
+        assert p.request("/").status == 200
+    p.wait_event("upstream_down")
+    assert (
+        p.request(
+            "/", headers=[("Content-Length", "1"), ("Content-Length", "2")]
+        ).status
+        == 400
+    )
+    with (
+        p.connect() as c
+    ):  # kept alive, then closed by timeouts.idle: connection_closed
+        assert c.request("/").status == 200
+        c.assert_closed()
+    assert admin.patch("/upstreams/u1", {"state": "drain"}).status == 200
+    assert p.request("/").status == 503  # u1 drained, u_dead down: request_error
+    assert admin.patch("/upstreams/u1", {"state": "active"}).status == 200
+    p.reload(p.config)
+    p.write_config("listen: [not a config\n")
+    p.signal(signal.SIGHUP)
+    p.wait_event("reload_failed")
+    assert p.stop() == 0
+
+
+def test_event_lines_match_registry_and_each_other(tmp_path_factory):
+    from admin_client import admin_config
+    from registry import shapes
+
+    registry = shapes()
+    ups = UpstreamFactory(tmp_path_factory.mktemp("eparity-up"))
+    factories = [
+        ProxyFactory(i, tmp_path_factory.mktemp(f"eparity-{i}")) for i in ("c", "py")
+    ]
+    try:
+        up = ups(["u1"])
+        dead_port = free_port()
+        entries = [
+            {"address": f"127.0.0.1:{dead_port}", "name": "u_dead", "weight": 100}
+        ]
+        entries += up.entries()
+        seen = {}
+        for f in factories:
+            p = f(
+                entries,
+                retries=1,
+                health={"max_fails": 1, "fail_timeout": "30s"},
+                timeouts={"idle": "300ms"},
+                log={"level": "debug"},
+                admin=admin_config(),
+            )
+            _event_scenario(p, up, dead_port)
+            got = _event_shapes(p)
+            unknown = sorted({s for s in got if s not in registry}, key=str)
+            assert not unknown, (
+                f"{p.impl}-proxy event lines not in the registry: {unknown}"
+            )
+            seen[p.impl] = set(got)
+        assert seen["c"] == seen["py"], (
+            f"only c: {sorted(seen['c'] - seen['py'], key=str)}; "
+            f"only py: {sorted(seen['py'] - seen['c'], key=str)}"
+        )
+        names = {e for e, _, _ in seen["c"]}
+        for want in (
+            "start",
+            "stop",
+            "shutdown",
+            "reload",
+            "reload_failed",
+            "retry",
+            "upstream_down",
+            "upstream_drain",
+            "request_error",
+            "connection_closed",
+        ):
+            assert want in names, f"the scenario wrote no {want} event"
+    finally:
+        problems = [x for f in factories for x in f.close()]
+        ups.close()
+    assert not problems, problems

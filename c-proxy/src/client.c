@@ -24,6 +24,8 @@
 static void client_run(struct client *c);
 static void client_close(struct client *c);
 static void client_error(struct client *c, int code, const char *why);
+static void client_close_for(struct client *c, enum reason r);
+static void note_error(struct client *c, int code, enum reason r);
 static void client_route(struct client *c);
 static void attempt_end(struct client *c, enum health_outcome o, const char *reason);
 static inline void peer_done(struct client *c);
@@ -85,9 +87,8 @@ static void rl_take(struct client *c, const struct http1_msg *m, const struct co
     uint32_t h = key == c->rl_ip ? c->rl_ip_hash : ratelimit_hash(key, len);
     ratelimit_take_hashed(c->w->rl, key, len, h, NULL, now_of(c), &c->x.rl); /* in place */
     exchange_ratelimited(&c->x, &c->x.rl);
-    metrics_counters_add(
-        c->w->metrics,
-        c->x.rl.verdict == RATELIMIT_ALLOWED ? METRICS_C_RL_ALLOWED : METRICS_C_RL_LIMITED, 1);
+    metrics_add(c->w->metrics,
+                c->x.rl.verdict == RATELIMIT_ALLOWED ? METRICS_RL_ALLOWED : METRICS_RL_LIMITED, 1);
 }
 
 /* The RateLimit-* values for a response to a request that took no token (a bad or
@@ -277,6 +278,14 @@ static void log_request(struct client *c)
     if (!c->x.method && c->x.status == 0)
         return; /* no request head and nothing sent: not a request */
     c->x.flags |= EXCHANGE_F_LOGGED;
+    double secs = (c->x.end_mono ? c->x.end_mono : mono_now()) - c->x.start_mono;
+    if (c->x.flags & EXCHANGE_F_RESP_SENT) {
+        /* the upstream's label when its response went out, else "" (the proxy's own) */
+        unsigned label = 0;
+        if (c->up && c->set && (c->x.flags & EXCHANGE_F_HEAD_OK))
+            label = metrics_label(health_id(c->set->peers[c->up->index].health));
+        metrics_request(c->w->metrics, c->x.status, label, secs > 0 ? (uint64_t)(secs * 1e6) : 0);
+    }
     struct access_rec r = {
         .start_wall = c->x.start_wall,
         .client = c->ip,
@@ -287,7 +296,7 @@ static void log_request(struct client *c)
         .attempts = c->x.attempts,
         .bytes_in = c->x.bytes_in,
         .bytes_out = c->x.bytes_out,
-        .duration_ms = ((c->x.end_mono ? c->x.end_mono : mono_now()) - c->x.start_mono) * 1000.0,
+        .duration_ms = secs * 1000.0,
         .request_id = c->x.request_id ? c->x.request_id : "",
     };
     log_access(c->w->alog, &r);
@@ -324,8 +333,11 @@ static void client_wc_abort(struct worker_conn *wc);
  * min_rate): reset (SO_LINGER 0), so that the kernel drops what it still holds
  * for that client instead of trickling it out to it long after the close
  * (nginx's reset_timedout_connection). */
-static void client_reset(struct client *c)
+static void client_reset(struct client *c, enum reason r)
 {
+    if (c->state == CLIENT_ST_CLOSED)
+        return;
+    note_error(c, 0, r);
     if (c->fd != -1 && c->out_pending) {
         struct linger l = {.l_onoff = 1, .l_linger = 0};
         (void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
@@ -390,6 +402,7 @@ int client_new(struct worker *w, int fd, const struct sockaddr *peer)
     c->state = CLIENT_ST_HEAD;
     c->accepted = c->head_start = now_of(c);
     worker_conn_add(w, &c->wc, &client_wc_ops);
+    metrics_add(w->metrics, METRICS_CONN_CLIENT, 1);
     ev_io_start(w->loop, &c->rio);
     refresh_timer(c);
     return 0;
@@ -429,6 +442,7 @@ static inline void peer_done(struct client *c)
 static void drop_upstream(struct client *c)
 {
     peer_done(c);
+    c->queued = false; /* an abandoned wait is not observed (as in Python) */
     if (c->uo.queued)
         upstream_cancel_wait(c->up, &c->uo);
     if (c->uo.granted) {
@@ -457,6 +471,7 @@ static void client_close(struct client *c)
         close(c->fd);
     c->fd = -1;
     c->state = CLIENT_ST_CLOSED;
+    metrics_dec(w->metrics, METRICS_CONN_CLIENT);
     worker_conn_bury(w, &c->wc);
 }
 
@@ -472,12 +487,6 @@ static void client_wc_free(struct worker_conn *wc)
     free(c);
 }
 
-/* Close after a failure once response bytes reached the client (contract 4). */
-static void client_abort_exchange(struct client *c)
-{
-    client_close(c);
-}
-
 static void client_wc_abort(struct worker_conn *wc)
 {
     client_close(container_of(wc, struct client, wc));
@@ -490,7 +499,7 @@ static void client_wc_shutdown(struct worker_conn *wc)
      * again on a new connection, RFC 9112 9.3.1); a new one that has not sent its
      * first request yet gets it answered (timeouts.header bounds the wait) */
     if (c->state == CLIENT_ST_IDLE) {
-        client_close(c);
+        client_close_for(c, REASON_SHUTTING_DOWN);
         return;
     }
     c->x.flags |= EXCHANGE_F_CLOSE_AFTER;
@@ -588,13 +597,13 @@ static void pump_head(struct client *c)
             return;
         }
         if (c->head_bytes > cfg->limits.max_header_bytes && c->req.phase == HTTP1_PH_HEAD) {
-            client_error(c, 431, "head over max_header_bytes");
+            client_error(c, 431, "head_too_large");
             return;
         }
         if (c->req.phase != HTTP1_PH_HEAD || r == HTTP1_DONE) {
             /* head complete (on_head ran); count the head as a whole */
             if (c->head_bytes > cfg->limits.max_header_bytes) {
-                client_error(c, 431, "head over max_header_bytes");
+                client_error(c, 431, "head_too_large");
                 return;
             }
             if (r == HTTP1_DONE)
@@ -606,7 +615,7 @@ static void pump_head(struct client *c)
     }
     /* a head that cannot fit: 431 */
     if (c->state == CLIENT_ST_HEAD && buffer_space(&c->in) == 0 && c->req.in_head)
-        client_error(c, 431, "head over the input buffer");
+        client_error(c, 431, "head_too_large");
 }
 
 /* Feed request body bytes from `in` into `uout`. */
@@ -695,7 +704,9 @@ static void attempt_failed(struct client *c, enum retry_phase phase, const char 
     };
     enum retry_verdict v = exchange_attempt_failed(&c->x, phase, &b, 1 + cfg->retries);
     const char *name = u ? u->cfg->name : "";
+    unsigned label = u && c->set ? metrics_label(health_id(c->set->peers[u->index].health)) : 0;
     if (v == RETRY_GO && eligible_left(c)) {
+        metrics_retry(c->w->metrics, label, (unsigned)phase);
         log_event(CONFIG_LOG_WARN, "retry",
                   json_pack("{s:s,s:s,s:s,s:i}", "upstream", name, "reason", reason, "phase",
                             retry_phase_name(phase), "attempt", (int)c->x.attempts + 1));
@@ -705,10 +716,12 @@ static void attempt_failed(struct client *c, enum retry_phase phase, const char 
         client_route(c);
         return;
     }
-    if (v == RETRY_NO_BUDGET)
+    if (v == RETRY_NO_BUDGET) {
+        metrics_add(c->w->metrics, METRICS_RETRIES_SKIPPED, 1);
         log_event(CONFIG_LOG_WARN, "retry_skipped",
                   json_pack("{s:s,s:s,s:s}", "upstream", name, "reason", retry_verdict_name(v),
                             "phase", retry_phase_name(phase)));
+    }
     client_error(c, status, reason);
 }
 
@@ -723,7 +736,7 @@ static void connect_failed(struct client *c, const char *reason)
 static void client_route(struct client *c)
 {
     if (c->x.flags & EXCHANGE_F_LIMITED) {
-        client_error(c, 429, "rate limited"); /* never touches an upstream */
+        client_error(c, 429, "rate_limited"); /* never touches an upstream */
         return;
     }
     if (!c->set) {
@@ -743,7 +756,7 @@ static void client_route(struct client *c)
     if (idx < 0) {
         /* nobody eligible: all down or drained (503), or every one tried (502) */
         client_error(c, c->x.attempts ? 502 : 503,
-                     c->x.attempts ? "every upstream failed" : "no upstream available");
+                     c->x.attempts ? "upstreams_exhausted" : "no_upstream");
         return;
     }
     balancer_tried_add(&c->x.tried, (size_t)idx);
@@ -771,6 +784,7 @@ static void client_route(struct client *c)
         c->conn = conn;
         return;
     case UPSTREAM_QUEUED:
+        c->queued = true;
         return;
     case UPSTREAM_FAILED:
         connect_failed(c, reason); /* retries through client_route() when it may */
@@ -887,7 +901,7 @@ static void pump_response(struct client *c)
         buffer_reset_if_empty(&c->uin);
     else if (c->conn && buffer_space(&c->uin) == 0) {
         attempt_end(c, HEALTH_FAIL, "invalid_response");
-        client_error(c, 502, "upstream response head too large"); /* cannot grow: uin is full */
+        client_error(c, 502, "invalid_response"); /* cannot grow: uin is full */
     }
 }
 
@@ -914,18 +928,57 @@ static void upstream_eof(struct client *c)
     }
     if (!(c->x.flags & EXCHANGE_F_HEAD_OK))
         attempt_end(c, HEALTH_FAIL, why); /* closed in the middle of the head */
-    client_error(c, 502, "upstream closed early");
+    client_error(c, 502, "upstream_closed");
 }
 
 /* ---------------------------------------------------------------- errors */
 
+/* The reason of an error answered with `code`: `why` when it is a name of the
+ * vocabulary (reason.h), else the code's own (a parser's message for 400/501/505). */
+static enum reason error_reason(int code, const char *why)
+{
+    enum reason dflt = code == 505   ? REASON_BAD_VERSION
+                       : code == 501 ? REASON_NOT_IMPLEMENTED
+                       : code == 413 ? REASON_BODY_TOO_LARGE
+                       : code == 431 ? REASON_HEAD_TOO_LARGE
+                       : code >= 500 ? REASON_INVALID_RESPONSE
+                                     : REASON_BAD_REQUEST;
+    return reason_from_name(why, dflt);
+}
+
+/* Count and log (debug) an error answered with `code` (0: the connection closes
+ * without an answer) for reason r (contract 9/10: twinproxy_errors_total, events
+ * request_error / connection_closed). */
+static void note_error(struct client *c, int code, enum reason r)
+{
+    metrics_error(c->w->metrics, code, r);
+    if (!log_enabled(CONFIG_LOG_DEBUG))
+        return;
+    if (code)
+        log_event(CONFIG_LOG_DEBUG, "request_error",
+                  json_pack("{s:i,s:s,s:s,s:s}", "status", code, "reason", reason_name(r), "client",
+                            c->ip, "request_id", c->x.request_id ? c->x.request_id : ""));
+    else
+        log_event(CONFIG_LOG_DEBUG, "connection_closed",
+                  json_pack("{s:s,s:s}", "reason", reason_name(r), "client", c->ip));
+}
+
+/* Close c on its own initiative for reason r (counted and logged). */
+static void client_close_for(struct client *c, enum reason r)
+{
+    if (c->state == CLIENT_ST_CLOSED)
+        return;
+    note_error(c, 0, r);
+    client_close(c);
+}
+
 static void client_error(struct client *c, int code, const char *why)
 {
-    (void)why;
     if (c->x.flags & EXCHANGE_F_RESP_SENT) {
-        client_abort_exchange(c);
+        client_close_for(c, error_reason(code, why)); /* contract 4: close, no answer */
         return;
     }
+    note_error(c, code, error_reason(code, why));
     if (c->x.flags & EXCHANGE_F_RESP_STARTED) {
         c->out.wpos = c->resp_mark; /* the head never left: replace it */
         c->x.flags &= ~(EXCHANGE_F_RESP_STARTED | EXCHANGE_F_RESP_DONE);
@@ -984,6 +1037,7 @@ static void client_read(struct client *c)
     ssize_t n = util_recv(c->fd, buffer_tail(&c->in), buffer_space(&c->in), 0);
     if (n > 0) {
         ev_tstamp now = now_of(c);
+        metrics_add(c->w->metrics, METRICS_RX_CLIENT, (uint64_t)n);
         c->in.wpos += (size_t)n;
         if (c->state == CLIENT_ST_IDLE)
             c->state = CLIENT_ST_HEAD, c->head_start = now;
@@ -1024,6 +1078,7 @@ static void client_flush(struct client *c)
                 buffer_consume(&c->out, (size_t)n);
                 c->x.bytes_out += (size_t)n;
                 c->out_sent += (uint64_t)n;
+                metrics_add(c->w->metrics, METRICS_TX_CLIENT, (uint64_t)n);
                 c->out_last = now;
                 if (c->x.flags & EXCHANGE_F_RESP_STARTED)
                     c->x.flags |= EXCHANGE_F_RESP_SENT;
@@ -1055,6 +1110,7 @@ static void upstream_read(struct client *c)
     ssize_t n = util_recv(conn->fd, buffer_tail(&c->uin), buffer_space(&c->uin), 0);
     if (n > 0) {
         c->uin.wpos += (size_t)n;
+        metrics_add(c->w->metrics, METRICS_RX_UPSTREAM, (uint64_t)n);
         c->x.flags |= EXCHANGE_F_UP_READ;
         c->up_last = now_of(c);
         if (c->state == CLIENT_ST_TUNNEL)
@@ -1085,6 +1141,7 @@ static void upstream_flush(struct client *c)
                 util_send(conn->fd, buffer_head(&c->uout), buffer_len(&c->uout), MSG_NOSIGNAL);
             if (n > 0) {
                 buffer_consume(&c->uout, (size_t)n);
+                metrics_add(c->w->metrics, METRICS_TX_UPSTREAM, (uint64_t)n);
                 c->uout_last = c->up_last = now;
                 if (c->state == CLIENT_ST_TUNNEL)
                     c->idle_since = now;
@@ -1325,8 +1382,20 @@ static void client_on_write(struct ev_loop *loop, ev_io *w, int revents)
     client_run(c);
 }
 
+/* The attempt stops waiting for a slot (granted, failed or timed out). */
+static void queue_done(struct client *c)
+{
+    if (!c->queued)
+        return;
+    c->queued = false;
+    double waited = now_of(c) - c->up_start;
+    metrics_queue_wait(c->w->metrics, waited > 0 ? (uint64_t)(waited * 1e6) : 0);
+}
+
 static void absorb_granted(struct client *c)
 {
+    if (c->uo.granted || c->uo.granted_err)
+        queue_done(c);
     if (c->uo.granted) {
         struct upstream_conn *conn = c->uo.granted;
         c->uo.granted = NULL;
@@ -1397,19 +1466,22 @@ static void client_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     case CLIENT_TO_NONE:
         return;
     case CLIENT_TO_IDLE:
+        client_close_for(c, c->w->draining ? REASON_SHUTTING_DOWN : REASON_IDLE_TIMEOUT);
+        return;
     case CLIENT_TO_LINGER:
-        client_close(c);
+        client_close_for(c, REASON_LINGER_TIMEOUT);
         return;
     case CLIENT_TO_WRITE:
-        client_reset(c);
+        client_reset(c, REASON_WRITE_TIMEOUT);
         return;
     case CLIENT_TO_HEADER:
-        client_error(c, 408, "header timeout");
+        client_error(c, 408, "header_timeout");
         break;
     case CLIENT_TO_QUEUE:
         if (c->up)
             upstream_cancel_wait(c->up, &c->uo);
-        client_error(c, 503, "queue timeout");
+        queue_done(c);
+        client_error(c, 503, "queue_timeout");
         break;
     case CLIENT_TO_CONNECT:
         connect_failed(c, "connect_timeout");
@@ -1423,10 +1495,10 @@ static void client_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
         }
         if (!(c->x.flags & EXCHANGE_F_HEAD_OK))
             attempt_end(c, HEALTH_FAIL, "read_timeout"); /* stalled inside the head */
-        client_error(c, 504, "read timeout");
+        client_error(c, 504, "read_timeout");
         break;
     case CLIENT_TO_TOTAL:
-        client_error(c, 504, "total timeout");
+        client_error(c, 504, "total_timeout");
         break;
     case CLIENT_TO_RATE_IN:
     case CLIENT_TO_RATE_OUT:
@@ -1440,10 +1512,11 @@ static void client_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
             return;
         }
         if (which == CLIENT_TO_RATE_OUT) {
-            client_reset(c); /* the client does not read fast enough: nothing more goes out */
+            /* the client does not read fast enough: nothing more goes out */
+            client_reset(c, REASON_CLIENT_TOO_SLOW);
             return;
         }
-        client_error(c, 408, "request body slower than min_rate");
+        client_error(c, 408, "body_too_slow"); /* slower than timeouts.min_rate */
         break;
     }
     if (c->state != CLIENT_ST_CLOSED)

@@ -129,6 +129,7 @@ struct client {
     ev_tstamp req_start;    /* first byte of this request (total) */
     ev_tstamp idle_since;   /* IDLE/TUNNEL: last activity */
     ev_tstamp up_start;     /* UPSTREAM: queue or connect start */
+    bool queued;            /* the attempt waits for a slot since up_start (metrics) */
     ev_tstamp up_last;      /* last byte read from or written to the upstream */
     ev_tstamp out_last;     /* last write progress to the client (or when `out` filled) */
     ev_tstamp uout_last;    /* last write progress to the upstream */

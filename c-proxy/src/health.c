@@ -27,6 +27,7 @@
 struct health_state {
     struct health_counters stats;     /* FIRST: health_stats_add() (health.h) */
     char *name;                       /* upstream name, the registry key; immutable */
+    size_t id;                        /* creation order (0, 1, ...): the metrics label */
     char address[HEALTH_ADDR_MAX];    /* address text at creation; immutable */
     struct health_state *next;        /* registry list, under registry_mu */
     _Atomic unsigned max_fails;       /* config health.max_fails; 0 = passive off */
@@ -50,6 +51,7 @@ _Static_assert(offsetof(struct health_state, stats) == 0,
 
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct health_state *registry; /* every state, newest first */
+static size_t registry_n;             /* states created: the next id */
 
 static int64_t to_ms(double now)
 {
@@ -60,6 +62,7 @@ static int64_t to_ms(double now)
 
 static void event(struct health_state *h, bool up, const char *reason)
 {
+    health_stats_add(h, up ? HEALTH_STAT_TO_UP : HEALTH_STAT_TO_DOWN, 1);
     log_event(up ? CONFIG_LOG_INFO : CONFIG_LOG_WARN, up ? "upstream_up" : "upstream_down",
               json_pack("{s:s,s:s}", "upstream", h->name, "reason", reason));
 }
@@ -101,6 +104,7 @@ struct health_state *health_state_get(const char *name, const char *address)
     atomic_init(&h->rise, 2);
     atomic_init(&h->fall, 2);
     atomic_init(&h->last_error, "");
+    h->id = registry_n++;
     h->next = registry;
     registry = h;
 out:
@@ -134,6 +138,7 @@ void health_registry_free(void)
         free(h->name);
         free(h);
     }
+    registry_n = 0;
     pthread_mutex_unlock(&registry_mu);
 }
 
@@ -287,6 +292,27 @@ void health_stats_get(const struct health_state *h, struct health_stats *out)
     out->fails = v[HEALTH_STAT_FAILS] > 0 ? (uint64_t)v[HEALTH_STAT_FAILS] : 0;
     out->active = v[HEALTH_STAT_ACTIVE] > 0 ? (uint64_t)v[HEALTH_STAT_ACTIVE] : 0;
     out->idle = v[HEALTH_STAT_IDLE] > 0 ? (uint64_t)v[HEALTH_STAT_IDLE] : 0;
+    out->to_up = v[HEALTH_STAT_TO_UP] > 0 ? (uint64_t)v[HEALTH_STAT_TO_UP] : 0;
+    out->to_down = v[HEALTH_STAT_TO_DOWN] > 0 ? (uint64_t)v[HEALTH_STAT_TO_DOWN] : 0;
+}
+
+size_t health_id(const struct health_state *h)
+{
+    return h != NULL ? h->id : SIZE_MAX;
+}
+
+size_t health_registry_names(const char **names, size_t cap)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&registry_mu);
+    for (const struct health_state *h = registry; h != NULL; h = h->next)
+        if (h->id < cap) {
+            names[h->id] = h->name; /* states live until health_registry_free() */
+            if (h->id + 1 > n)
+                n = h->id + 1;
+        }
+    pthread_mutex_unlock(&registry_mu);
+    return n;
 }
 
 /* ---- active checker ---- */

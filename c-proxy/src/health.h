@@ -99,6 +99,12 @@ const char *health_last_error(const struct health_state *h);
 
 const char *health_name(const struct health_state *h);
 
+/* h's id: 0, 1, ... in creation order (the metrics label of its name); SIZE_MAX for
+ * NULL. health_registry_names() fills names[id] for every id < cap and returns
+ * 1 + the highest id filled (0: none); the strings live until the registry is freed. */
+size_t health_id(const struct health_state *h);
+size_t health_registry_names(const char **names, size_t cap);
+
 /* ---- per-upstream counters of every worker (GET /upstreams, /metrics) ----
  * Kept in the registry entry so that the admin thread reads them without
  * touching a worker's own structures: atomics, relaxed (each is a counter or a
@@ -110,6 +116,8 @@ enum health_stat {
     HEALTH_STAT_FAILS,        /* attempts that ended with HEALTH_FAIL (counter) */
     HEALTH_STAT_ACTIVE,       /* attempts in flight (gauge) */
     HEALTH_STAT_IDLE,         /* pooled keep-alive connections (gauge) */
+    HEALTH_STAT_TO_UP,        /* transitions to up (counter, metrics) */
+    HEALTH_STAT_TO_DOWN,      /* transitions to down (counter, metrics) */
     HEALTH_STAT_COUNT,
 };
 
@@ -118,6 +126,8 @@ struct health_stats {
     uint64_t fails;    /* HEALTH_STAT_FAILS */
     uint64_t active;   /* HEALTH_STAT_ACTIVE */
     uint64_t idle;     /* HEALTH_STAT_IDLE */
+    uint64_t to_up;    /* HEALTH_STAT_TO_UP */
+    uint64_t to_down;  /* HEALTH_STAT_TO_DOWN */
 };
 
 /* The counters as stored: the FIRST member of struct health_state (health.c

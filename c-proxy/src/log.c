@@ -277,6 +277,11 @@ void log_access(struct log_buf *lb, const struct access_rec *r)
         log_flush(lb);
 }
 
+bool log_enabled(enum config_log_level level)
+{
+    return (int)level >= log_level;
+}
+
 void log_event(enum config_log_level level, const char *event, json_t *fields)
 {
     if ((int)level < log_level) {

@@ -62,6 +62,9 @@ void log_close(void);
  * the configured level are dropped. */
 void log_event(enum config_log_level level, const char *event, json_t *fields);
 
+/* Would an event at `level` be written? (skip building fields that would be dropped) */
+bool log_enabled(enum config_log_level level);
+
 /* Append one access line to lb (flushing first if needed). No-op when access is off. */
 void log_access(struct log_buf *lb, const struct access_rec *r);
 

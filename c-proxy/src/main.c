@@ -54,6 +54,7 @@ struct app {
     struct cfgref *started;     /* the config at start (one ref): what restart-only keys stay */
     pthread_mutex_t cfg_mu;     /* the admin thread reads cfg while a reload swaps it */
     atomic_uint generation;     /* 1 at start, +1 per applied reload (metrics) */
+    atomic_uint reloads_failed; /* SIGHUPs whose config was not applied (metrics) */
     struct worker *workers;     /* cfg->workers at startup */
     struct listener *listeners; /* one per worker, same index */
     unsigned n_workers;         /* fixed for the process's life */
@@ -70,10 +71,10 @@ struct app {
     int upgrade_status;  /* its wait status once it exited, else -1 */
     bool upgrade_failed; /* its channel closed without "ready": log once it exited */
 
-    struct ratelimit_table *rl;       /* shared by every worker; NULL: no rate_limit */
-    struct store *store;              /* rate_limit.store, read-write; NULL: no rate_limit */
-    struct admin *admin;              /* admin API server; NULL: no admin.listen */
-    struct metrics_counters counters; /* every worker's counters (metrics.h) */
+    struct ratelimit_table *rl;  /* shared by every worker; NULL: no rate_limit */
+    struct store *store;         /* rate_limit.store, read-write; NULL: no rate_limit */
+    struct admin *admin;         /* admin API server; NULL: no admin.listen */
+    struct metrics_slot **slots; /* one per worker (metrics.h), n_workers */
 
     pthread_t saver;          /* saves the buckets every STORE_SAVE_S */
     bool saver_running;       /* saver was started (join it) */
@@ -439,18 +440,42 @@ static size_t prov_metrics(void *ud, char *buf, size_t cap)
     struct cfgref *ref = app_config();
     const struct config *cfg = ref->cfg;
     struct metrics_upstream *ups = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof *ups);
+    const char **labels = calloc(METRICS_LABELS, sizeof *labels);
+    struct metrics_slot *sum = malloc(sizeof *sum);
     size_t n = 0;
-    if (ups) {
+    if (ups && labels && sum) {
         for (size_t i = 0; i < cfg->n_upstreams; i++) {
             const struct config_upstream *u = &cfg->upstreams[i];
-            ups[i].name = u->name;
-            ups[i].healthy = health_is_healthy(health_state_get(u->name, u->addr.text));
+            struct health_state *h = health_state_get(u->name, u->addr.text);
+            struct health_stats st;
+            health_stats_get(h, &st);
+            ups[i] = (struct metrics_upstream){
+                .name = u->name,
+                .healthy = health_is_healthy(h),
+                .active = st.active,
+                .idle = st.idle,
+                .to_up = st.to_up,
+                .to_down = st.to_down,
+            };
         }
-        n = metrics_render(buf, cap, "c", TWINPROXY_VERSION, atomic_load(&app.generation), ups,
-                           cfg->n_upstreams,
-                           metrics_counters_total(&app.counters, METRICS_C_RL_ALLOWED),
-                           metrics_counters_total(&app.counters, METRICS_C_RL_LIMITED));
+        labels[0] = "";
+        size_t n_labels = health_registry_names(labels + 1, METRICS_LABELS - 1) + 1;
+        metrics_sum(sum, (const struct metrics_slot *const *)app.slots, app.n_workers);
+        struct metrics_view v = {
+            .impl = "c",
+            .version = TWINPROXY_VERSION,
+            .generation = atomic_load(&app.generation),
+            .reloads_ok = atomic_load(&app.generation) - 1,
+            .reloads_failed = atomic_load(&app.reloads_failed),
+            .ups = ups,
+            .n_ups = cfg->n_upstreams,
+            .labels = labels,
+            .n_labels = n_labels,
+        };
+        n = metrics_render(buf, cap, &v, sum);
     }
+    free(sum);
+    free(labels);
     free(ups);
     cfgref_release(ref);
     return n;
@@ -676,6 +701,13 @@ static int reload_keep(const struct config *old, struct config *cfg)
     return 0;
 }
 
+/* A reload that is not applied: its event and its metric. */
+static void reload_failed_event(json_t *fields)
+{
+    atomic_fetch_add(&app.reloads_failed, 1);
+    log_event(CONFIG_LOG_ERROR, "reload_failed", fields);
+}
+
 static void on_reload(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
@@ -686,28 +718,29 @@ static void on_reload(struct ev_loop *loop, ev_signal *w, int revents)
     char err[CONFIG_ERR_MAX];
     struct config *cfg = config_load(app.path, err, sizeof err);
     if (!cfg) {
-        log_event(CONFIG_LOG_ERROR, "reload_failed", json_pack("{s:s}", "error", err));
+        reload_failed_event(json_pack("{s:s}", "error", err));
         return;
     }
     const struct config *old = app.cfg->cfg;
     if (reload_keep(old, cfg) == -1) {
-        log_event(CONFIG_LOG_ERROR, "reload_failed", json_pack("{s:s}", "error", "out of memory"));
+        reload_failed_event(json_pack("{s:s}", "error", "out of memory"));
         config_free(cfg);
         return;
     }
     if (log_configure(cfg, err, sizeof err) == -1) {
-        log_event(CONFIG_LOG_ERROR, "reload_failed", json_pack("{s:s}", "error", err));
+        reload_failed_event(json_pack("{s:s}", "error", err));
         config_free(cfg);
         return;
     }
     struct cfgref *ref = cfgref_new(cfg);
     if (!ref) {
+        atomic_fetch_add(&app.reloads_failed, 1);
         config_free(cfg);
         return;
     }
     if (app.admin && strcmp(cfg->admin_token, old->admin_token) != 0 &&
         admin_set_token(app.admin, cfg->admin_token) == -1) {
-        log_event(CONFIG_LOG_ERROR, "reload_failed", json_pack("{s:s}", "error", "out of memory"));
+        reload_failed_event(json_pack("{s:s}", "error", "out of memory"));
         config_free(cfg);
         return;
     }
@@ -862,6 +895,16 @@ int main(int argc, char **argv)
         }
     }
     atomic_init(&app.generation, 1);
+    app.slots = calloc(app.n_workers, sizeof *app.slots);
+    for (unsigned i = 0; app.slots && i < app.n_workers; i++)
+        if ((app.slots[i] = calloc(1, sizeof *app.slots[i])) == NULL) {
+            fprintf(stderr, "c-proxy: out of memory (metrics)\n");
+            return 1;
+        }
+    if (!app.slots) {
+        fprintf(stderr, "c-proxy: out of memory (metrics)\n");
+        return 1;
+    }
     app.cfg = cfgref_new(cfg);
     struct ev_loop *loop = ev_default_loop(0);
     if (!app.cfg || !loop) {
@@ -898,7 +941,7 @@ int main(int argc, char **argv)
             return 1;
         }
         w->rl = app.rl;
-        w->metrics = &app.counters;
+        w->metrics = app.slots[i];
         listener_start(&app.listeners[i], w, fds[i], client_new);
     }
     if (app.rl) {
@@ -952,6 +995,9 @@ int main(int argc, char **argv)
     free(app.listeners);
     /* the admin API changes the table and the store: stop it before the last save */
     admin_stop(app.admin);
+    for (unsigned i = 0; i < app.n_workers; i++)
+        free(app.slots[i]);
+    free(app.slots);
     if (app.rl) {
         saver_stop();
         store_save_all(); /* a restart must not refill anyone */

@@ -10,6 +10,7 @@
 
 #include "balancer_strategies.h"
 #include "log.h"
+#include "metrics.h"
 
 /* ---------------------------------------------------------------- sets */
 
@@ -222,6 +223,7 @@ static enum upstream_acquire_result conn_connect(struct upstream *u, struct upst
     ev_io_start(w->loop, &conn->wio);
     upstream_set_acquire(u->set);
     u->n_open++;
+    metrics_add(w->metrics, METRICS_CONN_UPSTREAM, 1);
     *out = conn;
     return UPSTREAM_CONNECTING;
 }
@@ -351,6 +353,7 @@ void upstream_close(struct upstream_conn *conn)
         u->n_open--;
     conn->state = UPC_CLOSED;
     conn->owner = NULL;
+    metrics_dec(w->metrics, METRICS_CONN_UPSTREAM);
     if (conn->fd != -1)
         close(conn->fd);
     conn->fd = -1;

@@ -35,7 +35,7 @@ struct worker;
 struct worker_conn;
 struct upstream_set;
 struct ratelimit_table;
-struct metrics_counters;
+struct metrics_slot;
 
 /* What the worker may ask of a connection it holds. */
 struct worker_conn_ops {
@@ -79,7 +79,7 @@ struct worker {
     struct upstream_set *set;             /* current upstream set (one ref), set by the hooks */
     struct ratelimit_table *rl;           /* rate-limit table shared by every worker (main's),
                                              NULL: rate_limit not configured */
-    struct metrics_counters *metrics;     /* the process's counters (main's); NULL: none */
+    struct metrics_slot *metrics;         /* this worker's metrics slot (main's); NULL: none */
     struct cfgref *cfg;                   /* config of the current set (borrowed via set) */
     _Atomic(struct cfgref *) pending_cfg; /* reload: handed over by main (one ref) */
     atomic_bool stop_requested;           /* shutdown: set by main */

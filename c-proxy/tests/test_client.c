@@ -235,7 +235,7 @@ struct rl_env {
     int ufd;                   /* the accepted upstream connection, -1 */
     struct worker w;           /* loop */
     struct ratelimit_table *t; /* the listener's table, NULL: no rate_limit */
-    struct metrics_counters counters;
+    struct metrics_slot counters;
 };
 
 static struct rl_env R;
@@ -429,8 +429,8 @@ static void test_ratelimit_429_before_routing(void **state)
     take(c, buf, sizeof buf, NULL);
     assert_int_equal(count(buf, "HTTP/1.1 429 "), 2);
     assert_true(no_new_connect());
-    assert_int_equal(metrics_counters_total(&R.counters, METRICS_C_RL_ALLOWED), 2);
-    assert_int_equal(metrics_counters_total(&R.counters, METRICS_C_RL_LIMITED), 3);
+    assert_int_equal(R.counters.cell[METRICS_RL_ALLOWED], 2);
+    assert_int_equal(R.counters.cell[METRICS_RL_LIMITED], 3);
     close(c);
 }
 
@@ -482,7 +482,7 @@ static void test_ratelimit_headers_on_every_response(void **state)
     assert_true(strncmp(buf, "HTTP/1.1 400 ", 13) == 0);
     assert_non_null(
         strstr(buf, "RateLimit-Limit: 5\r\nRateLimit-Remaining: 3\r\nConnection: close\r\n"));
-    assert_int_equal(metrics_counters_total(&R.counters, METRICS_C_RL_ALLOWED), 2);
+    assert_int_equal(R.counters.cell[METRICS_RL_ALLOWED], 2);
     close(c);
     close(c2);
 }

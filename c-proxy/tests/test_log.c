@@ -11,7 +11,71 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "reason.h"
 #include "util.h"
+
+#ifndef REGISTRY_DIR
+#define REGISTRY_DIR "tests/registry_cases"
+#endif
+
+/* The next non-comment, non-empty line of f (its first word in word), or 0 at the end. */
+static int next_word(FILE *f, char *word, size_t cap)
+{
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char fmt[16];
+        snprintf(fmt, sizeof fmt, "%%%zus", cap - 1);
+        if (sscanf(line, fmt, word) == 1)
+            return 1;
+    }
+    return 0;
+}
+
+/* The shared vocabulary (reasons.txt) is enum reason, name for name, in order. */
+static void test_reasons_match_shared_list(void **state)
+{
+    (void)state;
+    FILE *f = fopen(REGISTRY_DIR "/reasons.txt", "r");
+    assert_non_null(f);
+    char word[64];
+    unsigned n = 0;
+    while (next_word(f, word, sizeof word)) {
+        assert_true(n < REASON_N);
+        assert_string_equal(reason_name((enum reason)n), word);
+        assert_int_equal(reason_from_name(word, REASON_N), n);
+        n++;
+    }
+    fclose(f);
+    assert_int_equal(n, REASON_N);
+    assert_string_equal(reason_name(REASON_N), "");
+    assert_int_equal(reason_from_name("no such reason", REASON_BAD_REQUEST), REASON_BAD_REQUEST);
+    assert_int_equal(reason_from_name(NULL, REASON_SOCKET), REASON_SOCKET);
+}
+
+/* The event registry (events.txt) lists every event of contract 10. */
+static void test_event_registry_has_contract_events(void **state)
+{
+    (void)state;
+    static const char *const want[] = {
+        "start",         "stop",          "shutdown",          "reload", "reload_failed",
+        "upstream_down", "upstream_up",   "upstream_drain",    "retry",  "retry_skipped",
+        "store_error",   "request_error", "connection_closed",
+    };
+    bool seen[sizeof want / sizeof want[0]] = {false};
+    FILE *f = fopen(REGISTRY_DIR "/events.txt", "r");
+    assert_non_null(f);
+    char word[64];
+    while (next_word(f, word, sizeof word))
+        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+            seen[i] |= strcmp(word, want[i]) == 0;
+    fclose(f);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!seen[i])
+            fail_msg("event %s missing from events.txt", want[i]);
+}
 
 static const struct access_rec rec = {
     .start_wall = 1795314534.123,
@@ -176,10 +240,16 @@ static void test_reopen_stdout_is_noop(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_json_line),           cmocka_unit_test(test_text_line_and_quoting),
-        cmocka_unit_test(test_json_escaping),       cmocka_unit_test(test_too_small),
-        cmocka_unit_test(test_ts_format),           cmocka_unit_test(test_request_id),
-        cmocka_unit_test(test_reopen_after_rename), cmocka_unit_test(test_reopen_stdout_is_noop),
+        cmocka_unit_test(test_json_line),
+        cmocka_unit_test(test_text_line_and_quoting),
+        cmocka_unit_test(test_json_escaping),
+        cmocka_unit_test(test_too_small),
+        cmocka_unit_test(test_ts_format),
+        cmocka_unit_test(test_request_id),
+        cmocka_unit_test(test_reopen_after_rename),
+        cmocka_unit_test(test_reopen_stdout_is_noop),
+        cmocka_unit_test(test_reasons_match_shared_list),
+        cmocka_unit_test(test_event_registry_has_contract_events),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

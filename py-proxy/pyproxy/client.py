@@ -43,7 +43,7 @@ import time
 from enum import IntEnum
 from typing import TYPE_CHECKING, cast
 
-from pyproxy import http1
+from pyproxy import http1, metrics
 from pyproxy.balancer import BalancerCtx, peer_eligible
 from pyproxy.exchange import (
     IN_CHUNKED,
@@ -83,6 +83,7 @@ from pyproxy.http1 import (
 )
 from pyproxy.metrics import C_RL_ALLOWED, C_RL_LIMITED
 from pyproxy.ratelimit import SECONDS_MAX, Limit, Result, key_ip
+from pyproxy.reason import REASONS, error_reason, reason_from_name
 from pyproxy.retry import (
     RetryBudget,
     RetryPhase,
@@ -280,11 +281,14 @@ class ClientConn(asyncio.Protocol):
         # a fresh connection must send its head within timeouts.header
         self.accepted = self.head_start = self.loop.time()
         self.w.conn_add(self)
+        self.w.counters.v[self.w.crow + metrics.C_CONN_CLIENT] += 1
         # accepted before a drain began (its protocol is made a little later): answered
         # like any new connection, with Connection: close
         self.refresh_timer()
 
     def data_received(self, data: bytes) -> None:
+        w = self.w
+        w.counters.v[w.crow + metrics.C_RX_CLIENT] += len(data)
         st = self.state
         if st == ClientState.TUNNEL:
             self.x.bytes_in += len(data)
@@ -358,7 +362,7 @@ class ClientConn(asyncio.Protocol):
                     # that arrived with its head never reaches an upstream
                     self.need_route = False
                     if self.x.flags & X_LIMITED:
-                        self.client_error(429)  # never routed: no upstream sees it
+                        self.client_error(429, "rate_limited")  # never routed: no upstream
                     else:
                         self.route()
                 if not self.stash or self._must_wait() or self.state >= ClientState.DRAIN:
@@ -660,13 +664,18 @@ class ClientConn(asyncio.Protocol):
         idx = uset.balancer.pick(BalancerCtx(x.tried, now, self.ip, x.key))
         if idx < 0:
             # nobody eligible: all down or drained (503), or every one tried (502)
-            self.client_error(502 if x.attempts else 503)
+            self.client_error(
+                502 if x.attempts else 503, "upstreams_exhausted" if x.attempts else "no_upstream"
+            )
             return
         x.tried |= 1 << idx
         up = uset.ups[idx]
         self.up = up
         x.attempts += 1
         up.requests += 1
+        mv, ub = w.counters.v, w.crow + metrics.UP0 + up.label * metrics.UCELLS
+        mv[ub + metrics.U_REQUESTS] += 1
+        mv[ub + metrics.U_ACTIVE] += 1
         uset.balancer.attempt_begin(idx, now)  # active++, health may claim its probe
         self.peer_counted = True
         if x.attempts > 1:
@@ -695,8 +704,12 @@ class ClientConn(asyncio.Protocol):
             up = self.up
             uset = self.uset
             if up is not None and uset is not None:
+                w = self.w
+                ub = w.crow + metrics.UP0 + up.label * metrics.UCELLS
+                w.counters.v[ub + metrics.U_ACTIVE] -= 1
                 if outcome == _FAIL:
                     up.fails += 1
+                    w.counters.v[ub + metrics.U_FAILS] += 1
                 uset.balancer.attempt_end(up.index, outcome, reason, self.loop.time())
         if self.retry_counted:
             self.retry_counted = False
@@ -752,7 +765,9 @@ class ClientConn(asyncio.Protocol):
         budget = _retry_budget(uset.cfg, w.requests_in_flight, w.retries_in_flight)
         v = x.attempt_failed(phase, budget, uset.cfg.retries)
         name = up.name if up is not None else ""
+        label = up.label if up is not None else 0
         if v == RetryVerdict.GO and self._eligible_left():
+            metrics.retry(w.counters.v, w.crow, label, int(phase))
             w.log.event(
                 "warn",
                 "retry",
@@ -769,6 +784,7 @@ class ClientConn(asyncio.Protocol):
             self.route()
             return
         if v == RetryVerdict.NO_BUDGET:
+            w.counters.v[w.crow + metrics.C_RETRIES_SKIPPED] += 1
             w.log.event(
                 "warn",
                 "retry_skipped",
@@ -776,7 +792,7 @@ class ClientConn(asyncio.Protocol):
                 reason=retry_verdict_name(v),
                 phase=retry_phase_name(phase),
             )
-        self.client_error(status)
+        self.client_error(status, reason)
 
     def _connect_failed(self, reason: str) -> None:
         """Connect refused, failed or timed out: nothing was sent."""
@@ -827,7 +843,7 @@ class ClientConn(asyncio.Protocol):
         if self.state != ClientState.UPSTREAM or self.up is None or conn.up is not self.up:
             conn.up.close(conn)
             return
-        self.flags &= ~F_QUEUED
+        self._queue_done()
         self.up_start = self.loop.time()
         if conn.state == UpstreamConnState.BUSY:
             self.attach(conn)
@@ -902,7 +918,7 @@ class ClientConn(asyncio.Protocol):
             return
         if not x.flags & X_HEAD_OK:
             self._attempt_end(_FAIL, why)  # closed in the middle of the head
-        self.client_error(502)
+        self.client_error(502, "upstream_closed")
 
     def upstream_on_write_paused(self) -> None:
         self.flags |= F_UW_PAUSED | F_RD_UPSTREAM
@@ -1110,12 +1126,44 @@ class ClientConn(asyncio.Protocol):
 
     # ------------------------------------------------------------------ errors
 
-    def client_error(self, code: int) -> None:
-        """Answer with the proxy's own error, or close if response bytes reached the client."""
+    def _note_error(self, code: int, reason: int) -> None:
+        """Count and log (debug) an error answered with `code` (0: the connection closes
+        without an answer) for reason index `reason` (client.c note_error)."""
+        w = self.w
+        metrics.error(w.counters.v, w.crow, code, reason)
+        if not w.log.enabled("debug"):
+            return
+        if code:
+            rid = self.x.request_id.decode("latin-1") if self.x.request_id else ""
+            w.log.event(
+                "debug",
+                "request_error",
+                status=code,
+                reason=REASONS[reason],
+                client=self.ip,
+                request_id=rid,
+            )
+        else:
+            w.log.event("debug", "connection_closed", reason=REASONS[reason], client=self.ip)
+
+    def _queue_done(self) -> None:
+        """The attempt stops waiting for a slot (granted or timed out): its queue wait."""
+        if self.flags & F_QUEUED:
+            self.flags &= ~F_QUEUED
+            w = self.w
+            waited = self.loop.time() - self.up_start
+            metrics.queue_wait(w.counters.v, w.crow, int(waited * 1e6) if waited > 0 else 0)
+
+    def client_error(self, code: int, why: str | None = None) -> None:
+        """Answer with the proxy's own error, or close if response bytes reached the client.
+        `why`: a name of the reason vocabulary (else the code's own reason)."""
         x = self.x
         if x.flags & X_RESP_SENT:
+            if self.state != ClientState.CLOSED:
+                self._note_error(0, error_reason(code, why))
             self.close()  # a truncated response is never completed with an error
             return
+        self._note_error(code, error_reason(code, why))
         if x.flags & X_RESP_STARTED and self.cout_mark >= 0:
             x.bytes_out -= sum(len(b) for b in self.cout[self.cout_mark :])
             del self.cout[self.cout_mark :]  # the head never left: replace it
@@ -1151,6 +1199,8 @@ class ClientConn(asyncio.Protocol):
         if t is not None and not t.is_closing():
             self.x.bytes_out += len(data)
             self.out_given += len(data)
+            w = self.w
+            w.counters.v[w.crow + metrics.C_TX_CLIENT] += len(data)
             t.write(data)
 
     def _flush_out(self) -> None:
@@ -1165,6 +1215,8 @@ class ClientConn(asyncio.Protocol):
         t = self.transport
         if t is not None and not t.is_closing():
             self.out_given += len(data)
+            w = self.w
+            w.counters.v[w.crow + metrics.C_TX_CLIENT] += len(data)
             t.write(data)
 
     def begin_drain(self) -> None:
@@ -1208,6 +1260,8 @@ class ClientConn(asyncio.Protocol):
         self._drop_upstream()
         self._route_end()
         self.state = ClientState.CLOSED
+        w = self.w
+        w.counters.v[w.crow + metrics.C_CONN_CLIENT] -= 1
         self.stash = []
         if self.timer is not None:
             self.timer.cancel()
@@ -1219,10 +1273,13 @@ class ClientConn(asyncio.Protocol):
             elif not t.is_closing():
                 t.close()
 
-    def reset(self) -> None:
+    def reset(self, why: str) -> None:
         """Close a client that does not take what the proxy sends it (write timeout,
         min_rate): reset (SO_LINGER 0), so that the kernel drops what it still holds for that
         client instead of trickling it out to it long after the close (client_reset)."""
+        if self.state == ClientState.CLOSED:
+            return
+        self._note_error(0, reason_from_name(why, 0))
         t = self.transport
         if t is not None and self.flags & F_CW_PAUSED:
             sock = t.get_extra_info("socket")
@@ -1245,6 +1302,7 @@ class ClientConn(asyncio.Protocol):
         # again on a new connection, RFC 9112 9.3.1); a new one that has not sent its
         # first request yet gets it answered (timeouts.header bounds the wait)
         if self.state == ClientState.IDLE:
+            self._note_error(0, reason_from_name("shutting_down", 0))
             self.close()
             return
         self.x.flags |= X_CLOSE_AFTER
@@ -1385,20 +1443,25 @@ class ClientConn(asyncio.Protocol):
                 self.refresh_timer()
                 return
             if which == ClientTimeout.RATE_OUT:
-                self.reset()  # the client does not read fast enough
+                self.reset("client_too_slow")  # the client does not read fast enough
                 return
-            self.client_error(408)
+            self.client_error(408, "body_too_slow")  # slower than timeouts.min_rate
         elif which == ClientTimeout.WRITE:
-            self.reset()  # a peer does not drain: nothing more will go out
-        elif which in (ClientTimeout.IDLE, ClientTimeout.LINGER):
+            self.reset("write_timeout")  # a peer does not drain: nothing more will go out
+        elif which == ClientTimeout.IDLE:
+            why = "shutting_down" if self.w.draining else "idle_timeout"
+            self._note_error(0, reason_from_name(why, 0))
+            self.close()
+        elif which == ClientTimeout.LINGER:
+            self._note_error(0, reason_from_name("linger_timeout", 0))
             self.close()
         elif which == ClientTimeout.HEADER:
-            self.client_error(408)
+            self.client_error(408, "header_timeout")
         elif which == ClientTimeout.QUEUE:
             if self.up is not None:
                 self.up.cancel_wait(self)
-            self.flags &= ~F_QUEUED
-            self.client_error(503)
+            self._queue_done()
+            self.client_error(503, "queue_timeout")
         elif which == ClientTimeout.CONNECT:
             self._connect_failed("connect_timeout")  # attempt_failed closes the conn
         elif which == ClientTimeout.READ:
@@ -1410,9 +1473,9 @@ class ClientConn(asyncio.Protocol):
             else:
                 if not x.flags & X_HEAD_OK:
                     self._attempt_end(_FAIL, "read_timeout")  # stalled inside the head
-                self.client_error(504)
+                self.client_error(504, "read_timeout")
         else:  # TOTAL
-            self.client_error(504)
+            self.client_error(504, "total_timeout")
         self._refresh_if_open()
 
     # ------------------------------------------------------------------ logging
@@ -1422,8 +1485,18 @@ class ClientConn(asyncio.Protocol):
             return
         if not self.x.method and self.x.status == 0:
             return  # no request head and nothing sent: not a request
-        self.x.flags |= X_LOGGED
-        log = self.w.log
+        x = self.x
+        x.flags |= X_LOGGED
+        w = self.w
+        secs = self.loop.time() - x.start_mono
+        if x.flags & X_RESP_SENT or (x.status and x.flags & X_RESP_DONE):
+            # the upstream's label when its response went out, else "" (the proxy's own)
+            up = self.up
+            label = up.label if up is not None and x.flags & X_HEAD_OK else 0
+            metrics.request(
+                w.counters.v, w.crow, x.status, label, int(secs * 1e6) if secs > 0 else 0
+            )
+        log = w.log
         if not log.access_enabled:
             return
         log.access(
@@ -1436,6 +1509,6 @@ class ClientConn(asyncio.Protocol):
             self.x.attempts,
             self.x.bytes_in,
             self.x.bytes_out,
-            (self.loop.time() - self.x.start_mono) * 1000.0,
+            secs * 1000.0,
             self.x.request_id.decode("latin-1"),
         )

@@ -75,6 +75,8 @@ class _Slot(ctypes.Structure):
 
     _fields_ = [
         ("used", ctypes.c_bool),  # slot taken
+        ("to_up", ctypes.c_uint64),  # transitions to up (metrics)
+        ("to_down", ctypes.c_uint64),  # transitions to down (metrics)
         ("key", ctypes.c_char * HEALTH_KEY_MAX),  # upstream name (or its digest)
         ("address", ctypes.c_char * HEALTH_ADDR_MAX),  # address text at creation
         ("max_fails", ctypes.c_uint32),  # config health.max_fails; 0 = passive off
@@ -126,16 +128,23 @@ class HealthState:
             slot = _Slot()
             _slot_init(slot, _key(name), "")
         self._reg = reg if reg is not None else _registry  # lock and event log
+        self.id: int | None = None  # slot index: the metrics label (registry.get)
         self._s = slot  # the _Slot (private or in the shared table)
         self.name = name  # upstream name
+
+    def transitions(self) -> tuple[int, int]:
+        """(to up, to down) since the start: twinproxy_health_transitions_total."""
+        return int(self._s.to_up), int(self._s.to_down)
 
     # ---- events ----
 
     def _event(self, up: bool, reason: str) -> None:
         log = self._reg.log
         if up:
+            self._s.to_up += 1
             log.event("info", "upstream_up", upstream=self.name, reason=reason)
         else:
+            self._s.to_down += 1
             log.event("warn", "upstream_down", upstream=self.name, reason=reason)
 
     def _mark_down(self, bit: int, reason: str) -> None:
@@ -300,20 +309,34 @@ class HealthRegistry:
             return st
         key = _key(name)
         slot: Any = None
+        sid: int | None = None
         with self.lock:
             free = None
-            for s in self._table:
+            free_i = None
+            for i, s in enumerate(self._table):
                 if s.used and s.key == key:
-                    slot = s
+                    slot, sid = s, i
                     break
                 if free is None and not s.used:
-                    free = s
+                    free, free_i = s, i
             if slot is None:
                 slot = free if free is not None else _Slot()  # full: a private slot
+                sid = free_i
                 _slot_init(slot, key, address)
         st = HealthState(self, slot, name)
+        st.id = sid  # the metrics label of the name (None: a private slot)
         self._states[name] = st
         return st
+
+    def label_names(self, cap: int) -> list[str | None]:
+        """Upstream name by slot id (None: unknown here), ids < cap (metrics labels)."""
+        out: list[str | None] = []
+        for st in self._states.values():
+            if st.id is not None and st.id < cap:
+                if st.id >= len(out):
+                    out.extend([None] * (st.id + 1 - len(out)))
+                out[st.id] = st.name
+        return out
 
     def close(self) -> None:
         self._states.clear()
@@ -335,6 +358,11 @@ def health_registry_init(shared: bool, slots: int = HEALTH_SLOTS) -> HealthRegis
     _registry.close()
     _registry = HealthRegistry(shared, slots)
     return _registry
+
+
+def health_label_names(cap: int) -> list[str | None]:
+    """The process registry's label_names()."""
+    return _registry.label_names(cap)
 
 
 def health_registry_free() -> None:

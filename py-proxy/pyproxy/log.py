@@ -178,6 +178,10 @@ class Log:
         else:
             _write_all(self.fd, data)
 
+    def enabled(self, level: str) -> bool:
+        """Would an event at `level` be written? (log_enabled)"""
+        return LEVELS[level] >= self.level
+
     def event(self, level: str, event: str, **fields: Any) -> None:
         """One event line on stderr: ts, level, event, then `fields` in order."""
         if LEVELS[level] < self.level:

@@ -40,13 +40,14 @@ from typing import Any
 
 import httptools
 
+from pyproxy import metrics as mx
 from pyproxy.admin import Admin, AdminBindError, Clients, admin_bind
 from pyproxy.client import ClientConn
 from pyproxy.config import Config, ConfigError, ConfigKeyKind, ConfigRateLimit, config_load
-from pyproxy.health import health_registry_init, health_set_log
+from pyproxy.health import health_label_names, health_registry_init, health_set_log
 from pyproxy.listener import BindError, ClientCounter, Listener, listener_bind
 from pyproxy.log import Log, log_open, stderr_line
-from pyproxy.metrics import C_RL_ALLOWED, C_RL_LIMITED, Counters, metrics_render
+from pyproxy.metrics import Counters, metrics_render
 from pyproxy.ratelimit import Bucket, Limit, Table, bucket_full, shared_table_new, table_new
 from pyproxy.store import Store, StoreBucket, StoreError
 from pyproxy.upgrade import (
@@ -355,6 +356,7 @@ class WorkerProcess:
         self.cfg = cfg  # current config (a reload replaces it)
         self.started = cfg  # the config at start: what restart-only keys stay
         self.generation = 1  # twinproxy_config_generation
+        self.reloads_failed = 0  # twinproxy_config_reloads_total{result="failure"}
         self.shared = shared if shared is not None else ProcessShared(None, None, None, Counters())
         self.loop = new_loop(loop_kind)
         asyncio.set_event_loop(self.loop)
@@ -365,6 +367,8 @@ class WorkerProcess:
         self.w = Worker(self.loop, self.log, wid, self)
         w = self.w
         w.counters = self.shared.counters
+        w.crow = Counters.row(wid)
+        mx.bind(w.counters, wid)
         self.on_config(w, cfg)
         self.listener = Listener(w, sock, lambda: ClientConn(w), counter)
         self.stopping = False  # draining: SIGTERM/SIGINT seen, or handed over (upgrade)
@@ -432,7 +436,7 @@ class WorkerProcess:
     # admin.Providers ----------------------------------------------------------------------------
 
     def upstreams(self) -> list[dict[str, Any]]:
-        return self.w.uset.info()
+        return self.w.uset.info(self.shared.counters)
 
     def upstream_set_state(self, name: str, drain: bool) -> dict[str, Any] | None:
         """set_drain on the current set (every worker sees it: the verdict is shared); the
@@ -440,19 +444,35 @@ class WorkerProcess:
         uset = self.w.uset
         if not uset.set_drain(name, drain):
             return None
-        return next((u for u in uset.info() if u["name"] == name), None)
+        return next((u for u in uset.info(self.shared.counters) if u["name"] == name), None)
 
     def metrics(self) -> str:
         c = self.shared.counters
-        ups = [(str(u["name"]), bool(u["healthy"])) for u in self.w.uset.info()]
-        return metrics_render(
+        ups = []
+        for info, p in zip(self.w.uset.info(c), self.w.uset.balancer.peers, strict=True):
+            to_up, to_down = p.health.transitions() if p.health is not None else (0, 0)
+            ups.append(
+                mx.Upstream(
+                    str(info["name"]),
+                    bool(info["healthy"]),
+                    int(str(info["active"])),
+                    int(str(info["idle"])),
+                    to_up,
+                    to_down,
+                )
+            )
+        labels: list[str | None] = [""]
+        labels += health_label_names(mx.LABELS - 1)
+        view = mx.View(
             "py",
             VERSION,
             self.generation,
-            ups,
-            c.total(C_RL_ALLOWED),
-            c.total(C_RL_LIMITED),
+            reloads_ok=self.generation - 1,
+            reloads_failed=self.reloads_failed,
+            ups=ups,
+            labels=labels,
         )
+        return metrics_render(view, c.sum())
 
     def on_drain(self, w: Worker) -> None:
         self.listener.stop()
@@ -526,10 +546,12 @@ class WorkerProcess:
             return
         new = load_for_reload(self.path, self.cfg, self.log, self.quiet, self.started)
         if new is None:
+            self.reloads_failed += 1
             return
         try:
             log = log_open(new.log, self.loop)
         except OSError as e:
+            self.reloads_failed += 1
             if not self.quiet:
                 self.log.event(
                     "error",

@@ -32,6 +32,7 @@ from collections import deque
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol, cast
 
+from pyproxy import metrics
 from pyproxy.balancer import Peer
 from pyproxy.balancer_strategies import balancer_new
 from pyproxy.health import (
@@ -126,6 +127,8 @@ class UpstreamConn(asyncio.Protocol):
             self.owner.upstream_on_connected(self)
 
     def data_received(self, data: bytes) -> None:
+        mb = metrics.bound
+        mb.v[mb.base + metrics.C_RX_UPSTREAM] += len(data)
         if self.state == UpstreamConnState.BUSY and self.owner is not None:
             self.owner.upstream_on_read(data)
         elif self.state == UpstreamConnState.IDLE:
@@ -169,6 +172,8 @@ class UpstreamConn(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         t = self.transport
         if t is not None and self.state == UpstreamConnState.BUSY and not t.is_closing():
+            mb = metrics.bound
+            mb.v[mb.base + metrics.C_TX_UPSTREAM] += len(data)
             t.write(data)
 
     def pause_reading(self) -> None:
@@ -215,8 +220,10 @@ class Upstream:
         self.idle_timer: asyncio.TimerHandle | None = None  # expiry of idle[0], the oldest
         self.n_open = 0  # CONNECTING + BUSY conns
         self.waiters: deque[UpstreamOwner] = deque()  # FIFO of clients waiting for a slot
-        self.requests = 0  # attempts started (metrics)
-        self.fails = 0  # failed attempts (health, metrics)
+        self.requests = 0  # attempts started (this set, this worker)
+        self.fails = 0  # failed attempts (health)
+        self.label = 0  # metrics label of the name (UpstreamSet sets it)
+        self.idle_pub = 0  # len(idle) as last added to the metrics row (U_IDLE)
 
     def acquire(
         self, owner: UpstreamOwner, fresh: bool = False
@@ -238,6 +245,7 @@ class Upstream:
             conn.state = UpstreamConnState.BUSY
             conn.owner = owner
             self.n_open += 1
+            self.idle_sync()
             return AcquireResult.READY, conn
         limit = self.set.cfg.limits.upstream_max_connections
         if limit and self.n_open + len(self.idle) >= limit:
@@ -248,6 +256,8 @@ class Upstream:
     def _connect(self, owner: UpstreamOwner) -> UpstreamConn:
         conn = UpstreamConn(self, owner)
         self.n_open += 1
+        mb = metrics.bound
+        mb.v[mb.base + metrics.C_CONN_UPSTREAM] += 1
         loop = self.set.loop
         task = loop.create_task(loop.create_connection(lambda: conn, self.host, self.port))
         conn.task = task
@@ -271,6 +281,7 @@ class Upstream:
         conn.state = UpstreamConnState.IDLE
         self.n_open -= 1
         self.idle.append(conn)
+        self.idle_sync()
         if conn.transport is not None:
             conn.transport.resume_reading()  # watch for EOF/junk while idle
         # expiry: one lazy timer per upstream for the oldest idle conn (the C twin arms one
@@ -295,6 +306,9 @@ class Upstream:
             self.n_open -= 1
         conn.state = UpstreamConnState.CLOSED
         conn.owner = None
+        mb = metrics.bound
+        mb.v[mb.base + metrics.C_CONN_UPSTREAM] -= 1
+        self.idle_sync()
         if conn.task is not None:
             task, conn.task = conn.task, None
             task.cancel()
@@ -305,6 +319,15 @@ class Upstream:
                 conn.transport.abort()
         if self.waiters:
             self._wake_waiter(None)
+
+    def idle_sync(self) -> None:
+        """The pool size into this worker's metrics row (GET /upstreams idle, summed over
+        every worker)."""
+        n = len(self.idle)
+        if n != self.idle_pub:
+            mb = metrics.bound
+            mb.v[mb.base + metrics.ucell(self.label, metrics.U_IDLE)] += n - self.idle_pub
+            self.idle_pub = n
 
     def cancel_wait(self, owner: UpstreamOwner) -> None:
         """Remove `owner` from the queue (timeout, client gone)."""
@@ -330,6 +353,7 @@ class Upstream:
         owner = self.waiters.popleft()
         if reusable is not None:
             self.idle.remove(reusable)
+            self.idle_sync()
             reusable.state = UpstreamConnState.BUSY
             reusable.owner = owner
             self.n_open += 1
@@ -348,10 +372,11 @@ class UpstreamSet:
         self.cfg = cfg  # immutable
         self.ups = [Upstream(self, i) for i in range(len(cfg.upstreams))]
         peers = []
-        for u in cfg.upstreams:
+        for up, u in zip(self.ups, cfg.upstreams, strict=True):
             # the shared verdict for this name (every worker, every config generation)
             health = health_state_get(u.name, u.addr.text)
             health.configure(cfg)
+            up.label = metrics.label_of(health.id)
             peers.append(Peer(u.weight or 1, health=health, name=u.name))  # name: ring identity
         self.balancer = balancer_new(cfg.balancer, peers)
         self.checker: HealthChecker | None = None  # active checks (worker 0's current set)
@@ -388,14 +413,22 @@ class UpstreamSet:
 
     # queries (GET /upstreams, contract 8) and the operator's drain ----------------------------
 
-    def info(self) -> list[dict[str, object]]:
+    def info(self, counters: metrics.Counters | None = None) -> list[dict[str, object]]:
         """Every upstream as GET /upstreams shows it (upstream_info): requests, fails, active
-        and idle are this worker's and this config generation's; state, healthy and
-        last_error are the shared health verdict (every worker)."""
+        and idle are summed over every worker's metrics row (per upstream name, as the C
+        twin's health counters); state, healthy and last_error are the shared health verdict
+        (every worker). `counters`: the process tree's rows (None: this process's own)."""
         out: list[dict[str, object]] = []
         for u, p in zip(self.ups, self.balancer.peers, strict=True):
             h = p.health
             c = self.cfg.upstreams[u.index]
+            if counters is not None:
+                req, fails, active, idle = (
+                    counters.total(metrics.ucell(u.label, k))
+                    for k in (metrics.U_REQUESTS, metrics.U_FAILS, metrics.U_ACTIVE, metrics.U_IDLE)
+                )
+            else:
+                req, fails, active, idle = u.requests, u.fails, p.active, len(u.idle)
             out.append(
                 {
                     "name": u.name,
@@ -403,10 +436,10 @@ class UpstreamSet:
                     "weight": p.weight,
                     "state": "drain" if h is not None and h.is_drained() else "active",
                     "healthy": h is None or h.is_healthy(),
-                    "active": p.active,
-                    "idle": len(u.idle),
-                    "requests": u.requests,
-                    "fails": u.fails,
+                    "active": max(active, 0),
+                    "idle": max(idle, 0),
+                    "requests": req,
+                    "fails": fails,
                     "last_error": h.last_error() if h is not None else "",
                 }
             )

@@ -244,7 +244,8 @@ class CaptureLog(Log):
     def __init__(self) -> None:
         super().__init__("debug", "off", "json")
         self.lines: list[dict[str, Any]] = []
-        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []  # info and above
+        self.debug_events: list[tuple[str, dict[str, Any]]] = []  # the reason-bearing ones
 
     @property
     def access_enabled(self) -> bool:
@@ -267,7 +268,7 @@ class CaptureLog(Log):
         self.lines.append(dict(zip(keys, args, strict=True)))
 
     def event(self, level: str, event: str, **fields: Any) -> None:
-        self.events.append((event, fields))
+        (self.debug_events if level == "debug" else self.events).append((event, fields))
 
 
 class Harness:

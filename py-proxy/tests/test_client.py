@@ -125,9 +125,13 @@ def test_connect_failure_moves_to_next_upstream_then_502() -> None:
     assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
     assert b"Connection: close" not in out  # request fully read: keep-alive
     assert h.log.lines[-1]["attempts"] == 2
-    # one retry event: the second failure leaves no attempt to announce
+    # one retry event: the second failure leaves no attempt to announce; the 502 is a
+    # request_error (debug) with the failure's reason
     assert h.log.events == [
         ("retry", {"upstream": "u1", "reason": "connect_refused", "phase": "connect", "attempt": 2})
+    ]
+    assert [(e, f["status"], f["reason"]) for e, f in h.log.debug_events] == [
+        ("request_error", 502, "connect_refused")
     ]
 
 

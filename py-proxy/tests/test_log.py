@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pyproxy.log import Log
+from pyproxy.reason import REASON_N, REASONS, error_reason, reason_from_name
 from pyproxy.util import format_ts
 
 TS = 1795314534.123  # 2026-11-22T...
@@ -153,3 +154,38 @@ def test_reopen_stdout_is_noop() -> None:
     log.reopen()
     assert not log.access_enabled
     log.close()
+
+
+REGISTRY = Path(__file__).parents[2] / "c-proxy/tests/registry_cases"
+
+
+def _words(path: Path) -> list[list[str]]:
+    out = []
+    for line in path.read_text().splitlines():
+        words = line.split("#", 1)[0].split()
+        if words:
+            out.append(words)
+    return out
+
+
+def test_reasons_match_shared_list() -> None:
+    """The shared vocabulary (reasons.txt) is REASONS, name for name, in order."""
+    names = [w[0] for w in _words(REGISTRY / "reasons.txt")]
+    assert list(REASONS) == names
+    assert len(names) == REASON_N
+    assert all(reason_from_name(n, REASON_N) == i for i, n in enumerate(names))
+    assert reason_from_name("no such reason", 0) == 0
+    assert reason_from_name(None, 19) == 19
+    assert REASONS[error_reason(505, "nonsense")] == "bad_version"
+    assert REASONS[error_reason(502, "connect_refused")] == "connect_refused"
+
+
+def test_event_registry_has_contract_events() -> None:
+    """The event registry (events.txt) lists every event of contract 10."""
+    names = {w[0] for w in _words(REGISTRY / "events.txt")}
+    want = {
+        "start", "stop", "shutdown", "reload", "reload_failed", "upstream_down",
+        "upstream_up", "upstream_drain", "retry", "retry_skipped", "store_error",
+        "request_error", "connection_closed",
+    }  # fmt: skip
+    assert want <= names
