@@ -1097,7 +1097,13 @@ class ClientConn(asyncio.Protocol):
         """Answer with the proxy's own error, or close if response bytes reached the client."""
         x = self.x
         if x.flags & X_RESP_SENT:
-            self.close()  # a truncated response is never completed with an error
+            # A truncated response is never completed with an error: what is queued still
+            # goes out, then the lingering close (client_abort_exchange in C). Closing at
+            # once with unread pipelined input would send an RST, which can destroy the
+            # bytes in flight to the client (RFC 9112 9.6); found by the soak.
+            self._drop_upstream()
+            x.flags |= X_CLOSE_AFTER
+            self.finish_request()
             return
         if x.flags & X_RESP_STARTED and self.cout_mark >= 0:
             x.bytes_out -= sum(len(b) for b in self.cout[self.cout_mark :])
