@@ -1,0 +1,109 @@
+"""Randomized soak (issue 11): conformance/soak.py against one twin, then its fds and RSS.
+
+The CI variant runs SOAK_REQUESTS (default 6,000) requests; `make soak` runs 100,000 per
+twin. SOAK_SEED (default 1107) picks the requests, SOAK_CLIENTS (default 16) the concurrent
+client connections; the seed is printed with the report, so a failure replays with
+`SOAK_SEED=<seed> SOAK_REQUESTS=<n> .venv/bin/pytest -s conformance/test_soak.py`.
+
+What must hold (docs/conformance.md "Soak"):
+- every answer is the answer to its own request (zero mixed responses), errors are the
+  proxy's exact JSON 502s, a `Connection: close` answer is followed by the close;
+- the access log has one record per answered request with the allowed attempts (a POST
+  without Idempotency-Key that met a fault: exactly 1), the retry events add up to the extra
+  attempts, and the upstream listeners counted exactly as many requests as the log's
+  attempts (no replay the log does not show);
+- file descriptors: once the clients are gone, the proxy's process tree has exactly its
+  start-up descriptors plus its pooled upstream connections, counted independently at the
+  upstream (`/stats` connections_active); the pool is bounded by the config
+  (3 upstreams x upstream_idle_connections 64);
+- memory: RSS after the run at most SOAK_RSS_SLACK_KB (default 8 MiB) above RSS after a
+  warm-up of the same mix (so allocator and pool growth to the working set is excluded).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import soak
+from harness import process_tree, wait_until
+
+REQUESTS = int(os.environ.get("SOAK_REQUESTS", "6000"))
+SEED = int(os.environ.get("SOAK_SEED", "1107"))
+CLIENTS = int(os.environ.get("SOAK_CLIENTS", "16"))
+MAX_SECONDS = float(os.environ.get("SOAK_MAX_SECONDS", "300"))
+RSS_SLACK_KB = int(os.environ.get("SOAK_RSS_SLACK_KB", str(8 * 1024)))
+WARMUP = max(1000, REQUESTS // 10)
+POOL_BOUND = len(soak.UPSTREAM_NAMES) * 64  # upstream_idle_connections default
+
+
+def _fds(p) -> int:
+    return soak.fd_count(process_tree(p.proc.pid))
+
+
+@pytest.mark.timeout(int(2 * MAX_SECONDS + 120))
+def test_soak(impl, upstream, proxy):
+    up = upstream(soak.UPSTREAM_NAMES)
+    p = proxy(up, **soak.PROXY_OVERRIDES)
+    deltas = {n: up.counting(n) for n in soak.UPSTREAM_NAMES}
+
+    def pooled() -> int:
+        return sum(d.peek().active for d in deltas.values())
+
+    fds_start = _fds(p)  # nothing connected yet: listener, loop, log file, ...
+    assert pooled() == 0
+
+    def settle(what: str) -> tuple[int, int]:
+        """Wait until every proxy fd above the start is a pooled upstream connection."""
+        got: dict[str, int] = {}
+
+        def ok() -> bool:
+            got["fds"], got["pool"] = _fds(p), pooled()
+            return got["fds"] - fds_start == got["pool"]
+
+        assert wait_until(ok, 10, interval=0.1), (
+            f"{impl}-proxy fds {what}: {got['fds']} = start {fds_start} + "
+            f"{got['fds'] - fds_start}, but only {got['pool']} pooled upstream connections"
+        )
+        assert got["pool"] <= POOL_BOUND, got
+        return got["fds"], got["pool"]
+
+    warm = soak.run(p.port, WARMUP, SEED, CLIENTS, MAX_SECONDS, tag="w")
+    fds_warm, pool_warm = settle("after the warm-up")
+    rss_warm = p.rss_kb()
+
+    rep = soak.run(p.port, REQUESTS, SEED, CLIENTS, MAX_SECONDS, tag="m")
+    fds_end, pool_end = settle("after the run")
+    rss_end = p.rss_kb()
+
+    # Everything the proxy logged by now is complete: no client connection is left.
+    logged = soak.check_access_log(p.access_records(), [warm, rep])
+    upstream_requests = sum(d.peek().requests for d in deltas.values())
+    retry_events = len(p.events("retry"))
+    skipped = len(p.events("retry_skipped"))
+    print(
+        f"\n--- soak {impl}-proxy (SOAK_SEED={SEED} SOAK_REQUESTS={REQUESTS} "
+        f"SOAK_CLIENTS={CLIENTS}) ---\n"
+        f"warm-up: {warm.requests} requests, failures {warm.failure_count}\n"
+        f"{soak.summary(rep)}\n"
+        f"access log: {logged['records']} records, attempts {logged['attempts_total']}, "
+        f"upstream requests {upstream_requests}, retry events {retry_events}, "
+        f"retry_skipped {skipped}\n"
+        f"POST without Idempotency-Key that met a fault, by attempts: "
+        f"{logged['post_without_key_fault_attempts']}\n"
+        f"fds: start {fds_start}, after warm-up {fds_warm} ({pool_warm} pooled), "
+        f"after run {fds_end} ({pool_end} pooled)\n"
+        f"RSS: after warm-up {rss_warm} KiB, after run {rss_end} KiB "
+        f"({rss_end - rss_warm:+d} KiB)"
+    )
+    assert warm.failures == [], soak.summary(warm)
+    assert rep.failures == [] and rep.mixed == 0, soak.summary(rep)
+    assert not rep.stopped_by_time and rep.requests == REQUESTS, soak.summary(rep)
+    # The upstreams saw exactly the attempts the log shows, and each retry is an event.
+    assert upstream_requests == logged["attempts_total"]
+    assert retry_events == logged["attempts_total"] - logged["records"] + sum(
+        1 for r in p.access_records() if r.get("attempts") == 0
+    )
+    assert skipped == 0
+    assert set(logged["post_without_key_fault_attempts"]) <= {0, 1}
+    assert rss_end - rss_warm <= RSS_SLACK_KB, (rss_warm, rss_end)
