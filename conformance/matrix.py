@@ -222,6 +222,9 @@ def render(res: dict[str, dict[str, cl.Result]], full: bool) -> str:
     return "\n".join(out) + "\n"
 
 
+SOAK_HEADING = "\n## Soak\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="whole deliveries only")
@@ -233,7 +236,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tp-matrix-") as tmp:
         for n in names:
             res[n] = run_proxy(n, not a.quick, Path(tmp))
-    Path(a.out).write_text(render(res, not a.quick), encoding="utf-8")
+    out = Path(a.out)
+    # The hand-written "## Soak" section at the end (figures of `make soak`) is kept.
+    old = out.read_text(encoding="utf-8") if out.exists() else ""
+    at = old.find(SOAK_HEADING)
+    tail = old[at:] if at >= 0 else ""
+    out.write_text(render(res, not a.quick) + tail, encoding="utf-8")
     print(f"wrote {a.out}", file=sys.stderr)
     return 0
 
