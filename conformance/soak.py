@@ -459,7 +459,7 @@ async def _client(
                     for q in reqs:
                         q.outcome = "abandoned"
                         rep.outcomes["abandoned"] += 1
-                    return
+                    break  # this connection only: the task opens a new one
                 sender = asyncio.create_task(_send(writer, data))
                 alive = await _read_batch(reader, reqs, rep)
                 await sender
