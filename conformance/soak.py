@@ -657,12 +657,42 @@ def fd_count(pids: list[int]) -> int:
     return n
 
 
+def sent(rep: Report) -> Counter[str]:
+    """Requests by method, and POSTs by body framing and Idempotency-Key."""
+    t = Counter[str]()
+    for q in rep.reqs:
+        t[q.method] += 1
+        if q.method == "POST":
+            t["POST chunked" if q.chunked else "POST content-length"] += 1
+            t["POST with Idempotency-Key" if q.key else "POST without key"] += 1
+        if q.expect != "ok":
+            t["faulty path"] += 1
+    return t
+
+
+def totals(rep: Report) -> Counter[str]:
+    """Requests by what the client got: 200, 502 (by the fault met), cut 200, closed
+    after Connection: close (by whom), unanswered, abandoned."""
+    t = Counter[str]()
+    for q in rep.reqs:
+        if q.outcome == "answered":
+            fault = "" if q.expect == "ok" else f" {q.kind.split('/')[0]}"
+            t[f"{q.status}{fault}"] += 1
+        elif q.outcome == "cut":
+            t["cut 200"] += 1
+        else:
+            t[q.outcome] += 1
+    return t
+
+
 def summary(rep: Report) -> str:
     lines = [
         f"seed {rep.seed}: {rep.requests} requests on {rep.connections} connections, "
         f"{rep.batches} batches ({rep.pipelined_batches} pipelined) in {rep.seconds:.1f} s"
         + (" (stopped by the time cap)" if rep.stopped_by_time else ""),
         f"mixed responses: {rep.mixed}; failures: {rep.failure_count}",
+        "sent: " + ", ".join(f"{k}: {v}" for k, v in sorted(sent(rep).items())),
+        "totals: " + ", ".join(f"{k}: {v}" for k, v in sorted(totals(rep).items())),
         "outcomes: " + ", ".join(f"{k}: {v}" for k, v in sorted(rep.outcomes.items())),
     ]
     lines += [f"  FAIL {f}" for f in rep.failures]

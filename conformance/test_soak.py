@@ -25,10 +25,12 @@ What must hold (docs/conformance.md "Soak"):
 from __future__ import annotations
 
 import os
+import shutil
+from collections import Counter
 
 import pytest
 import soak
-from harness import impl_binary, process_tree, wait_until
+from harness import REPO, impl_binary, process_tree, wait_until
 
 REQUESTS = int(os.environ.get("SOAK_REQUESTS", "6000"))
 SEED = int(os.environ.get("SOAK_SEED", "1107"))
@@ -88,10 +90,22 @@ def test_soak(impl, upstream, proxy):
     rss_end = p.rss_kb()
 
     # Everything the proxy logged by now is complete: no client connection is left.
-    logged = soak.check_access_log(p.access_records(), [warm, rep])
+    records = p.access_records()
+    logged = soak.check_access_log(records, [warm, rep])
+    # The upstream counts a request when its head has been parsed: an attempt the proxy
+    # gave up because its client left (status 0) may never have got that far.
+    client_gone = sum(1 for r in records if r.get("status") == 0)
     upstream_requests = sum(d.peek().requests for d in deltas.values())
-    retry_events = len(p.events("retry"))
+    retries = p.events("retry")
+    retry_events = len(retries)
+    by_phase = Counter(f"{e.get('phase')}/{e.get('reason')}" for e in retries)
     skipped = len(p.events("retry_skipped"))
+    # Keep the logs of the last run of each twin for a look after a failure.
+    keep = REPO / "build" / "soak" / impl
+    keep.mkdir(parents=True, exist_ok=True)
+    for f in (p.stderr_path, p.access_path, p.config_path):
+        if f is not None and f.exists():
+            shutil.copy(f, keep / f.name)
     print(
         f"\n--- soak {impl}-proxy (SOAK_SEED={SEED} SOAK_REQUESTS={REQUESTS} "
         f"SOAK_CLIENTS={CLIENTS}) ---\n"
@@ -99,19 +113,27 @@ def test_soak(impl, upstream, proxy):
         f"{soak.summary(rep)}\n"
         f"access log: {logged['records']} records, attempts {logged['attempts_total']}, "
         f"upstream requests {upstream_requests}, retry events {retry_events}, "
-        f"retry_skipped {skipped}\n"
+        f"retry_skipped {skipped}; retries by phase/reason: "
+        f"{dict(by_phase)}\n"
+        f"records of requests whose client left (status 0): {client_gone}\n"
         f"POST without Idempotency-Key that met a fault, by attempts: "
         f"{logged['post_without_key_fault_attempts']}\n"
         f"fds: start {fds_start}, after warm-up {fds_warm} ({pool_warm} pooled), "
         f"after run {fds_end} ({pool_end} pooled)\n"
         f"RSS: after warm-up {rss_warm} KiB, after run {rss_end} KiB "
-        f"({rss_end - rss_warm:+d} KiB)"
+        f"({rss_end - rss_warm:+d} KiB)\n"
+        f"logs kept in {keep}"
     )
     assert warm.failures == [], soak.summary(warm)
     assert rep.failures == [] and rep.mixed == 0, soak.summary(rep)
     assert not rep.stopped_by_time and rep.requests == REQUESTS, soak.summary(rep)
-    # The upstreams saw exactly the attempts the log shows, and each retry is an event.
-    assert upstream_requests == logged["attempts_total"]
+    # The upstreams saw the attempts the log shows (less at most one per request whose
+    # client left mid-attempt), and each retry is an event.
+    assert 0 <= logged["attempts_total"] - upstream_requests <= client_gone, (
+        logged["attempts_total"],
+        upstream_requests,
+        client_gone,
+    )
     assert retry_events == logged["attempts_total"] - logged["records"] + sum(
         1 for r in p.access_records() if r.get("attempts") == 0
     )
