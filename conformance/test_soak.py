@@ -45,7 +45,7 @@ def _sanitized(impl: str) -> bool:
     """An ASan build keeps freed memory in its quarantine, so its RSS grows by design;
     LeakSanitizer checks it for leaks at exit instead (the teardown fails on a report)."""
     try:
-        return b"AddressSanitizer" in impl_binary(impl).read_bytes()
+        return b"__asan_init" in impl_binary(impl).read_bytes()
     except OSError:
         return False
 
