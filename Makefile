@@ -10,7 +10,7 @@ C_DIRS := c-proxy upstreams loadtest/olgen loadtest/nullproxy
 .PHONY: all deps build test test-unit test-conformance asan test-asan fmt lint clean \
         bench bench-quick bench-smoke valgrind perf-per-request perf-capacity fuzz \
         perf-profile perf-per-request-all \
-        valgrind-conformance lint-c-deep install uninstall test-install perf-scrape slow-clients
+        valgrind-conformance lint-c-deep install uninstall test-install perf-scrape slow-clients soak
 
 all: build
 
@@ -29,6 +29,14 @@ test-unit: build
 
 test-conformance: build
 	$(PYTEST) -q conformance
+
+# The randomized soak (conformance/soak.py, docs/conformance.md "Soak") against both twins:
+# SOAK_REQUESTS per twin after a warm-up of a tenth of that; `make test` runs the same test
+# with 6,000. SOAK_SEED replays a run (the report prints it).
+SOAK_REQUESTS ?= 100000
+SOAK_SEED ?= 1107
+soak: build
+	SOAK_REQUESTS=$(SOAK_REQUESTS) SOAK_SEED=$(SOAK_SEED) $(PYTEST) -q -s conformance/test_soak.py
 
 # ASan + UBSan builds; CI runs the whole conformance suite against them.
 asan: deps

@@ -68,6 +68,46 @@ def test_truncated_body_closes_client(upstream, proxy):
         assert len(rest) < 1000 and rest == pattern(0, len(rest))
 
 
+@pytest.mark.parametrize("behind", ["post-body", "pipelined-gets"])
+def test_truncated_body_then_lingering_close_with_pipelined_input(
+    upstream, proxy, behind
+):
+    # Found by the soak (conformance/soak.py): a response the upstream cut short, with
+    # more pipelined request bytes waiting unread behind it. Closing a socket with unread
+    # input sends an RST, which can destroy the response bytes still in flight to the
+    # client (RFC 9112 9.6): the client saw "connection reset" instead of the head and
+    # the 500 body bytes. The proxy must send what it has, then close lingering (shut its
+    # write side, discard input), as after its own errors: the client reads the head, the
+    # 500 bytes and a clean EOF, never a reset.
+    up = upstream(["u1"])
+    p = proxy(up)
+    if behind == "post-body":
+        rest_req = build_request("POST", "/echo", body=b"x" * 400_000)
+    else:
+        rest_req = b"".join(build_request("GET", f"/bytes/{i}") for i in range(2000))
+    for _ in range(5):
+        with up.counting() as d, p.connect() as c:
+            c.send(build_request("GET", "/truncate/1000"))
+            failed: list[BaseException] = []
+
+            def more(c=c, failed=failed) -> None:
+                try:
+                    c.send(rest_req)
+                except OSError as e:  # the proxy closed without reading it
+                    failed.append(e)
+
+            t = threading.Thread(target=more)
+            t.start()
+            head = c.read_head()
+            assert head.startswith(b"HTTP/1.1 200 ")
+            rest = c.read_to_close()
+            t.join(10)
+            assert not c.reset, "connection reset instead of a close"
+            assert rest == pattern(0, 500)
+            assert failed == []
+        assert d.requests == 1  # nothing behind the cut response was forwarded
+
+
 def test_queue_timeout_gives_503(upstream, proxy):
     up = upstream(["u1"])
     p = proxy(

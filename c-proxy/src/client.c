@@ -27,6 +27,7 @@ static void client_error(struct client *c, int code, const char *why);
 static void client_close_for(struct client *c, enum reason r);
 static void note_error(struct client *c, int code, enum reason r);
 static void client_route(struct client *c);
+static void finish_request(struct client *c);
 static void attempt_end(struct client *c, enum health_outcome o, const char *reason);
 static inline void peer_done(struct client *c);
 
@@ -485,6 +486,18 @@ static void client_wc_free(struct worker_conn *wc)
     http1_parser_deinit(&c->req);
     http1_parser_deinit(&c->resp);
     free(c);
+}
+
+/* Close after a failure once response bytes reached the client (contract 4): what is
+ * already queued for the client still goes out, then the lingering close of DRAIN (write
+ * side shut, input discarded), as after the proxy's own closing errors. Closing at once
+ * with unread pipelined input would send an RST, which can destroy the response bytes
+ * still in flight to the client (RFC 9112 9.6); found by the soak. */
+static void client_abort_exchange(struct client *c)
+{
+    drop_upstream(c);
+    c->x.flags |= EXCHANGE_F_CLOSE_AFTER;
+    finish_request(c);
 }
 
 static void client_wc_abort(struct worker_conn *wc)
@@ -975,7 +988,9 @@ static void client_close_for(struct client *c, enum reason r)
 static void client_error(struct client *c, int code, const char *why)
 {
     if (c->x.flags & EXCHANGE_F_RESP_SENT) {
-        client_close_for(c, error_reason(code, why)); /* contract 4: close, no answer */
+        /* contract 4: close, no answer (after what is queued, lingering) */
+        note_error(c, 0, error_reason(code, why));
+        client_abort_exchange(c);
         return;
     }
     note_error(c, code, error_reason(code, why));

@@ -1161,7 +1161,13 @@ class ClientConn(asyncio.Protocol):
         if x.flags & X_RESP_SENT:
             if self.state != ClientState.CLOSED:
                 self._note_error(0, error_reason(code, why))
-            self.close()  # a truncated response is never completed with an error
+            # A truncated response is never completed with an error: what is queued still
+            # goes out, then the lingering close (client_abort_exchange in C). Closing at
+            # once with unread pipelined input would send an RST, which can destroy the
+            # bytes in flight to the client (RFC 9112 9.6); found by the soak.
+            self._drop_upstream()
+            x.flags |= X_CLOSE_AFTER
+            self.finish_request()
             return
         self._note_error(code, error_reason(code, why))
         if x.flags & X_RESP_STARTED and self.cout_mark >= 0:
