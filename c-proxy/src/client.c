@@ -255,6 +255,7 @@ static void log_request(struct client *c)
         .bytes_out = c->x.bytes_out,
         .duration_ms = ((c->x.end_mono ? c->x.end_mono : mono_now()) - c->x.start_mono) * 1000.0,
         .request_id = c->x.request_id ? c->x.request_id : "",
+        .worker = c->w->id,
     };
     log_access(c->w->alog, &r);
 }

@@ -1350,4 +1350,5 @@ class ClientConn(asyncio.Protocol):
             self.x.bytes_out,
             (self.loop.time() - self.x.start_mono) * 1000.0,
             self.x.request_id.decode("latin-1"),
+            self.w.id,
         )

@@ -38,6 +38,7 @@ from typing import Any
 import httptools
 
 from pyproxy.admin import Admin, AdminBindError, Clients, admin_bind
+from pyproxy.balancer_roundrobin import rr_registry_init
 from pyproxy.client import ClientConn
 from pyproxy.config import Config, ConfigError, ConfigKeyKind, ConfigRateLimit, config_load
 from pyproxy.health import health_registry_init, health_set_log
@@ -524,6 +525,7 @@ def supervise(
     children: dict[int, int] = {}  # pid -> socket index
     counter = ClientCounter(shared=True)  # client connections of every worker
     health_registry_init(shared=True)  # upstream verdicts of every worker: before the fork
+    rr_registry_init(shared=True)  # one round-robin rotation for every worker: same
     stopping = False
 
     def spawn(i: int) -> None:
