@@ -79,4 +79,7 @@ def test_round_robin_exact_across_workers(upstream, proxy, weights):
     )
     for name, w in zip(names, weights, strict=True):
         deltas[name].update()
-        assert deltas[name].requests == n * w // sum(weights), (name, deltas[name].requests)
+        assert deltas[name].requests == n * w // sum(weights), (
+            name,
+            deltas[name].requests,
+        )

@@ -30,9 +30,9 @@ static uint64_t splitmix64_next(uint64_t *x)
 
 static void *random_create(const struct balancer_peer *peers, size_t n, const void *group)
 {
-    (void)group; /* independent draws per worker */
     static atomic_uint_fast64_t created; /* two states made in the same ns still differ */
     (void)peers;
+    (void)group; /* independent draws per worker */
     struct random_state *s = calloc(1, sizeof *s + (n ? n : 1));
     if (!s)
         return NULL;

@@ -126,7 +126,7 @@ def rr_registry_init(shared: bool, slots: int = RR_SLOTS) -> RrRegistry:
 
 
 class RoundRobin:
-    __slots__ = ("current", "_lock", "_slot", "_registry")
+    __slots__ = ("_lock", "_registry", "_slot", "current")
     name = "round_robin"
 
     def __init__(self, peers: Sequence[Peer], group: str | None = None) -> None:
