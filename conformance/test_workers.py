@@ -83,3 +83,15 @@ def test_round_robin_exact_across_workers(upstream, proxy, weights):
             name,
             deltas[name].requests,
         )
+
+
+def test_reload_starts_a_new_rotation(upstream, proxy):
+    """A reload is a new config generation, so a new rotation from its start, even when
+    the upstreams are unchanged (workers: 1, where the reload event means the worker
+    already has the new config)."""
+    up = upstream(["a", "b"])
+    p = proxy(up.entries(weights={"a": 1, "b": 2}), balancer="round_robin")
+    want = ["ab"[i] for i in _smooth_wrr([1, 2], 3)]  # b a b
+    assert [p.request("/").get("X-Upstream") for _ in range(2)] == want[:2]
+    p.reload(p.config)
+    assert [p.request("/").get("X-Upstream") for _ in range(3)] == want
