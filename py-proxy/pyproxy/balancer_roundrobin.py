@@ -9,11 +9,12 @@ Peers not eligible (tried, down, drained) take no part in a pick.
 One rotation per process tree: the states created with the same group (the workers' upstream
 sets of one config generation, see upstream.py) are one state, so the picks of all workers
 are one smooth sequence (docs/architecture.md "Workers"). The C twin's workers are threads
-sharing a registry under a mutex; Python's workers are processes, so the current weights live
-in a fixed table of ctypes slots (RR_SLOTS, keyed by a digest of the group) that is private
-memory with one worker and, with workers > 1, a multiprocessing.shared_memory block made by
-the parent BEFORE forking (rr_registry_init(shared=True), as health.py's table), picks taking
-the multiprocessing lock made with it. A slot whose last set retired (refs 0) is reused, the
+sharing a registry under a mutex; Python's workers are processes, so with workers > 1 the
+current weights live in a fixed table of ctypes slots (RR_SLOTS, keyed by a digest of the
+group) in a multiprocessing.shared_memory block made by the parent BEFORE forking
+(rr_registry_init(shared=True), as health.py's table), picks taking the multiprocessing
+lock made with it. With one worker a state is a plain list shared by group in a dict
+(no lock, no ctypes: the cost of before). A slot whose last set retired (refs 0) is reused, the
 longest-released first, only once no unused slot is left. A group with more than
 RR_PEERS_MAX peers, or finding the table full, gets a private state: its rotation is then
 per worker (documented in docs/architecture.md).
@@ -21,7 +22,6 @@ per worker (documented in docs/architecture.md).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import hashlib
 import multiprocessing
@@ -52,30 +52,53 @@ class _Head(ctypes.Structure):
     _fields_ = [("stamp", ctypes.c_uint64)]  # release counter
 
 
+class _Private:
+    """A state in private memory (one worker process): a plain list, as fast as before."""
+
+    __slots__ = ("current", "key", "n", "refs")
+
+    def __init__(self, key: bytes, n: int) -> None:
+        self.key = key
+        self.n = n
+        self.refs = 1
+        self.current = [0] * n
+
+
 class RrRegistry:
-    """Every shared round-robin state of the process (tree), keyed by group."""
+    """Every shared round-robin state of the process (tree), keyed by group: with
+    shared=True in the slot table (shared memory), else in a dict of _Private."""
 
     def __init__(self, shared: bool = False, slots: int = RR_SLOTS) -> None:
-        size = ctypes.sizeof(_Head) + ctypes.sizeof(_Slot) * slots
+        self.shared = shared
         self._shm: shared_memory.SharedMemory | None = None
-        buf: Any
+        self._private: dict[bytes, _Private] = {}
+        self.lock: Any = None  # shared: picks and slots
+        self._head: Any = None
+        self._table: Any = None
         if shared:
-            self._shm = shared_memory.SharedMemory(create=True, size=size)
-            self._shm.unlink()  # the mapping stays; forked workers inherit it
-            buf = self._shm.buf
-            self.lock: Any = multiprocessing.get_context("fork").Lock()  # picks and slots
-        else:
-            buf = bytearray(size)
-            self.lock = contextlib.nullcontext()
-        self._head: Any = _Head.from_buffer(buf)
-        self._table: Any = (_Slot * slots).from_buffer(buf, ctypes.sizeof(_Head))
+            size = ctypes.sizeof(_Head) + ctypes.sizeof(_Slot) * slots
+            shm = shared_memory.SharedMemory(create=True, size=size)
+            shm.unlink()  # the mapping stays; forked workers inherit it
+            self._shm = shm
+            self.lock = multiprocessing.get_context("fork").Lock()
+            buf: Any = shm.buf
+            self._head = _Head.from_buffer(buf)
+            self._table = (_Slot * slots).from_buffer(buf, ctypes.sizeof(_Head))
 
     def acquire(self, group: str, n: int) -> Any:
-        """The slot of `group` (refs + 1), a fresh one for a new group; None when the group
-        is too large or the table is full."""
+        """The state of `group` (refs + 1), a fresh one for a new group; None when the
+        group is too large or the table is full."""
+        key = hashlib.sha256(group.encode("utf-8", "surrogateescape")).digest()
+        if not self.shared:
+            st = self._private.get(key)
+            if st is not None and st.n == n:
+                st.refs += 1
+                return st
+            st = _Private(key, n)
+            self._private[key] = st
+            return st
         if n > RR_PEERS_MAX or self._table is None:
             return None
-        key = hashlib.sha256(group.encode("utf-8", "surrogateescape")).digest()
         with self.lock:
             free = reuse = None
             for s in self._table:
@@ -97,6 +120,11 @@ class RrRegistry:
             return slot
 
     def release(self, slot: Any) -> None:
+        if isinstance(slot, _Private):
+            slot.refs -= 1
+            if slot.refs == 0 and self._private.get(slot.key) is slot:
+                del self._private[slot.key]
+            return
         with self.lock:
             if slot.refs:
                 slot.refs -= 1
@@ -105,14 +133,18 @@ class RrRegistry:
                     slot.released = self._head.stamp
 
     def close(self) -> None:
+        self._private.clear()
         self._table = None
         self._head = None
         if self._shm is not None:
-            with contextlib.suppress(BufferError):  # views still held keep the mapping
+            try:
                 self._shm.close()
+            except BufferError:  # states still held view it: the mapping lives on with them
+                _kept.append(self._shm)
             self._shm = None
 
 
+_kept: list[shared_memory.SharedMemory] = []  # closed registries' blocks still viewed
 _registry = RrRegistry()
 
 
@@ -133,12 +165,13 @@ class RoundRobin:
         self._registry = _registry
         self._slot: Any = None if group is None else _registry.acquire(group, len(peers))
         self.current: Any  # smooth WRR current weight per peer (a list, or the slot's array)
+        self._lock: Any = None  # the shared table's lock, None for a private state
         if self._slot is None:
             self.current = [0] * len(peers)
-            self._lock: Any = None
         else:
             self.current = self._slot.current
-            self._lock = _registry.lock
+            if not isinstance(self._slot, _Private):
+                self._lock = _registry.lock
 
     def pick(self, peers: Sequence[Peer], ctx: BalancerCtx) -> int:
         if self._lock is None:
@@ -174,8 +207,9 @@ class RoundRobin:
         slot = self._slot
         if slot is None:
             return
-        with self._lock:
-            self.current = list(slot.current[: slot.n])  # later picks (retries): private
+        if self._lock is not None:
+            with self._lock:
+                self.current = list(slot.current[: slot.n])  # later picks (retries): private
         self._registry.release(slot)
         self._slot = None
         self._lock = None

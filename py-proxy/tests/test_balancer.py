@@ -149,9 +149,9 @@ def test_round_robin_group_concurrent() -> None:
 
 
 def test_round_robin_table_full_and_reuse() -> None:
-    """Python only (fixed table): a full table gives a private state; a released slot is
-    reused for a new group, the longest released first."""
-    rr_registry_init(shared=False, slots=2)
+    """Python only (the shared table is fixed): a full table gives a private state; a
+    released slot is reused for a new group, the longest released first."""
+    rr_registry_init(shared=True, slots=2)
     try:
         a, b = _grouped([1, 1], "a"), _grouped([1, 1], "b")
         c, c2 = _grouped([1, 1], "c"), _grouped([1, 1], "c")  # no slot: private each
