@@ -7,7 +7,7 @@ LLHTTP := $(CURDIR)/build/deps/llhttp
 export LLHTTP
 C_DIRS := c-proxy upstreams loadtest/olgen loadtest/nullproxy
 
-.PHONY: all deps build test test-unit test-conformance asan test-asan fmt lint clean \
+.PHONY: all deps build test test-unit test-conformance asan test-asan tsan test-tsan fmt lint clean \
         bench bench-quick bench-smoke valgrind perf-per-request perf-capacity fuzz \
         perf-profile perf-per-request-all \
         valgrind-conformance lint-c-deep install uninstall test-install perf-scrape slow-clients soak
@@ -48,6 +48,22 @@ test-asan: asan
 	TWINPROXY_IMPLS=c TWINPROXY_C_PROXY=$(CURDIR)/c-proxy/build-asan/c-proxy \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(PYTEST) -q conformance
+
+# ThreadSanitizer build of c-proxy (clang): the unit tests that run threads, then the
+# conformance tests that run several workers (threads) or the admin thread against it;
+# any data race report fails the test (halt_on_error, and the harness's stderr check).
+tsan: deps
+	@$(MAKE) -s -C c-proxy tsan
+	@$(MAKE) -s -C upstreams all
+
+TSAN_TESTS ?= conformance/test_workers.py conformance/test_admin.py conformance/test_forwarding.py \
+              conformance/test_ratelimit.py conformance/test_health.py conformance/test_signals.py
+TSAN_SELECT ?= workers or admin or every_worker or fail_timeout_then_back or check_removes
+test-tsan: tsan
+	@$(MAKE) -s -C c-proxy test-tsan
+	TWINPROXY_IMPLS=c TWINPROXY_C_PROXY=$(CURDIR)/c-proxy/build-tsan/c-proxy \
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  $(PYTEST) -q $(TSAN_TESTS) -k "$(TSAN_SELECT)"
 
 valgrind: build
 	@$(MAKE) -s -C c-proxy valgrind

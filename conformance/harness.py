@@ -38,6 +38,7 @@ KNOWN_IMPLS = ("c", "py", "pyuv")
 SANITIZER_MARKERS = (
     "ERROR: AddressSanitizer",
     "ERROR: LeakSanitizer",
+    "WARNING: ThreadSanitizer",
     "runtime error:",
 )
 
@@ -903,6 +904,12 @@ class Proxy:
     def access_records(self) -> list[dict[str, Any]]:
         """The access log as dicts (log.format json)."""
         return [json.loads(line) for line in self.access_log_lines()]
+
+    def workers_serving(self, first: int, total: int) -> set[int]:
+        """The `worker` ids (behaviour.md "Logs") of access records first.. once total
+        lines are logged: which workers served those requests."""
+        self.wait_access_log(total)
+        return {r["worker"] for r in self.access_records()[first:]}
 
     def reload(self, config: dict[str, Any]) -> None:
         """Write config, SIGHUP, wait for the `reload` event (a `reload_failed` fails)."""

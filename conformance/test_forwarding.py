@@ -258,6 +258,7 @@ def test_multiple_workers(upstream, proxy):
                 c.request("/echo", method="POST", body=BODY[:999]).json()["body_length"]
                 == 999
             )
+    assert p.workers_serving(0, 25) == {0, 1}, "one worker served all 21 connections"
 
 
 @pytest.mark.parametrize("code", [100, 102, 103])

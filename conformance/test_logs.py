@@ -23,6 +23,7 @@ KEYS = [
     "bytes_out",
     "duration_ms",
     "request_id",
+    "worker",
 ]
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -148,7 +149,7 @@ def test_text_format_quotes_strings_with_spaces(upstream, proxy):
     p = proxy(upstream(["u1"]), log={"format": "text"})
     assert p.request("/", headers=[("X-Request-ID", 'a b"c')]).status == 200
     (line,) = p.wait_access_log(1)
-    assert line.endswith(" request_id=" + json.dumps('a b"c')), line
+    assert line.endswith(" request_id=" + json.dumps('a b"c') + " worker=0"), line
 
 
 def test_access_log_off(upstream, proxy, tmp_path):

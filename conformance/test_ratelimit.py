@@ -369,6 +369,8 @@ def test_two_workers_share_one_bucket(upstream, proxy, tmp_path):
             statuses.append(r.status)
     assert statuses.count(200) == 10 and statuses.count(429) == 30, statuses
     assert d.requests == 10
+    # both workers took from it (a bucket per worker would then allow more than 10)
+    assert p.workers_serving(0, 40) == {0, 1}, "one worker served all 40"
     threads = proc.threads(p.proc.pid)
     assert threads >= 2 and threads > one_worker, (
         f"workers: 2 runs {threads} threads in its process tree, workers: 1 runs {one_worker}"

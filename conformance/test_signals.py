@@ -200,8 +200,9 @@ def test_sighup_reaches_every_worker(upstream, proxy):
     assert p.request("/").get("X-Upstream") == "old"
     _reload(p, deep_merge(p.config, {"upstreams": [up.entries()[1]]}))
     time.sleep(0.3)  # workers pick the new config up on their own loops
-    seen = {p.request("/").get("X-Upstream") for _ in range(16)}
+    seen = {p.request("/").get("X-Upstream") for _ in range(32)}
     assert seen == {"new"}
+    assert p.workers_serving(1, 33) == {0, 1}, "one worker served all 32"
 
 
 # --------------------------------------------------------------------------- signals at start

@@ -1,12 +1,12 @@
 #include "balancer.h"
 
 int balancer_init(struct balancer *b, const struct balancer_ops *ops, struct balancer_peer *peers,
-                  size_t n)
+                  size_t n, const void *group)
 {
     b->ops = ops;
     b->peers = peers;
     b->n = n;
-    b->state = ops->create(peers, n);
+    b->state = ops->create(peers, n, group);
     return b->state ? 0 : -1;
 }
 

@@ -58,8 +58,11 @@ struct balancer_ctx {
 };
 
 struct balancer_ops {
-    const char *name;                                             /* config name */
-    void *(*create)(const struct balancer_peer *peers, size_t n); /* NULL on failure */
+    const char *name; /* config name */
+    /* NULL on failure. group: states created with the same non-NULL group are one
+     * state shared by the workers (round_robin: one rotation for the whole process,
+     * keyed by the config generation); NULL: a private state. */
+    void *(*create)(const struct balancer_peer *peers, size_t n, const void *group);
     void (*destroy)(void *state);
     /* Index of an eligible peer (balancer_peer_eligible) to try, or -1 when none is. */
     int (*pick)(void *state, const struct balancer_peer *peers, size_t n,
@@ -88,9 +91,11 @@ static inline bool balancer_peer_eligible(const struct balancer_peer *peers, siz
     return health_available(peers[i].health, ctx->now);
 }
 
-/* Set up b over peers (borrowed, must outlive b). Returns 0 or -1 (no memory). */
+/* Set up b over peers (borrowed, must outlive b). group: the sharing key (see
+ * balancer_ops.create; the upstream set passes its cfgref, NULL: private state).
+ * Returns 0 or -1 (no memory). */
 int balancer_init(struct balancer *b, const struct balancer_ops *ops, struct balancer_peer *peers,
-                  size_t n);
+                  size_t n, const void *group);
 /* Free the strategy state; a zeroed or deinitialised b is fine. */
 void balancer_deinit(struct balancer *b);
 /* Index of the peer for the next attempt, or -1 when no peer is eligible. */

@@ -68,8 +68,9 @@ static int point_cmp(const void *a, const void *b)
     return x->peer < y->peer ? -1 : x->peer > y->peer;
 }
 
-static void *hash_create(const struct balancer_peer *peers, size_t n)
+static void *hash_create(const struct balancer_peer *peers, size_t n, const void *group)
 {
+    (void)group; /* the ring is a pure function of the peers: nothing to share */
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
         total += (size_t)peers[i].weight * HASH_POINTS_PER_WEIGHT;

@@ -28,8 +28,9 @@ static void lc_destroy(void *state)
     free(s);
 }
 
-static void *lc_create(const struct balancer_peer *peers, size_t n)
+static void *lc_create(const struct balancer_peer *peers, size_t n, const void *group)
 {
+    (void)group; /* counts the attempts of this worker (peers.active) */
     (void)peers;
     struct lc_state *s = calloc(1, sizeof *s);
     if (!s)

@@ -28,10 +28,11 @@ static uint64_t splitmix64_next(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static void *random_create(const struct balancer_peer *peers, size_t n)
+static void *random_create(const struct balancer_peer *peers, size_t n, const void *group)
 {
     static atomic_uint_fast64_t created; /* two states made in the same ns still differ */
     (void)peers;
+    (void)group; /* independent draws per worker */
     struct random_state *s = calloc(1, sizeof *s + (n ? n : 1));
     if (!s)
         return NULL;

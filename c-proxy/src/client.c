@@ -299,6 +299,7 @@ static void log_request(struct client *c)
         .bytes_out = c->x.bytes_out,
         .duration_ms = secs * 1000.0,
         .request_id = c->x.request_id ? c->x.request_id : "",
+        .worker = c->w->id,
     };
     log_access(c->w->alog, &r);
 }

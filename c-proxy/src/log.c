@@ -229,12 +229,13 @@ size_t log_format_access(const struct access_rec *r, enum config_log_format fmt,
     if (f == CONFIG_LOG_JSON) {
         sb_puts(&b, ",\"request_id\":");
         sb_json_string(&b, r->request_id ? r->request_id : "");
-        sb_puts(&b, "}\n");
     } else {
         sb_puts(&b, " request_id=");
         sb_text_string(&b, r->request_id ? r->request_id : "");
-        sb_puts(&b, "\n");
     }
+    snprintf(num, sizeof num, "%u", r->worker);
+    sb_field_raw(&b, f, "worker", num);
+    sb_puts(&b, f == CONFIG_LOG_JSON ? "}\n" : "\n");
     return b.len <= cap ? b.len : 0;
 }
 

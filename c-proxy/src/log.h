@@ -36,6 +36,7 @@ struct access_rec {
     uint64_t bytes_out;     /* bytes written to the client for this request */
     double duration_ms;     /* start to end, milliseconds */
     const char *request_id; /* X-Request-ID */
+    unsigned worker;        /* the worker that served it, 0 .. workers-1 */
 };
 
 struct log_buf {

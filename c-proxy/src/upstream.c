@@ -38,7 +38,7 @@ struct upstream_set *upstream_set_new(struct worker *w, struct cfgref *cfg)
         s->peers[i].health = health_state_get(c->upstreams[i].name, c->upstreams[i].addr.text);
         health_configure(s->peers[i].health, c);
     }
-    if (balancer_init(&s->bal, balancer_ops_for(c->balancer), s->peers, s->n) == -1)
+    if (balancer_init(&s->bal, balancer_ops_for(c->balancer), s->peers, s->n, cfg) == -1)
         goto error;
     s->cfg = cfgref_acquire(cfg);
     s->refs = 1;

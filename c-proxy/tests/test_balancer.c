@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,7 +81,7 @@ static void make(struct fixture *f, const struct balancer_ops *ops, const unsign
         f->peers[i].health = &f->health[i];
         f->peers[i].name = names ? names[i] : NULL;
     }
-    assert_int_equal(balancer_init(&f->b, ops, f->peers, n), 0);
+    assert_int_equal(balancer_init(&f->b, ops, f->peers, n, NULL), 0);
 }
 
 static int pick_ctx(struct balancer *b, uint64_t tried, const char *key, const char *ip)
@@ -180,6 +181,72 @@ static void test_down_peers_skipped(void **state)
     f.health[1].down = true;
     assert_int_equal(pick(&f.b, 0), -1);
     balancer_deinit(&f.b);
+}
+
+/* States created with the same group are one rotation (the workers' sets of one
+ * config generation); another group is another rotation. */
+static void test_round_robin_group_shared(void **state)
+{
+    (void)state;
+    static const int gen1 = 1, gen2 = 2; /* group keys: any distinct addresses */
+    struct fixture a, b, c;
+    make(&a, &balancer_roundrobin_ops, (unsigned[]){1, 1, 1}, 3, NULL);
+    balancer_deinit(&a.b);
+    assert_int_equal(balancer_init(&a.b, &balancer_roundrobin_ops, a.peers, 3, &gen1), 0);
+    make(&b, &balancer_roundrobin_ops, (unsigned[]){1, 1, 1}, 3, NULL);
+    balancer_deinit(&b.b);
+    assert_int_equal(balancer_init(&b.b, &balancer_roundrobin_ops, b.peers, 3, &gen1), 0);
+    make(&c, &balancer_roundrobin_ops, (unsigned[]){1, 1, 1}, 3, NULL);
+    balancer_deinit(&c.b);
+    assert_int_equal(balancer_init(&c.b, &balancer_roundrobin_ops, c.peers, 3, &gen2), 0);
+    /* alternating between a and b walks one sequence: 0 1 2 0 1 2 */
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(pick(i % 2 ? &b.b : &a.b, 0), i % 3);
+    assert_int_equal(pick(&c.b, 0), 0); /* its own rotation, from the start */
+    balancer_deinit(&a.b);
+    assert_int_equal(pick(&b.b, 0), 0); /* the shared state outlives a */
+    balancer_deinit(&b.b);
+    balancer_deinit(&c.b);
+}
+
+struct rr_thread {
+    struct fixture f;
+    int count[2];
+};
+
+enum { RR_THREAD_PICKS = 1001 };
+
+static void *rr_picker(void *arg)
+{
+    struct rr_thread *t = arg;
+    for (int i = 0; i < RR_THREAD_PICKS; i++)
+        t->count[pick(&t->f.b, 0)]++;
+    return NULL;
+}
+
+/* Two threads picking at once from one group: exact counts over all picks. Private
+ * states would give 501+501 / 500+500 (each thread's own odd count). */
+static void test_round_robin_group_concurrent(void **state)
+{
+    (void)state;
+    static const int gen = 1;
+    struct rr_thread t[2];
+    memset(t, 0, sizeof t);
+    for (int i = 0; i < 2; i++) {
+        make(&t[i].f, &balancer_roundrobin_ops, (unsigned[]){1, 1}, 2, NULL);
+        balancer_deinit(&t[i].f.b);
+        assert_int_equal(balancer_init(&t[i].f.b, &balancer_roundrobin_ops, t[i].f.peers, 2, &gen),
+                         0);
+    }
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, rr_picker, &t[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(t[0].count[0] + t[1].count[0], RR_THREAD_PICKS);
+    assert_int_equal(t[0].count[1] + t[1].count[1], RR_THREAD_PICKS);
+    for (int i = 0; i < 2; i++)
+        balancer_deinit(&t[i].f.b);
 }
 
 static void test_ops_for(void **state)
@@ -567,6 +634,8 @@ int main(void)
         cmocka_unit_test(test_weighted_counts),
         cmocka_unit_test(test_tried_bitmap_skips),
         cmocka_unit_test(test_down_peers_skipped),
+        cmocka_unit_test(test_round_robin_group_shared),
+        cmocka_unit_test(test_round_robin_group_concurrent),
         cmocka_unit_test(test_ops_for),
         cmocka_unit_test(test_attempt_begin_end_counts_active),
         cmocka_unit_test(test_random_distribution_weighted),

@@ -89,6 +89,7 @@ static const struct access_rec rec = {
     .bytes_out = 123,
     .duration_ms = 0.4123,
     .request_id = "abc",
+    .worker = 1,
 };
 
 static void test_json_line(void **state)
@@ -102,7 +103,7 @@ static void test_json_line(void **state)
                         "{\"ts\":\"2026-11-22T02:28:54.123Z\",\"client\":\"127.0.0.1\","
                         "\"method\":\"GET\",\"path\":\"/x\",\"status\":200,\"upstream\":\"u1\","
                         "\"attempts\":1,\"bytes_in\":78,\"bytes_out\":123,"
-                        "\"duration_ms\":0.412,\"request_id\":\"abc\"}\n");
+                        "\"duration_ms\":0.412,\"request_id\":\"abc\",\"worker\":1}\n");
 }
 
 static void test_text_line_and_quoting(void **state)
@@ -117,7 +118,7 @@ static void test_text_line_and_quoting(void **state)
     out[n] = '\0';
     assert_string_equal(out, "ts=2026-11-22T02:28:54.123Z client=127.0.0.1 method=GET "
                              "path=\"/a b\\\"c\" status=200 upstream= attempts=1 bytes_in=78 "
-                             "bytes_out=123 duration_ms=0.412 request_id=abc\n");
+                             "bytes_out=123 duration_ms=0.412 request_id=abc worker=1\n");
 }
 
 static void test_json_escaping(void **state)

@@ -66,8 +66,15 @@ class Strategy(Protocol):
         """That attempt ended (before `active` goes down)."""
         ...
 
+    def close(self) -> None:
+        """The set is retired (C: destroy): let go of what is shared."""
+        ...
 
-StrategyFactory = Callable[[Sequence[Peer]], Strategy]
+
+# (peers, group): states made with the same non-None group are one state shared by the
+# workers (round_robin: one rotation for the process tree, per config generation; see
+# upstream.py); None: a private state.
+StrategyFactory = Callable[[Sequence[Peer], str | None], Strategy]
 
 
 def strategy_name(strategy: object) -> str:
@@ -80,10 +87,12 @@ class Balancer:
     """struct balancer: one per upstream set (a reload builds a new one). Owns its peers and
     its strategy state."""
 
-    def __init__(self, ops: StrategyFactory, peers: Sequence[Peer]) -> None:
+    def __init__(
+        self, ops: StrategyFactory, peers: Sequence[Peer], group: str | None = None
+    ) -> None:
         self.peers = list(peers)  # one per upstream, same order
         self.n = len(self.peers)  # number of upstreams
-        self.strategy = ops(self.peers)  # the concrete strategy (balancer_init)
+        self.strategy = ops(self.peers, group)  # the concrete strategy (balancer_init)
 
     def pick(self, ctx: BalancerCtx) -> int:
         """Index of the peer for the next attempt, or -1 when no peer is eligible."""
@@ -111,3 +120,7 @@ class Balancer:
             p.active -= 1
         if p.health is not None:
             p.health.attempt_end(outcome, reason, now)
+
+    def close(self) -> None:
+        """The set is retired (balancer_deinit): the strategy lets go of shared state."""
+        self.strategy.close()

@@ -52,7 +52,8 @@ class Hash:
     __slots__ = ("owners", "points")
     name = "hash"
 
-    def __init__(self, peers: Sequence[Peer]) -> None:
+    def __init__(self, peers: Sequence[Peer], group: str | None = None) -> None:
+        # group: the ring is a pure function of the peers: nothing to share
         ring: list[int] = []  # point << _PEER_BITS | peer: ints sort faster than tuples
         for i, p in enumerate(peers):
             name = (p.name or str(i)).encode()
@@ -89,4 +90,7 @@ class Hash:
         pass
 
     def attempt_end(self, peers: Sequence[Peer], i: int) -> None:
+        pass
+
+    def close(self) -> None:
         pass

@@ -23,7 +23,8 @@ class LeastConn:
     __slots__ = ("current",)
     name = "least_conn"
 
-    def __init__(self, peers: Sequence[Peer]) -> None:
+    def __init__(self, peers: Sequence[Peer], group: str | None = None) -> None:
+        # group: counts the attempts of this worker (Peer.active)
         self.current = [0] * len(peers)  # smooth WRR current weight per peer, among ties
 
     def pick(self, peers: Sequence[Peer], ctx: BalancerCtx) -> int:
@@ -54,4 +55,7 @@ class LeastConn:
         pass
 
     def attempt_end(self, peers: Sequence[Peer], i: int) -> None:
+        pass
+
+    def close(self) -> None:
         pass

@@ -18,7 +18,8 @@ class Random:
     __slots__ = ("rng",)
     name = "random"
 
-    def __init__(self, peers: Sequence[Peer]) -> None:
+    def __init__(self, peers: Sequence[Peer], group: str | None = None) -> None:
+        # group: independent draws per worker
         self.rng = random.Random()  # this state's generator, seeded from the OS
 
     def pick(self, peers: Sequence[Peer], ctx: BalancerCtx) -> int:
@@ -39,4 +40,7 @@ class Random:
         pass
 
     def attempt_end(self, peers: Sequence[Peer], i: int) -> None:
+        pass
+
+    def close(self) -> None:
         pass

@@ -29,6 +29,7 @@ def balancer_ops_for(strategy: object) -> StrategyFactory:
     return make
 
 
-def balancer_new(strategy: object, peers: Sequence[Peer]) -> Balancer:
-    """Balancer for a config value (ConfigBalancer or its spelling)."""
-    return Balancer(balancer_ops_for(strategy), peers)
+def balancer_new(strategy: object, peers: Sequence[Peer], group: str | None = None) -> Balancer:
+    """Balancer for a config value (ConfigBalancer or its spelling); group: the sharing key
+    (see balancer.StrategyFactory)."""
+    return Balancer(balancer_ops_for(strategy), peers, group)

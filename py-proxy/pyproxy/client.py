@@ -1517,4 +1517,5 @@ class ClientConn(asyncio.Protocol):
             self.x.bytes_out,
             secs * 1000.0,
             self.x.request_id.decode("latin-1"),
+            self.w.id,
         )

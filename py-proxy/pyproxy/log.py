@@ -106,14 +106,17 @@ class Log:
         bytes_out: int,
         duration_ms: float,
         request_id: str,
+        worker: int = 0,
     ) -> None:
-        """Queue one access line (behaviour.md field order)."""
+        """Queue one access line (behaviour.md field order); worker: the worker that served
+        it (0 .. workers-1)."""
         if self.fd < 0:
             return
         if self.fmt == "json":
             line = (
                 '{"ts":"%s","client":%s,"method":%s,"path":%s,"status":%d,"upstream":%s,'
-                '"attempts":%d,"bytes_in":%d,"bytes_out":%d,"duration_ms":%.3f,"request_id":%s}\n'
+                '"attempts":%d,"bytes_in":%d,"bytes_out":%d,"duration_ms":%.3f,"request_id":%s,'
+                '"worker":%d}\n'
                 % (
                     format_ts(ts),
                     json_string(client),
@@ -126,6 +129,7 @@ class Log:
                     bytes_out,
                     duration_ms,
                     json_string(request_id),
+                    worker,
                 )
             )
         else:
@@ -144,6 +148,7 @@ class Log:
                         ("bytes_out", bytes_out),
                         ("duration_ms", float(duration_ms)),
                         ("request_id", request_id),
+                        ("worker", worker),
                     ],
                 )
                 + "\n"

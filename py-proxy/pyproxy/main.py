@@ -42,6 +42,7 @@ import httptools
 
 from pyproxy import metrics as mx
 from pyproxy.admin import Admin, AdminBindError, Clients, admin_bind
+from pyproxy.balancer_roundrobin import rr_registry_init
 from pyproxy.client import ClientConn
 from pyproxy.config import Config, ConfigError, ConfigKeyKind, ConfigRateLimit, config_load
 from pyproxy.health import health_label_names, health_registry_init, health_set_log
@@ -699,6 +700,7 @@ def supervise(
     children: dict[int, int] = {}  # pid -> socket index
     counter = ClientCounter(shared=True)  # client connections of every worker
     health_registry_init(shared=True)  # upstream verdicts of every worker: before the fork
+    rr_registry_init(shared=True)  # one round-robin rotation for every worker: same
     stopping = False
     # SIGUSR1: every worker reopens its own access file and writes one line here (empty: ok)
     ack_r, ack_w = os.pipe()

@@ -27,6 +27,7 @@ the client's (client.deadline() CONNECT), as in the C twin.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from collections import deque
 from enum import IntEnum
@@ -363,6 +364,17 @@ class Upstream:
         self.set.loop.call_soon(owner.upstream_on_slot, conn)
 
 
+_sets_built = itertools.count(1)  # sets this process built: the config generation
+
+
+def _group(cfg: Config) -> str:
+    """The balancer's sharing key for a new set: the generation (every worker builds one
+    set at start and one per applied reload, so the n-th set of each worker is the same
+    generation) and the members, so that workers never share across different configs."""
+    members = "\n".join("%s %d" % (u.name, u.weight or 1) for u in cfg.upstreams)
+    return "%d\n%s\n%s" % (next(_sets_built), cfg.balancer, members)
+
+
 class UpstreamSet:
     """The upstreams of one config generation, and its balancer. Owned by the worker
     (current set) and borrowed by every exchange routed with it."""
@@ -378,7 +390,9 @@ class UpstreamSet:
             health.configure(cfg)
             up.label = metrics.label_of(health.id)
             peers.append(Peer(u.weight or 1, health=health, name=u.name))  # name: ring identity
-        self.balancer = balancer_new(cfg.balancer, peers)
+        # the sharing key: one round-robin rotation for every worker's set of this config
+        # generation (the C twin keys on the cfgref that all its threads share)
+        self.balancer = balancer_new(cfg.balancer, peers, _group(cfg))
         self.checker: HealthChecker | None = None  # active checks (worker 0's current set)
         self.retired = False  # replaced by a reload (or shutting down): no pooling
         t = cfg.timeouts  # in seconds, for client.deadline() (hot)
@@ -400,8 +414,10 @@ class UpstreamSet:
             self.checker = health_checker_start(self.loop, self.cfg, states)
 
     def retire(self) -> None:
-        """Close idle conns now; busy ones close when released. Active checks stop."""
+        """Close idle conns now; busy ones close when released. Active checks stop. The
+        balancer lets go of its shared state (later retries pick privately)."""
         self.retired = True
+        self.balancer.close()
         health_checker_stop(self.checker)
         self.checker = None
         for u in self.ups:

@@ -264,6 +264,7 @@ class CaptureLog(Log):
             "bytes_out",
             "duration_ms",
             "request_id",
+            "worker",
         ]
         self.lines.append(dict(zip(keys, args, strict=True)))
 

@@ -7,14 +7,17 @@ verdict, not how health reaches it. Statistical bounds are stated where a test s
 
 from __future__ import annotations
 
+import multiprocessing
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pyproxy.balancer import Balancer, BalancerCtx, Peer
 from pyproxy.balancer_hash import POINTS_PER_WEIGHT, hash64
+from pyproxy.balancer_roundrobin import rr_registry_init
 from pyproxy.balancer_strategies import balancer_new, balancer_ops_for
 from pyproxy.config import ConfigBalancer
 from pyproxy.health import HealthOutcome, HealthState
@@ -98,6 +101,68 @@ def test_down_peers_skipped() -> None:
     assert picks(b, 5) == [1] * 5
     health(b, 1).up = False
     assert pick(b) == -1
+
+
+def _grouped(weights: Sequence[int], group: str) -> Balancer:
+    return balancer_new("round_robin", [Peer(w, health=FakeHealth()) for w in weights], group)
+
+
+def test_round_robin_group_shared() -> None:
+    """States made with the same group are one rotation (the workers' sets of one config
+    generation); another group is another rotation."""
+    a, b = _grouped([1, 1, 1], "gen1"), _grouped([1, 1, 1], "gen1")
+    c = _grouped([1, 1, 1], "gen2")
+    # alternating between a and b walks one sequence: 0 1 2 0 1 2
+    assert [pick(b if i % 2 else a) for i in range(6)] == [0, 1, 2, 0, 1, 2]
+    assert pick(c) == 0  # its own rotation, from the start
+    a.close()
+    assert pick(b) == 0  # the shared state outlives a
+    b.close()
+    c.close()
+
+
+RR_CHILD_PICKS = 1001
+
+
+def _rr_child(q: Any) -> None:
+    b = _grouped([1, 1], "gen")
+    q.put(Counter(picks(b, RR_CHILD_PICKS)))
+
+
+def test_round_robin_group_concurrent() -> None:
+    """Two processes (the C twin: threads) picking at once from one group in the shared
+    table: exact counts over all picks. Private states would give 501+501 / 500+500."""
+    rr_registry_init(shared=True, slots=4)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        q = ctx.Queue()
+        procs = [ctx.Process(target=_rr_child, args=(q,)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        total = q.get(timeout=20) + q.get(timeout=20)
+        for p in procs:
+            p.join(10)
+            assert p.exitcode == 0
+        assert total == {0: RR_CHILD_PICKS, 1: RR_CHILD_PICKS}
+    finally:
+        rr_registry_init(shared=False)
+
+
+def test_round_robin_table_full_and_reuse() -> None:
+    """Python only (the shared table is fixed): a full table gives a private state; a
+    released slot is reused for a new group, the longest released first."""
+    rr_registry_init(shared=True, slots=2)
+    try:
+        a, b = _grouped([1, 1], "a"), _grouped([1, 1], "b")
+        c, c2 = _grouped([1, 1], "c"), _grouped([1, 1], "c")  # no slot: private each
+        assert [pick(c), pick(c2)] == [0, 0]
+        b.close()
+        a.close()
+        d, d2 = _grouped([1, 1], "d"), _grouped([1, 1], "d")  # b's old slot
+        assert [pick(d), pick(d2)] == [0, 1]
+        assert pick(a) == 0  # a retired set still picks, privately
+    finally:
+        rr_registry_init(shared=False)
 
 
 def test_ops_for() -> None:

@@ -30,6 +30,7 @@ def access_line(tmp_path: Path, fmt: str, **over: object) -> str:
         bytes_out=123,
         duration_ms=0.4123,
         request_id="abc",
+        worker=1,
     )
     fields.update(over)
     log.access(**fields)  # type: ignore[arg-type]
@@ -47,7 +48,7 @@ def test_json_line(tmp_path: Path) -> None:
     assert line == (
         '{"ts":"%s","client":"127.0.0.1","method":"GET","path":"/x","status":200,'
         '"upstream":"u1","attempts":1,"bytes_in":78,"bytes_out":123,"duration_ms":0.412,'
-        '"request_id":"abc"}\n' % format_ts(TS)
+        '"request_id":"abc","worker":1}\n' % format_ts(TS)
     )
     assert list(json.loads(line)) == [
         "ts",
@@ -61,6 +62,7 @@ def test_json_line(tmp_path: Path) -> None:
         "bytes_out",
         "duration_ms",
         "request_id",
+        "worker",
     ]
 
 
@@ -73,7 +75,7 @@ def test_text_line_and_quoting(tmp_path: Path) -> None:
     line = access_line(tmp_path, "text", path="/a b", upstream="")
     assert line == (
         'ts=%s client=127.0.0.1 method=GET path="/a b" status=200 upstream= attempts=1 '
-        "bytes_in=78 bytes_out=123 duration_ms=0.412 request_id=abc\n" % format_ts(TS)
+        "bytes_in=78 bytes_out=123 duration_ms=0.412 request_id=abc worker=1\n" % format_ts(TS)
     )
 
 
