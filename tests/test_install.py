@@ -151,7 +151,9 @@ def test_man_pages_render_without_warnings(prefix: Path, page: str) -> None:
         env={**os.environ, "LC_ALL": "C"},
     )
     assert (r.returncode, r.stderr) == (0, ""), r
-    out = re.sub(".\b", "", run(["groff", "-man", "-Tascii", str(path)]).stdout)  # overstrike
+    out = re.sub(
+        ".\b", "", run(["groff", "-man", "-Tascii", str(path)]).stdout
+    )  # overstrike
     name = page.removesuffix(".1")
     for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "SEE ALSO"):
         assert f"\n{section}\n" in out, (page, section)

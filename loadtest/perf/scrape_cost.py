@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.runner import contenders, processes, tpconfig
+from testkit import ports, proc
 
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM = ROOT / "upstreams" / "build" / "upstream"
@@ -74,7 +75,7 @@ class Row:
 def tree_cpu_ns(root: int) -> tuple[int, int, int]:
     """(CPU ns of every thread of every process in root's tree, processes, threads)."""
     total, nthreads = 0, 0
-    pids = processes.tree(root)
+    pids = proc.process_tree(root)
     for pid in pids:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
@@ -145,7 +146,7 @@ def available(name: str) -> bool:
 def run_one(
     name: str, n: int, reps: int, warm_n: int, work: Path, pm: processes.ProcManager
 ) -> list[Row]:
-    up_ports = [processes.free_port(), processes.free_port()]
+    up_ports = [ports.free_port(), ports.free_port()]
     argv = [str(UPSTREAM), "--quiet"]
     for i, p in enumerate(up_ports):
         argv += ["--listen", f"127.0.0.1:{p}", "--name", f"u{i + 1}"]
@@ -153,7 +154,7 @@ def run_one(
     assert up.popen.stdout is not None
     if up.popen.stdout.readline().strip() != b"ready":
         raise RuntimeError(f"upstream not ready: {up.log_tail()}")
-    listen_port, admin_port = processes.free_port(), processes.free_port()
+    listen_port, admin_port = ports.free_port(), ports.free_port()
     doc = tpconfig.bench_config(
         f"127.0.0.1:{listen_port}",
         [(f"127.0.0.1:{p}", f"u{i + 1}") for i, p in enumerate(up_ports)],
