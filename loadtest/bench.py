@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = scenarios.Ctx(pm=pm, out=out, work=work, prof=prof, pin=pin, avail=avail)
     order = plan.order(only, cs, int(prof["reps"]), prof, seed=order_seed)
     units = [plan.Unit(sc, rep, c, plan.estimate(sc, prof)) for sc, rep, c in order]
+    # the ETA leaves out the scrape cost step after the scenarios (plan.estimate_scrape)
     progress = plan.Progress(units)
     ctx.progress = progress
     print(
@@ -273,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         rc = 1
     if interrupted:
         return 130
+    if not args.only and not scrape_cost(prof, cs, out):
+        rc = 1
     if not args.no_report:
         if report_available():
             print(f"bench: python -m loadtest.report {out}", file=sys.stderr)
@@ -294,6 +297,28 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
     return rc
+
+
+def scrape_cost(prof: dict[str, Any], cs: list[str], out: Path) -> bool:
+    """The stats scrape cost of every proxy contender into the run folder (its report
+    section, docs/benchmarking.md "Scrape cost"), with the profile's `scrape` sizes, after
+    the scenarios: a whole run, not one narrowed with --only. False if it failed."""
+    sc = prof.get("scrape") or {}
+    names = [c for c in cs if c != "direct"]
+    if not sc or not names:
+        return True
+    cmd = [
+        sys.executable, "-m", "loadtest.perf.scrape_cost",
+        "-n", str(sc["n"]), "-r", str(sc["reps"]), "-w", str(sc["warm"]),
+        "-o", str(out), *names,
+    ]  # fmt: skip
+    print(f"bench: {' '.join(cmd[1:])}", file=sys.stderr)
+    p = subprocess.run(
+        cmd, check=False, cwd=ROOT, timeout=600, stdout=subprocess.DEVNULL
+    )
+    if p.returncode != 0:
+        print(f"bench: scrape cost failed (exit {p.returncode})", file=sys.stderr)
+    return p.returncode == 0
 
 
 def write_env(out: Path, env: dict[str, Any]) -> None:

@@ -126,6 +126,22 @@ def estimate(sc: str, prof: dict[str, Any]) -> float:
     return 1.0
 
 
+def estimate_scrape(prof: dict[str, Any], contenders: Iterable[str]) -> float:
+    """Rough seconds of the stats scrape cost step after the scenarios (bench.scrape_cost):
+    per proxy contender a start, the warm-up requests and reps x n scrapes (HAProxy has
+    two endpoints) at a few thousand per second."""
+    sc = prof.get("scrape") or {}
+    if not sc:
+        return 0.0
+    total = 0.0
+    for c in contenders:
+        if c == "direct":
+            continue
+        endpoints = 2 if c == "haproxy" else 1
+        total += 1.5 + (int(sc["warm"]) + endpoints * int(sc["reps"]) * int(sc["n"])) / 3000
+    return total
+
+
 def fmt_s(s: float) -> str:
     s = max(0, int(s))
     return f"{s // 60}m{s % 60:02d}s"
