@@ -954,11 +954,22 @@ static void handle(struct admin *a, unsigned method, const struct admin_req *req
             sb_put(&r->body, tmp, n);
             break;
         }
-        char *big = malloc(n + 1);
-        if (big != NULL) {
-            size_t m = a->prov.metrics(a->prov.ud, big, n + 1);
-            sb_put(&r->body, big, m <= n + 1 ? m : n + 1);
+        /* The series can grow between two renders (a first request of a new code or
+         * upstream lands meanwhile): render again into a larger buffer until the whole
+         * text fits, never send a cut one. */
+        for (int tries = 0; tries < 8 && n > 0; tries++) {
+            size_t cap = n + n / 4 + 4096;
+            char *big = malloc(cap);
+            if (big == NULL)
+                break;
+            size_t m = a->prov.metrics(a->prov.ud, big, cap);
+            if (m <= cap) {
+                sb_put(&r->body, big, m);
+                free(big);
+                break;
+            }
             free(big);
+            n = m;
         }
         break;
     }
