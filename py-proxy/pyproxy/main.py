@@ -27,8 +27,8 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import select
 import resource
+import select
 import signal
 import socket
 import subprocess
