@@ -948,28 +948,24 @@ static void handle(struct admin *a, unsigned method, const struct admin_req *req
         r->ctype = "text/plain; version=0.0.4; charset=utf-8";
         if (a->prov.metrics == NULL)
             break;
-        char tmp[4096];
-        size_t n = a->prov.metrics(a->prov.ud, tmp, sizeof tmp);
-        if (n <= sizeof tmp) {
-            sb_put(&r->body, tmp, n);
-            break;
-        }
-        /* The series can grow between two renders (a first request of a new code or
-         * upstream lands meanwhile): render again into a larger buffer until the whole
-         * text fits, never send a cut one. */
-        for (int tries = 0; tries < 8 && n > 0; tries++) {
-            size_t cap = n + n / 4 + 4096;
-            char *big = malloc(cap);
-            if (big == NULL)
+        /* One render into a buffer that fits the usual output (the provider sums every
+         * worker's slots each time: rendering twice, once to size, doubled the cost of a
+         * scrape). The series can grow between two renders (a first request of a new
+         * code or upstream): render again into a larger buffer until the whole text
+         * fits, never send a cut one. */
+        size_t cap = 64 * 1024;
+        for (int tries = 0; tries < 8; tries++) {
+            char *buf = malloc(cap);
+            if (buf == NULL)
                 break;
-            size_t m = a->prov.metrics(a->prov.ud, big, cap);
+            size_t m = a->prov.metrics(a->prov.ud, buf, cap);
             if (m <= cap) {
-                sb_put(&r->body, big, m);
-                free(big);
+                sb_put(&r->body, buf, m);
+                free(buf);
                 break;
             }
-            free(big);
-            n = m;
+            free(buf);
+            cap = m + m / 4 + 4096;
         }
         break;
     }
