@@ -45,6 +45,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from testkit.wire import Cut
+from testkit.wire import Response as Resp
+from testkit.wire import read_response_async as read_response
+
 # The proxy config the soak is run with (merged over harness.base_config by the callers):
 # three upstreams so an idempotent request meets its path fault on each (1 + retries
 # attempts), no passive health (a path fault would otherwise eject upstreams and answer
@@ -239,72 +243,8 @@ def make_request(rng: random.Random, rid: str, closing: bool = False) -> Req:
 # --------------------------------------------------------------------------- responses
 
 
-class Cut(Exception):
-    """The connection ended inside a response (after its head)."""
-
-
-@dataclass
-class Resp:
-    status: int
-    raw_head: bytes
-    headers: list[tuple[str, str]]
-    body: bytes = b""
-
-    def get(self, name: str) -> str | None:
-        for n, v in self.headers:
-            if n.lower() == name.lower():
-                return v
-        return None
-
-
-async def read_response(reader: asyncio.StreamReader, method: str) -> Resp:
-    """One response. EOFError/ConnectionError before a complete head; Cut (with the
-    response in args[0]) when the connection ends inside the body."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as e:
-        raise EOFError(
-            f"closed before a response head; got {e.partial[:200]!r}"
-        ) from None
-    lines = head[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise AssertionError(f"bad status line {lines[0][:200]!r}")
-    status = int(parts[1])
-    headers = []
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers.append((name.decode("latin-1"), value.strip().decode("latin-1")))
-    r = Resp(status, head, headers)
-    if status == 100:
-        return await read_response(reader, method)
-    if method == "HEAD" or status in (204, 304):
-        return r
-    te = r.get("Transfer-Encoding")
-    cl = r.get("Content-Length")
-    try:
-        if te is not None:
-            assert te.lower() == "chunked", f"response framing {te!r}"
-            body = bytearray()
-            while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                        pass
-                    break
-                body += await reader.readexactly(size)
-                assert await reader.readexactly(2) == b"\r\n", "chunk not ended by CRLF"
-            r.body = bytes(body)
-        elif cl is not None:
-            r.body = await reader.readexactly(int(cl))
-        else:
-            r.body = await reader.read(-1)  # close-delimited
-    except asyncio.IncompleteReadError as e:
-        r.body = e.partial
-        raise Cut(r) from None
-    except ConnectionError:
-        raise Cut(r) from None
-    return r
+# Responses are read by testkit.wire (the one wire client of the suites and the lab):
+# EOFError/ConnectionError before a complete head, Cut(response) inside a body.
 
 
 def _error_bytes(code: int, rid: str, close: bool) -> tuple[bytes, bytes]:

@@ -105,8 +105,9 @@ sys.exit(0 if s.recv(64).startswith(b"HTTP/1.1 200") else 1)
 PY
 }
 
-# CPU nanoseconds of every task of PID so far (schedstat: not the 10 ms ticks)
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s}'; }
+# CPU nanoseconds of every task of PID so far (schedstat: not the 10 ms ticks; %.0f, as
+# mawk's %d stops at 2^31 - 1: 2.1 s of CPU)
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'; }
 
 u1=$(perf_free_port) u2=$(perf_free_port)
 echo "# upstream (CPU $load_cpu)" >>"$out/commands.txt"

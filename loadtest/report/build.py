@@ -25,6 +25,8 @@ from loadtest.report.common import (
     ratio_table,
     s3_added,
     s3_rate,
+    s4_fit_runs,
+    s4_marginal,
     s4_rate,
     s7_connections,
 )
@@ -152,7 +154,11 @@ def headline(res: Results) -> list[Block]:
     rate4 = s4_rate(res)
     conn7 = s7_connections(res)
     cap = {
-        n: cell(capacity_runs(res, n, HEADLINE_CONNECTIONS), metric("rps"))
+        n: cell(
+            capacity_runs(res, n, HEADLINE_CONNECTIONS),
+            metric("rps"),
+            lower_bounds=True,
+        )
         for n in names
     }
     cpu = {
@@ -170,6 +176,20 @@ def headline(res: Results) -> list[Block]:
         (f"S1 capacity req/s @{HEADLINE_CONNECTIONS} conns", cap),
         (f"S3 added p50 µs (@{rate3} req/s)", p50),
         (f"S3 added p99 µs (@{rate3} req/s)", p99),
+    ]
+    if s4_fit_runs(res):
+        # the marginal cost (slope of CPU over rate, idle cost excluded) is the headline
+        # CPU figure; the fixed-rate figure beside it includes the idle share
+        columns.append(
+            ("S4 marginal µs/req (b)", {n: s4_marginal(res, n) for n in names})
+        )
+        columns.append(
+            (
+                "S4 fit s.e. of b µs",
+                {n: cell(s4_fit_runs(res, n), metric("marginal_se_us")) for n in names},
+            )
+        )
+    columns += [
         (f"S4 CPU µs/req (@{rate4} req/s)", cpu),
         (f"S7 KiB per idle conn (@{conn7} conns)", rss),
     ]
@@ -193,7 +213,7 @@ def headline(res: Results) -> list[Block]:
             "S3 added latency needs the direct baseline, which this run lacks."
         )
     blocks.append(Para(" ".join(notes)))
-    blocks += ratio_table([(h, cells) for h, cells in columns])
+    blocks += ratio_table([(h, cells) for h, cells in columns if "s.e." not in h])
     return blocks
 
 

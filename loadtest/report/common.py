@@ -69,6 +69,12 @@ def fmt_cell(c: Cell | None, note: bool = True, missing: str = MISSING) -> str:
     the row's first cell carries the note once for the whole row)."""
     if c is None or c.total == 0:
         return missing
+    if c.summary is None and c.bounds and len(c.bounds) == len(c.invalid):
+        # every rep LOAD-BOUND: what the proxy sustained while the load side saturated
+        return (
+            f"≥ {fmt_summary(stats.summarize(list(c.bounds)))} (LOAD-BOUND in "
+            f"{len(c.bounds)} of {c.total} reps: a lower bound)"
+        )
     if c.summary is None:
         if not c.invalid:
             return "no data"
@@ -76,6 +82,8 @@ def fmt_cell(c: Cell | None, note: bool = True, missing: str = MISSING) -> str:
     text = fmt_summary(c.summary)
     if c.invalid and note:
         text += f" (+{invalid_note(c)})"
+    if c.bounds and note:
+        text += f" (LOAD-BOUND reps sustained ≥ {fmt(max(c.bounds))})"
     return text
 
 
@@ -161,7 +169,9 @@ RATIO_NOTE = (
     "Ratios: paired — rep i of the first over rep i of the second (reps are interleaved, "
     "so a pair shared the machine's state), geometric mean of the pair ratios, "
     f"[bootstrap 95 % CI] (seeded; no CI below {stats.MIN_PAIRS_FOR_CI} valid pairs); "
-    f"'{NO_DIFF}' when the CI includes 1. Valid reps only."
+    f"'{NO_DIFF}' when the CI includes 1. Valid reps only, except a capacity rep that was "
+    "LOAD-BOUND (the load core saturated first): it counts as a lower bound, and a ratio "
+    "using it is marked ≥ or ≤."
 )
 
 
@@ -172,6 +182,15 @@ def ratio_table(columns: Sequence[tuple[str, dict[str, Cell]]]) -> list[Block]:
         row = [label]
         for _, cells in columns:
             a, b = cells.get(num), cells.get(den)
+            # capacity cells may carry LOAD-BOUND lower bounds: a/b is then at least (a
+            # bounded) or at most (b bounded) the figure; both bounded says nothing
+            sign = ""
+            if a is not None and b is not None and (a.bounds or b.bounds):
+                if a.bounds and b.bounds:
+                    row.append("n/a (both LOAD-BOUND)")
+                    continue
+                sign = "≥ " if a.bounds else "≤ "
+                a, b = a.with_bounds(), b.with_bounds()
             if a is None or b is None or not a.values or not b.values:
                 row.append(MISSING)
             elif min(a.values) <= 0 or min(b.values) <= 0:
@@ -180,7 +199,7 @@ def ratio_table(columns: Sequence[tuple[str, dict[str, Cell]]]) -> list[Block]:
             elif not pairs_of(a, b):
                 row.append("no paired reps")
             else:
-                row.append(fmt_paired(paired(a, b)))
+                row.append(sign + fmt_paired(paired(a, b)))
         if any(c != MISSING for c in row[1:]):
             rows.append(tuple(row))
     if not rows:
@@ -309,6 +328,16 @@ def s4_rate(res: Results) -> Any:
         if all(any(x.valid for x in res.select("S4", n, rate=r)) for n in names)
     ]
     return (shared or rates or [None])[-1]
+
+
+def s4_fit_runs(res: Results, contender: str | None = None) -> list[Run]:
+    """S4's fit records (one per contender and rep): utilisation = a + b x req/s."""
+    return [r for r in res.select("S4", contender) if r.params.get("fit")]
+
+
+def s4_marginal(res: Results, contender: str) -> Cell:
+    """S4's marginal CPU cost b (µs per request), one figure per rep."""
+    return cell(s4_fit_runs(res, contender), metric("marginal_us_per_req"))
 
 
 def s7_connections(res: Results) -> Any:
@@ -521,7 +550,12 @@ _LOWER_WORDS = (
     "|error|",
     "− timeout",
 )
-_NEUTRAL_HEADS = ("read timeout ms", "rate/s", "offered/s per client")
+_NEUTRAL_HEADS = (
+    "read timeout ms",
+    "rate/s",
+    "offered/s per client",
+    "s4 fit s.e. of b µs",
+)
 
 
 def direction(header: str) -> str:

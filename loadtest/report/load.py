@@ -272,28 +272,75 @@ class Cell:
     reps: tuple[
         int, ...
     ] = ()  # rep number of each value (pairs reps across contenders)
+    # capacity figures only (cell(..., lower_bounds=True)): the value of each rep excluded
+    # as LOAD-BOUND, and its rep number. The load side saturated first, so the proxy
+    # sustained at least that much: a lower bound, never a measurement.
+    bounds: tuple[float, ...] = ()
+    bound_reps: tuple[int, ...] = ()
 
     def by_rep(self) -> dict[int, float]:
         return dict(zip(self.reps, self.values))
 
+    def with_bounds(self) -> Cell:
+        """Valid values and lower bounds together, by rep (for a ratio that is then a
+        bound itself); self when there are no bounds."""
+        if not self.bounds:
+            return self
+        merged = sorted(
+            list(zip(self.reps, self.values)) + list(zip(self.bound_reps, self.bounds))
+        )
+        vals = tuple(v for _, v in merged)
+        return Cell(
+            vals,
+            stats.summarize(list(vals)),
+            (),
+            self.total,
+            tuple(r for r, _ in merged),
+        )
 
-def cell(runs: Iterable[Run], value: Callable[[Run], float | None]) -> Cell:
-    """Summarize value(run) over the valid runs; invalid ones only counted and explained."""
+
+LOAD_BOUND = "LOAD-BOUND"
+
+
+def cell(
+    runs: Iterable[Run],
+    value: Callable[[Run], float | None],
+    lower_bounds: bool = False,
+) -> Cell:
+    """Summarize value(run) over the valid runs; invalid ones only counted and explained.
+    lower_bounds (capacity figures): keep the value of a run invalid only for being
+    LOAD-BOUND as a lower bound."""
     values: list[float] = []
     reps: list[int] = []
     invalid: list[str] = []
+    bounds: list[float] = []
+    bound_reps: list[int] = []
     total = 0
     for run in runs:
         total += 1
         if not run.valid:
             invalid.append(run.reason())
+            why = run.reason()
+            if lower_bounds and why.startswith(LOAD_BOUND) and ";" not in why:
+                b = value(run)
+                if b is not None:
+                    bounds.append(b)
+                    bound_reps.append(run.rep)
             continue
         v = value(run)
         if v is not None:
             values.append(v)
             reps.append(run.rep)
     summary = stats.summarize(values) if values else None
-    return Cell(tuple(values), summary, tuple(invalid), total, tuple(reps))
+    return Cell(
+        tuple(values),
+        summary,
+        tuple(invalid),
+        total,
+        tuple(reps),
+        tuple(bounds),
+        tuple(bound_reps),
+    )
 
 
 def _open_text(path: Path, **kw: Any) -> IO[str]:

@@ -18,6 +18,8 @@ from loadtest.report.common import (
     paired,
     s2_common,
     s3_rate,
+    s4_fit_runs,
+    s4_marginal,
     s4_rate,
 )
 from loadtest.report.doc import Block, Bullets, Heading, Para
@@ -72,17 +74,29 @@ def _winner_line(
 
 def _c_vs_py(what: str, cells: dict[str, Cell], unit: str, where: str) -> str:
     c = cells.get("c-proxy")
+    # a capacity cell may hold LOAD-BOUND reps: c-proxy sustained at least that much, so
+    # py/c over those reps is an upper bound, said as such
+    bounded = c is not None and bool(c.bounds)
+    cb = c.with_bounds() if c is not None else None
     pys = [p for p in PY if cells.get(p) is not None and cells[p].summary is not None]
-    if c is None or c.summary is None or not pys:
+    if cb is None or cb.summary is None or not pys:
         return f"**{what}**: not measured for both twins in this run."
     parts = []
     for p in pys:
-        r = _versus(cells[p], c)
+        r = _versus(cells[p], cb)
         parts.append(
-            f"{p}/c-proxy = {_ratio_words(r)} ({fmt(cells[p].summary.median)} vs "  # type: ignore[union-attr]
-            f"{fmt(c.summary.median)} {unit})"
+            f"{p}/c-proxy {'≤' if bounded else '='} {_ratio_words(r)} "
+            f"({fmt(cells[p].summary.median)} vs {'≥ ' if bounded else ''}"  # type: ignore[union-attr]
+            f"{fmt(cb.summary.median)} {unit})"
         )
-    return f"**{what}** {where}: " + "; ".join(parts) + "."
+    text = f"**{what}** {where}: " + "; ".join(parts) + "."
+    if bounded and c is not None:
+        text += (
+            f" c-proxy was LOAD-BOUND in {len(c.bounds)} of {c.total} reps (the load core "
+            "saturated before it did): its capacity is at least its figure, each ratio at "
+            "most the one shown."
+        )
+    return text
 
 
 def _tail_cells(res: Results) -> tuple[dict[str, Cell], str]:
@@ -112,27 +126,37 @@ def _tail_cells(res: Results) -> tuple[dict[str, Cell], str]:
 
 def verdict(res: Results) -> list[Block]:
     rate4 = s4_rate(res)
-    cpu: dict[str, Cell] = {
-        n: cell(res.select("S4", n, rate=rate4), metric("cpu_us_per_req"))
-        for n in res.contenders("S4")
-        if n in PROXIES
-    }
+    if s4_fit_runs(res):
+        # the marginal cost b of the S4 fit: what one more request costs, idle excluded
+        cpu: dict[str, Cell] = {
+            n: s4_marginal(res, n) for n in res.contenders("S4") if n in PROXIES
+        }
+        cpu_where = "(S4 marginal cost b: CPU = a + b × rate fitted per rep)"
+    else:
+        cpu = {
+            n: cell(res.select("S4", n, rate=rate4), metric("cpu_us_per_req"))
+            for n in res.contenders("S4")
+            if n in PROXIES
+        }
+        cpu_where = f"(S4 at {rate4} req/s)"
     tail, tail_where = _tail_cells(res)
     cap: dict[str, Any] = {
-        n: cell(capacity_runs(res, n, HEADLINE_CONNECTIONS), metric("rps"))
+        n: cell(
+            capacity_runs(res, n, HEADLINE_CONNECTIONS),
+            metric("rps"),
+            lower_bounds=True,
+        )
         for n in res.contenders(("S1",))
         if n in PROXIES
     }
     lines = (
-        _winner_line(
-            "Cheapest per request", cpu, "µs CPU/req", f"(S4 at {rate4} req/s)"
-        ),
+        _winner_line("Cheapest per request", cpu, "µs CPU/req", cpu_where),
         _winner_line("Lowest tail at equal load", tail, "µs p99", tail_where),
         _c_vs_py(
             "C vs Python, CPU per request",
             cpu,
             "µs",
-            f"(S4 at {rate4} req/s; lower is better)",
+            cpu_where.replace(")", "; lower is better)"),
         ),
         _c_vs_py(
             "C vs Python, p99 at equal load",

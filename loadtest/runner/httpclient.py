@@ -4,6 +4,7 @@ S8 (which upstream answered: the X-Upstream header, per second), S9 (latency and
 status of each timed-out request) and S11 (status per request of clients bound to
 their own source addresses). It is not a capacity tool: rates stay in the
 hundreds to low thousands per second, well inside what one Python loop sustains.
+Responses are read by testkit.wire, the same reader the conformance suite uses.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from testkit.wire import Cut, ProtocolError, read_response_async
 
 
 @dataclass
@@ -49,43 +52,17 @@ class Conn:
             )
         assert self.r is not None and self.w is not None
         self.w.write(f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\n\r\n".encode())
-        head = await self.r.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        length = 0
-        upstream = ""
-        close = False
-        chunked = False
-        for ln in lines[1:]:
-            k, _, v = ln.partition(":")
-            k = k.strip().lower()
-            v = v.strip()
-            if k == "content-length":
-                length = int(v)
-            elif k == "x-upstream":
-                upstream = v
-            elif k == "connection" and v.lower() == "close":
-                close = True
-            elif k == "transfer-encoding" and "chunked" in v.lower():
-                chunked = True
-        if chunked:
-            while True:
-                size = int((await self.r.readline()).split(b";")[0], 16)
-                await self.r.readexactly(size + 2)
-                if size == 0:
-                    break
-        elif length:
-            await self.r.readexactly(length)
-        if close:
+        r = await read_response_async(self.r, "GET")
+        if r.framing == "close" or (r.get("Connection") or "").lower() == "close":
             await self.close()
-        return status, upstream
+        return r.status, r.get("X-Upstream") or ""
 
 
 async def _one(conn: Conn, path: str, timeout: float) -> Result:
     t0 = time.monotonic()
     try:
         status, up = await asyncio.wait_for(conn.get(path), timeout)
-    except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+    except (TimeoutError, OSError, EOFError, Cut, ProtocolError):
         await conn.close()
         status, up = 0, ""
     return Result(t0, time.monotonic() - t0, status, up)

@@ -138,7 +138,9 @@ def estimate_scrape(prof: dict[str, Any], contenders: Iterable[str]) -> float:
         if c == "direct":
             continue
         endpoints = 2 if c == "haproxy" else 1
-        total += 1.5 + (int(sc["warm"]) + endpoints * int(sc["reps"]) * int(sc["n"])) / 3000
+        total += (
+            1.5 + (int(sc["warm"]) + endpoints * int(sc["reps"]) * int(sc["n"])) / 3000
+        )
     return total
 
 

@@ -696,6 +696,24 @@ def test_runs_with_the_second_round_fields_build(tmp_path: Path) -> None:
     assert "Ejection and re-admission" in s8
     assert "INVALID: LOAD-BOUND: load core 99% busy — S6 c-proxy rep 3" in md
     assert "## Verdict" in md
+    # the marginal cost b is the headline CPU figure and the verdict's, when measured
+    head = md_table(md, "## Headline")
+    assert "S4 marginal µs/req (b) ↓" in head[0] and "S4 fit s.e. of b µs" in head[0]
+    assert row_of(head, "c-proxy")[
+        head[0].index("S4 marginal µs/req (b) ↓")
+    ].startswith("9.6 [9.5, 9.7]")
+    verdict = [
+        ln for ln in md[: md.index("| run |")].splitlines() if ln.startswith("- ")
+    ]
+    assert verdict[0].startswith(
+        "- **Cheapest per request**: c-proxy, 9.6 µs CPU/req (S4 marginal cost b"
+    )
+    cpu = stats.paired_ratio([(55.0, 9.5), (56.0, 9.6), (57.0, 9.7)])
+    assert cpu is not None
+    assert (
+        f"py-asyncio/c-proxy = {cpu.value:.2f} [{cpu.lo:.2f}, {cpu.hi:.2f}]"
+        in verdict[2]
+    )
 
 
 def test_sections_are_one_module_each_in_scenario_order() -> None:
@@ -707,3 +725,95 @@ def test_sections_are_one_module_each_in_scenario_order() -> None:
     assert nums == sorted(nums) and nums[0] == 1 and nums[-2:] == [12, 13]
     files = sorted(p.stem for p in Path(sections.__file__).parent.glob("s[0-9]*_*.py"))
     assert sorted(mods) == files  # every file is a section, found without a list
+
+
+def test_archive_compresses_raw_csvs_and_rebuilds_the_same_report(
+    tmp_path: Path,
+) -> None:
+    from loadtest.report import archive
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    build(run)
+    dest = tmp_path / "reference"
+    dest.mkdir()
+    (dest / "README.md").write_text("hand-written account\n")
+    (dest / "stale.txt").write_text("from the previous reference\n")
+    archive.archive(run, dest)
+    assert not list((dest / "raw").glob("*.csv"))
+    packed = sorted(p.name for p in (dest / "raw").glob("*.csv.xz"))
+    assert packed == sorted(p.name + ".xz" for p in (run / "raw").glob("*.csv"))
+    assert (dest / "README.md").read_text() == "hand-written account\n"
+    assert not (dest / "stale.txt").exists()
+    assert archive._figures((dest / "report.md").read_text()) == archive._figures(
+        (run / "report.md").read_text()
+    )
+
+
+def test_archive_refuses_a_report_that_does_not_match_its_data(tmp_path: Path) -> None:
+    from loadtest.report import archive
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    build(run)
+    (run / "report.md").write_text((run / "report.md").read_text() + "edited by hand\n")
+    with pytest.raises(SystemExit, match="differs"):
+        archive.archive(run, tmp_path / "reference")
+    assert not (tmp_path / "reference").exists()
+
+
+def test_readme_reference_section_is_the_committed_runs() -> None:
+    """README.md's verdict and headline are copied from results/reference/report.md by
+    loadtest.report.readme; this fails when either changes without the other."""
+    from loadtest.report import readme
+
+    assert readme.main(["--check"]) == 0
+
+
+def test_readme_splice_replaces_only_the_marked_block() -> None:
+    from loadtest.report import readme
+
+    doc = f"intro\n{readme.BEGIN}\nold\n{readme.END}\noutro\n"
+    assert readme.splice(doc, "NEW") == "intro\nNEW\noutro\n"
+    with pytest.raises(SystemExit, match="markers"):
+        readme.splice("no markers", "NEW")
+
+
+def test_load_bound_capacity_is_a_lower_bound(tmp_path: Path) -> None:
+    """A capacity rep invalid only for being LOAD-BOUND is what the proxy sustained while
+    the load side saturated: shown as ≥, and the ratios that use it as bounds."""
+    recs = fixture_records()
+    for r in recs:
+        if r["scenario"] == "S1" and r["contender"] == "c-proxy":
+            r["valid"] = False
+            r["invalid_reason"] = "LOAD-BOUND: load core 97% busy (> 95.0%)"
+    root = tmp_path / "bound"
+    shutil.copytree(FIXTURE / "raw", root / "raw")
+    _write_partial(root, recs, json.loads((FIXTURE / "env.json").read_text()))
+    md = build(root)[0].read_text()
+    head = md_table(md, "## Headline")
+    assert row_of(head, "c-proxy")[1] == (
+        "≥ 100,000 [90,000, 110,000] (LOAD-BOUND in 3 of 3 reps: a lower bound)"
+    )
+    verdict = [
+        ln for ln in md[: md.index("| run |")].splitlines() if ln.startswith("- ")
+    ]
+    cap = stats.paired_ratio(
+        [(20000.0, 100000.0), (21000.0, 110000.0), (19000.0, 90000.0)]
+    )
+    assert cap is not None
+    assert verdict[4].startswith(
+        f"- **C vs Python, capacity** (S1 at 64 connections; higher is better): "
+        f"py-asyncio/c-proxy ≤ {cap.value:.2f}"
+    )
+    assert "c-proxy was LOAD-BOUND in 3 of 3 reps" in verdict[4]
+    ratios = md_table(md[md.index("## Headline") :], "Ratios: paired")
+    assert row_of(ratios, "c/nginx")[1].startswith("≥ ")
+    assert row_of(ratios, "py-asyncio/c")[1].startswith("≤ ")
+    # a run invalid for another reason as well is no bound
+    for r in recs:
+        if r["scenario"] == "S1" and r["contender"] == "c-proxy":
+            r["invalid_reason"] = "LOAD-BOUND: load core 97% busy; 12 socket errors"
+    _write_partial(root, recs, json.loads((FIXTURE / "env.json").read_text()))
+    md = build(root)[0].read_text()
+    assert "≥" not in row_of(md_table(md, "## Headline"), "c-proxy")[1]

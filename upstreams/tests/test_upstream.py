@@ -17,12 +17,15 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
 from testkit.ports import free_port
+from testkit.wire import Response
+
+from testkit import wire
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -107,84 +110,21 @@ def up(make_upstream: Callable[..., Upstream]) -> Upstream:
     return make_upstream()
 
 
-# ---- a minimal HTTP/1.1 response reader over one buffered stream ----
-
-
-@dataclass
-class Response:
-    status: int
-    reason: str
-    headers: list[tuple[str, str]]
-    body: bytes = b""
-    trailers: list[tuple[str, str]] = field(default_factory=list)
-    chunks: list[int] = field(
-        default_factory=list
-    )  # chunk sizes as framed, last (0) included
-
-    def get(self, name: str) -> str | None:
-        for k, v in self.headers:
-            if k.lower() == name.lower():
-                return v
-        return None
-
-    def get_all(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-
-def read_line(f: BinaryIO) -> bytes:
-    line = f.readline(65537)
-    if not line:
-        raise EOFError("connection closed")
-    assert line.endswith(b"\r\n"), f"line not CRLF terminated: {line!r}"
-    return line[:-2]
+# ---- responses are read by testkit.wire (the suites' and the lab's one reader) ----
 
 
 def read_head(f: BinaryIO) -> Response:
-    status_line = read_line(f).decode("latin-1")
-    version, code, reason = (status_line.split(" ", 2) + [""])[:3]
-    assert version == "HTTP/1.1", status_line
-    headers = []
-    while True:
-        line = read_line(f)
-        if not line:
-            break
-        k, _, v = line.decode("latin-1").partition(":")
-        headers.append((k, v.strip()))
-    return Response(int(code), reason, headers)
+    r = wire.read_head_stream(f)
+    assert r.version == "HTTP/1.1", r.raw_head
+    return r
 
 
 def read_response(f: BinaryIO, head_request: bool = False) -> Response:
-    """Reads one final response (interim 1xx responses are skipped)."""
-    while True:
-        r = read_head(f)
-        if r.status >= 200 or r.status == 101:
-            break
-    if head_request or r.status in (101, 204, 304):
-        return r
-    te = r.get("Transfer-Encoding")
-    if te is not None:
-        assert te.lower() == "chunked"
-        body = bytearray()
-        while True:
-            size_line = read_line(f)
-            size = int(size_line.split(b";")[0], 16)
-            r.chunks.append(size)
-            if size == 0:
-                break
-            body += f.read(size)
-            assert f.read(2) == b"\r\n"
-        while True:
-            line = read_line(f)
-            if not line:
-                break
-            k, _, v = line.decode("latin-1").partition(":")
-            r.trailers.append((k, v.strip()))
-        r.body = bytes(body)
-        return r
-    cl = r.get("Content-Length")
-    assert cl is not None, f"no framing in {r.headers}"
-    r.body = f.read(int(cl))
-    assert len(r.body) == int(cl), "short body"
+    """Reads one final response (interim 1xx responses are skipped); the upstream
+    always frames its bodies (never close-delimited)."""
+    r = wire.read_response_stream(f, "HEAD" if head_request else "GET")
+    assert r.version == "HTTP/1.1", r.raw_head
+    assert r.framing != "close", f"no framing in {r.headers}"
     return r
 
 
@@ -1078,7 +1018,9 @@ def test_fault_malformed(up: Upstream) -> None:
 def test_fault_extra_follows_the_whole_response(up: Upstream) -> None:
     assert set_fault(up, 0, "extra") == 200
     with up.connect() as s, s.makefile("rb") as f:
-        s.sendall(request(target="/bytes/100000"))  # generated in pieces: extra still last
+        s.sendall(
+            request(target="/bytes/100000")
+        )  # generated in pieces: extra still last
         r = read_response(f)
         assert r.body == pattern(0, 100000)
         assert f.read(32) == b"EXTRA BYTES AFTER THE RESPONSE\r\n"
@@ -1100,10 +1042,16 @@ def test_fault_early_answers_before_the_body(up: Upstream) -> None:
     with up.connect() as s, s.makefile("rb") as f:
         # half of the body: the answer comes anyway, then the server closes its side but
         # still drains (lingering close), so the rest of the body gets no RST
-        s.sendall(request(method="POST", target="/echo", headers=[("Content-Length", "100")]))
+        s.sendall(
+            request(method="POST", target="/echo", headers=[("Content-Length", "100")])
+        )
         s.sendall(b"y" * 50)
         r = read_response(f)
-        assert (r.status, r.get("Connection"), r.body) == (413, "close", b'{"status":413}')
+        assert (r.status, r.get("Connection"), r.body) == (
+            413,
+            "close",
+            b'{"status":413}',
+        )
         assert f.read() == b""
         s.sendall(b"y" * 50)
     assert stats(up)["requests_total"] == 1 + 1 + 1  # /fault, the POST, this /stats
@@ -1113,7 +1061,14 @@ def test_fault_early_answers_before_the_body(up: Upstream) -> None:
 
 
 def test_fault_new_kinds_refused_when_unusable(up: Upstream) -> None:
-    for spec in ("early/99", "early/600", "early/2000", "early/", "trickle/x", "reset-heads"):
+    for spec in (
+        "early/99",
+        "early/600",
+        "early/2000",
+        "early/",
+        "trickle/x",
+        "reset-heads",
+    ):
         assert set_fault(up, 0, spec) == 400, spec
 
 

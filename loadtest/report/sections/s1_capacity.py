@@ -29,7 +29,7 @@ def section(ctx: Ctx) -> list[Block]:
     conns = sorted({r.params["connections"] for r in runs if "connections" in r.params})
     names = order_contenders({r.contender for r in runs})
     cells = {
-        (n, c): cell(capacity_runs(res, n, c), metric("rps"))
+        (n, c): cell(capacity_runs(res, n, c), metric("rps"), lower_bounds=True)
         for n in names
         for c in conns
     }

@@ -33,8 +33,9 @@ def section(ctx: Ctx) -> list[Block]:
     rates = res.param_values("S4", "rate")
     figs = (
         ("CPU µs/req", metric("cpu_us_per_req")),
-        ("user s", metric("user_s")),
-        ("sys s", metric("sys_s")),
+        ("user µs/req", metric("user_us_per_req")),
+        ("sys µs/req", metric("sys_us_per_req")),
+        ("utilisation % of a core", metric("utilisation", scale=100)),
         ("requests", metric("requests")),
         ("syscalls/req", metric("syscalls_per_req")),
     )
