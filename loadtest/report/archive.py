@@ -56,8 +56,11 @@ def archive(run: Path, dest: Path) -> Path:
 
 
 def _figures(md: str) -> str:
-    """report.md without its first line (the title names the folder)."""
-    return md.split("\n", 1)[1] if "\n" in md else md
+    """report.md without its title (it names the folder) and the build-time line."""
+    lines = md.splitlines()[1:]
+    return "\n".join(
+        ln for ln in lines if not ln.startswith("Built by loadtest.report in")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 from loadtest import stats
 from loadtest.report import plots
 from loadtest.report.doc import Block, Bullets, Heading, Image, Para, Table
-from loadtest.report.load import Cell, Results, Run, cell
+from loadtest.report.load import LOAD_BOUND, Cell, Results, Run, cell
 
 NOT_MEASURED = "not measured in this run"
 MISSING = "—"
@@ -80,10 +80,17 @@ def fmt_cell(c: Cell | None, note: bool = True, missing: str = MISSING) -> str:
             return "no data"
         return "INVALID: " + "; ".join(sorted(set(c.invalid))) if note else "INVALID"
     text = fmt_summary(c.summary)
-    if c.invalid and note:
-        text += f" (+{invalid_note(c)})"
-    if c.bounds and note:
-        text += f" (LOAD-BOUND reps sustained ≥ {fmt(max(c.bounds))})"
+    if not c.bounds:
+        if c.invalid and note:
+            text += f" (+{invalid_note(c)})"
+        return text
+    # capacity with LOAD-BOUND reps: those are lower bounds, said once, not as reasons
+    other = [r for r in c.invalid if not (r.startswith(LOAD_BOUND) and ";" not in r)]
+    if other and note:
+        text += f" (+{len(other)} INVALID: " + "; ".join(sorted(set(other))) + ")"
+    if note:
+        bound = fmt_summary(stats.summarize(list(c.bounds)))
+        text += f" (+{len(c.bounds)} LOAD-BOUND: ≥ {bound})"
     return text
 
 

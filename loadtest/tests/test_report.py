@@ -701,12 +701,12 @@ def test_runs_with_the_second_round_fields_build(tmp_path: Path) -> None:
     assert "S4 marginal µs/req (b) ↓" in head[0] and "S4 fit s.e. of b µs" in head[0]
     assert row_of(head, "c-proxy")[
         head[0].index("S4 marginal µs/req (b) ↓")
-    ].startswith("9.6 [9.5, 9.7]")
+    ].startswith("9.60 [9.50, 9.70]")
     verdict = [
         ln for ln in md[: md.index("| run |")].splitlines() if ln.startswith("- ")
     ]
     assert verdict[0].startswith(
-        "- **Cheapest per request**: c-proxy, 9.6 µs CPU/req (S4 marginal cost b"
+        "- **Cheapest per request**: c-proxy, 9.60 µs CPU/req (S4 marginal cost b"
     )
     cpu = stats.paired_ratio([(55.0, 9.5), (56.0, 9.6), (57.0, 9.7)])
     assert cpu is not None
@@ -810,6 +810,16 @@ def test_load_bound_capacity_is_a_lower_bound(tmp_path: Path) -> None:
     ratios = md_table(md[md.index("## Headline") :], "Ratios: paired")
     assert row_of(ratios, "c/nginx")[1].startswith("≥ ")
     assert row_of(ratios, "py-asyncio/c")[1].startswith("≤ ")
+    # one valid rep: the figure, and the LOAD-BOUND reps as bounds beside it
+    first = next(
+        r for r in recs if r["scenario"] == "S1" and r["contender"] == "c-proxy"
+    )
+    first["valid"] = True
+    _write_partial(root, recs, json.loads((FIXTURE / "env.json").read_text()))
+    md = build(root)[0].read_text()
+    assert row_of(md_table(md, "## Headline"), "c-proxy")[1] == (
+        "100,000 [100,000, 100,000] (+2 LOAD-BOUND: ≥ 100,000 [90,000, 110,000])"
+    )
     # a run invalid for another reason as well is no bound
     for r in recs:
         if r["scenario"] == "S1" and r["contender"] == "c-proxy":
