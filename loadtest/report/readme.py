@@ -64,7 +64,7 @@ def render(run: Path) -> str:
     facts = (
         f"From the committed reference run, [{rel}/report.md]({rel}/report.md) "
         f"([html]({rel}/report.html)), made by `make bench` ({env.get('profile')} profile, "
-        f"git {env.get('git_sha')}, {env.get('started')}, {minutes:.0f} min, "
+        f"git {env.get('git_sha')}, {env.get('started')}, {minutes:.0f} min of measurements, "
         f"{env.get('records')} measurements, {env.get('invalid_records')} invalid) on "
         f"{env.get('cpu_model')}, {env.get('cores')} cores: the proxy on CPU "
         f"{pin.get('proxy_cpu')}, load generators and upstreams on CPU {pin.get('load_cpu')}."
