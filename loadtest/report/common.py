@@ -554,6 +554,7 @@ _LOWER_WORDS = (
     "while dead",
     "other",
     "fds after",
+    "fd leak",
     "|error|",
     "− timeout",
 )
@@ -562,6 +563,7 @@ _NEUTRAL_HEADS = (
     "rate/s",
     "offered/s per client",
     "s4 fit s.e. of b µs",
+    "client offset ms",
 )
 
 

@@ -224,6 +224,9 @@ def test_s9_and_s8_figures(built: Path) -> None:
     md = (built / "report.md").read_text()
     s9 = md_table(md, "## S9")
     assert row_of(s9, "c-proxy")[1] == "500 [500, 500]"
+    # the fd gate's figures, not "after − before" (a baseline after the warm-up)
+    assert s9[0][-2:] == ["fd delta (after − baseline)", "fd leak ↓"]
+    assert "client offset ms" in s9[0] and "calibrated p99 ms ↓" in s9[0]
     s8 = md_table(md, "### Phase: killed")
     assert row_of(s8, "py-asyncio (1 INVALID: contender crashed (exit -11), excluded)")
 
