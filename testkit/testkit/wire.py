@@ -146,6 +146,14 @@ def is_interim(r: Response) -> bool:
     return 100 <= r.status < 200 and r.status != 101
 
 
+def _final(r: Response, interim: list[Response], method: str) -> int:
+    """Settle the final response r (after its interim 1xx): its framing, and the body
+    length when framed by Content-Length."""
+    r.interim = interim
+    r.framing, length = body_framing(method, r)
+    return length
+
+
 # --------------------------------------------------------------------------- requests
 
 
@@ -473,16 +481,10 @@ def _file_exactly(f: BinaryIO, n: int) -> bytes:
 def read_response_stream(f: BinaryIO, method: str = "GET") -> Response:
     """One final response from a buffered binary file (1xx other than 101 collected in
     .interim)."""
-    collected: list[Response] = []
-    while True:
-        r = read_head_stream(f)
-        if not is_interim(r):
-            break
-        collected.append(r)
-    r.interim = collected
-    r.framing, length = body_framing(method, r)
-    if r.status == 101:
-        r.framing = "none"
+    interim: list[Response] = []
+    while is_interim(r := read_head_stream(f)):
+        interim.append(r)
+    length = _final(r, interim, method)
     if r.framing == "chunked":
         body = bytearray()
         while True:
@@ -512,7 +514,7 @@ async def read_response_async(
 ) -> Response:
     """One final response from an asyncio stream (1xx other than 101 collected in
     .interim). EOFError before a complete head; Cut(response) inside the body."""
-    collected: list[Response] = []
+    interim: list[Response] = []
     while True:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -520,14 +522,10 @@ async def read_response_async(
             raise EOFError(
                 f"closed before a response head; got {e.partial[:200]!r}"
             ) from None
-        r = parse_head(head)
-        if not is_interim(r):
+        if not is_interim(r := parse_head(head)):
             break
-        collected.append(r)
-    r.interim = collected
-    r.framing, length = body_framing(method, r)
-    if r.status == 101:
-        r.framing = "none"
+        interim.append(r)
+    length = _final(r, interim, method)
     body = bytearray()
     try:
         if r.framing == "chunked":
