@@ -18,7 +18,7 @@ import numpy as np
 from loadtest import stats
 from loadtest.report import plots
 from loadtest.report.doc import Block, Bullets, Heading, Image, Para, Table
-from loadtest.report.load import LOAD_BOUND, Cell, Results, Run, cell
+from loadtest.report.load import Cell, Results, Run, cell, load_bound_only
 
 NOT_MEASURED = "not measured in this run"
 MISSING = "—"
@@ -85,7 +85,7 @@ def fmt_cell(c: Cell | None, note: bool = True, missing: str = MISSING) -> str:
             text += f" (+{invalid_note(c)})"
         return text
     # capacity with LOAD-BOUND reps: those are lower bounds, said once, not as reasons
-    other = [r for r in c.invalid if not (r.startswith(LOAD_BOUND) and ";" not in r)]
+    other = [r for r in c.invalid if not load_bound_only(r)]
     if other and note:
         text += f" (+{len(other)} INVALID: " + "; ".join(sorted(set(other))) + ")"
     if note:

@@ -302,6 +302,11 @@ class Cell:
 LOAD_BOUND = "LOAD-BOUND"
 
 
+def load_bound_only(reason: str) -> bool:
+    """A run invalid for being LOAD-BOUND and nothing else (its capacity is a bound)."""
+    return reason.startswith(LOAD_BOUND) and ";" not in reason
+
+
 def cell(
     runs: Iterable[Run],
     value: Callable[[Run], float | None],
@@ -320,8 +325,7 @@ def cell(
         total += 1
         if not run.valid:
             invalid.append(run.reason())
-            why = run.reason()
-            if lower_bounds and why.startswith(LOAD_BOUND) and ";" not in why:
+            if lower_bounds and load_bound_only(run.reason()):
                 b = value(run)
                 if b is not None:
                     bounds.append(b)
