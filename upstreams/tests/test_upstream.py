@@ -1097,10 +1097,11 @@ def test_fault_flag_default_and_per_listener(
 
 
 def test_idle_close_after_response(make_upstream: Callable[..., Upstream]) -> None:
-    up = make_upstream(["a"], ["--idle-close-ms", "50"])
+    # an idle time far above the pauses below, so a loaded machine cannot make them race it
+    up = make_upstream(["a"], ["--idle-close-ms", "200"])
     with up.connect() as s, s.makefile("rb") as f:
         # not before the first response: a fresh connection is not idle-closed
-        time.sleep(0.15)
+        time.sleep(0.3)
         s.sendall(request(target="/bytes/2"))
         assert read_response(f).body == b"01"
         # requests within the idle time keep it
@@ -1110,39 +1111,69 @@ def test_idle_close_after_response(make_upstream: Callable[..., Upstream]) -> No
             assert read_response(f).status == 200
         t0 = time.monotonic()
         assert f.read() == b""  # a FIN (nothing was unread, so no RST)
-        assert time.monotonic() - t0 >= 0.04
+        assert time.monotonic() - t0 >= 0.19
     st = stats(up)
     assert st["connections_total"] == 2 and st["requests_total"] == 5
+
+
+def _proc_state(pid: int) -> str:
+    # the state letter of /proc/PID/stat (after the parenthesised command name)
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _peer_closed(s: socket.socket) -> bool:
+    s.setblocking(False)
+    try:
+        return s.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    finally:
+        s.setblocking(True)
 
 
 def test_idle_close_serves_a_request_that_raced_the_timer(
     make_upstream: Callable[..., Upstream],
 ) -> None:
-    # many requests paced around the idle time: each is either answered or finds the
-    # connection closed before it was sent (peeked), never reset mid-request here
-    up = make_upstream(["a"], ["--idle-close-ms", "1"])
-    closed = 0
+    # The race made deterministic: the server is stopped (SIGSTOP) across its idle time
+    # and the request is sent meanwhile, so it wakes with the idle timer expired and the
+    # request's bytes already in its socket. It must serve them, not close (a close here
+    # is the lost keep-alive request every pooling client fears). libev runs the expired
+    # timer before the read watcher, so this takes the timer's peek path.
+    up = make_upstream(["a"], ["--idle-close-ms", "100"])
+    pid = up.proc.pid
     s = up.connect()
     f = s.makefile("rb")
-    for _ in range(200):
-        time.sleep(0.003)
-        s.setblocking(False)
-        try:
-            gone = s.recv(1, socket.MSG_PEEK) == b""
-        except BlockingIOError:
-            gone = False
-        s.setblocking(True)
-        if gone:
-            closed += 1
-            f.close()
-            s.close()
-            s = up.connect()
-            f = s.makefile("rb")
-        s.sendall(request())
-        assert read_response(f).status == 200
-    f.close()
-    s.close()
-    assert closed >= 150  # 3 ms pauses against a 1 ms idle close: nearly always closed
+    served = 0
+    try:
+        for _ in range(40):
+            s.sendall(request())
+            assert read_response(f).status == 200
+            up.proc.send_signal(signal.SIGSTOP)
+            deadline = time.monotonic() + 10
+            while _proc_state(pid) != "T":
+                assert time.monotonic() < deadline, "upstream did not stop"
+                time.sleep(0.001)
+            try:
+                if _peer_closed(s):
+                    # the timer won before the stop (a very slow machine): not this case
+                    f.close()
+                    s.close()
+                    s = up.connect()
+                    f = s.makefile("rb")
+                    continue
+                time.sleep(0.15)  # the idle time passes while the server cannot run
+                s.sendall(request())
+            finally:
+                up.proc.send_signal(signal.SIGCONT)
+            assert read_response(f).status == 200
+            served += 1
+            if served == 5:
+                break
+    finally:
+        f.close()
+        s.close()
+    assert served == 5
+    assert stats(up)["requests_total"] >= 10
 
 
 def test_fault_cli_errors() -> None:
