@@ -38,6 +38,11 @@ WRK_NOTE = (
     "would have measured it (coordinated omission) and its latency looks better than it is."
 )
 
+BOUND_NOTE = (
+    "A throughput rep invalid only for being LOAD-BOUND (the load core saturated first) "
+    "is a lower bound on the proxy's figure, shown as ≥, never as a measurement."
+)
+
 
 # ---------------------------------------------------------------- formatting
 
@@ -97,10 +102,11 @@ def fmt_cell(c: Cell | None, note: bool = True, missing: str = MISSING) -> str:
 def fmt_row(
     label: str, cells: Sequence[Cell | None], missing: str = MISSING
 ) -> tuple[str, ...]:
-    """A table row; when every cell excludes the same invalid reps, say so once, by the label."""
+    """A table row; when every cell excludes the same invalid reps, say so once, by the label
+    (not when they carry LOAD-BOUND lower bounds: each cell shows its own ≥)."""
     present = [c for c in cells if c is not None and c.total]
     shared = bool(present) and all(
-        c.invalid and c.invalid == present[0].invalid for c in present
+        c.invalid and c.invalid == present[0].invalid and not c.bounds for c in present
     )
     if not shared:
         return (label,) + tuple(fmt_cell(c, missing=missing) for c in cells)
@@ -176,7 +182,7 @@ RATIO_NOTE = (
     "Ratios: paired — rep i of the first over rep i of the second (reps are interleaved, "
     "so a pair shared the machine's state), geometric mean of the pair ratios, "
     f"[bootstrap 95 % CI] (seeded; no CI below {stats.MIN_PAIRS_FOR_CI} valid pairs); "
-    f"'{NO_DIFF}' when the CI includes 1. Valid reps only, except a capacity rep that was "
+    f"'{NO_DIFF}' when the CI includes 1. Valid reps only, except a throughput rep that was "
     "LOAD-BOUND (the load core saturated first): it counts as a lower bound, and a ratio "
     "using it is marked ≥ or ≤."
 )
@@ -445,12 +451,14 @@ def per_param_section(
     param: str,
     label: Callable[[Any], str],
     figures: Sequence[
-        tuple[str, Callable[[Run], float | None], bool]
-    ],  # (name, value, log)
+        tuple[str, Callable[[Run], float | None], bool, bool]
+    ],  # (name, value, log, lower_bounds)
     fname: str,
     intro: str,
 ) -> list[Block]:
-    """Contender × param value tables, one bar panel per figure, ratios on the first figure."""
+    """Contender × param value tables, one bar panel per figure, ratios on the first figure.
+    A figure with lower_bounds (a throughput: the load side saturated first, so the proxy
+    did at least that) keeps its LOAD-BOUND reps as bounds, as the capacity table does."""
     res = ctx.res
     blocks: list[Block] = [Heading(2, title, anchor)]
     runs = res.select(scenario)
@@ -460,9 +468,9 @@ def per_param_section(
     names = res.contenders(scenario)
     values = res.param_values(scenario, param)
     panels = []
-    for fig_name, get, log in figures:
+    for fig_name, get, log, bounded in figures:
         cells = {
-            (n, v): cell(res.select(scenario, n, **{param: v}), get)
+            (n, v): cell(res.select(scenario, n, **{param: v}), get, bounded)
             for n in names
             for v in values
         }
@@ -485,13 +493,15 @@ def per_param_section(
     if panels:
         path = plots.bars(ctx.plots_dir / fname, panels)
         blocks.append(ctx.image(path, title))
-    first_name, first_get, _ = figures[0]
+    first_name, first_get, _, first_bounded = figures[0]
     blocks += ratio_table(
         [
             (
                 f"{first_name} @{label(v)}",
                 {
-                    n: cell(res.select(scenario, n, **{param: v}), first_get)
+                    n: cell(
+                        res.select(scenario, n, **{param: v}), first_get, first_bounded
+                    )
                     for n in names
                 },
             )

@@ -82,7 +82,12 @@ def section(ctx: Ctx) -> list[Block]:
             Para(
                 "Marginal CPU cost: utilisation (CPU s per s, schedstat) = a + b × req/s, "
                 "fit over the idle point and every valid rate of a rep; b is the CPU one more "
-                "request costs."
+                "request costs. Read it with its r² and its range: on a VM the utilisation "
+                "is usually concave in the rate (wake-ups batch as the load rises, so CPU "
+                "per request falls), and a straight line's slope then depends on how far up "
+                "the rates a rep could go, which differs between contenders and between "
+                "runs. Contenders are compared on CPU per request at the same offered rate "
+                "(the table above, the ratios below and the verdict)."
             )
         )
         blocks.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from loadtest.report.common import (
+    BOUND_NOTE,
     WRK_NOTE,
     Ctx,
     fmt_size,
@@ -21,14 +22,18 @@ def section(ctx: Ctx) -> list[Block]:
         "size",
         fmt_size,
         (
-            ("requests/s", metric("rps"), True),
+            ("requests/s", metric("rps"), True, True),
             (
                 "MiB/s transferred",
                 metric("transfer_bytes_per_s", scale=1 / (1 << 20)),
+                True,
                 True,
             ),
         ),
         "s5-payload.png",
         "Response body sizes 0 B to 1 MiB: small bodies measure per-request overhead, large ones "
-        "how each proxy moves bytes (buffer sizes, copies, backpressure). " + WRK_NOTE,
+        "how each proxy moves bytes (buffer sizes, copies, backpressure). "
+        + WRK_NOTE
+        + " "
+        + BOUND_NOTE,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from loadtest.report.common import (
+    BOUND_NOTE,
     WRK_NOTE,
     Ctx,
     metric,
@@ -19,8 +20,11 @@ def section(ctx: Ctx) -> list[Block]:
         "s6",
         "connections",
         str,
-        (("requests/s", metric("rps"), False), ("errors", metric("errors"), False)),
+        (
+            ("requests/s", metric("rps"), False, True),
+            ("errors", metric("errors"), False, False),
+        ),
         "s6-churn.png",
         "Every request opens and closes a TCP connection: accept(), socket setup and teardown "
-        "dominate. " + WRK_NOTE,
+        "dominate. " + WRK_NOTE + " " + BOUND_NOTE,
     )

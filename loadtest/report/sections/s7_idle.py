@@ -23,9 +23,10 @@ def section(ctx: Ctx) -> list[Block]:
                 "KiB per idle connection",
                 metric("rss_bytes_per_conn", scale=1 / 1024),
                 False,
+                False,
             ),
-            ("RSS after MiB", metric("rss_kb_after", scale=1 / 1024), False),
-            ("RSS before MiB", metric("rss_kb_before", scale=1 / 1024), False),
+            ("RSS after MiB", metric("rss_kb_after", scale=1 / 1024), False, False),
+            ("RSS before MiB", metric("rss_kb_before", scale=1 / 1024), False, False),
         ),
         "s7-idle-rss.png",
         "RSS growth divided by the number of idle keep-alive client connections held open: "
