@@ -178,8 +178,8 @@ def headline(res: Results) -> list[Block]:
         (f"S3 added p99 µs (@{rate3} req/s)", p99),
     ]
     if s4_fit_runs(res):
-        # the marginal cost (slope of CPU over rate, idle cost excluded) is the headline
-        # CPU figure; the fixed-rate figure beside it includes the idle share
+        # the marginal cost (slope of CPU over rate) beside the fixed-rate figure the
+        # verdict uses: b depends on the range of rates each rep's fit covers
         columns.append(
             ("S4 marginal µs/req (b)", {n: s4_marginal(res, n) for n in names})
         )
