@@ -77,9 +77,10 @@ class AcquireResult(IntEnum):
     QUEUED = 2  # the owner waits in the queue; owner.upstream_on_slot(conn) later
 
 
-# poll(2) events that make a pooled connection unusable: readable (EOF or bytes nobody
-# asked for), peer shut down, error or hang-up (the last two are always reported)
-_STALE_EVENTS = select.POLLIN | select.POLLPRI | select.POLLRDHUP
+# poll(2) events that make a pooled connection unusable, as the C twin's peek sees them:
+# readable (EOF or bytes nobody asked for), peer shut down, error or hang-up (the last
+# two are always reported). Not POLLPRI: urgent data is invisible to a peek.
+_STALE_EVENTS = select.POLLIN | select.POLLRDHUP
 
 
 def socket_peer_closed(sock: socket.socket) -> bool:

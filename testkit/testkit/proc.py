@@ -17,6 +17,12 @@ def _stat_fields(pid: int) -> list[str] | None:
     return stat.rsplit(")", 1)[1].split()
 
 
+def state(pid: int) -> str | None:
+    """The process's state letter (R, S, D, T stopped, Z, ...), or None when it is gone."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
+
+
 def children_map() -> dict[int, list[int]]:
     """ppid -> pids of every process now."""
     kids: dict[int, list[int]] = {}

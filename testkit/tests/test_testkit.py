@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -46,6 +48,12 @@ def test_process_tree_counts_children_and_their_resources() -> None:
         assert proc.rss_kb(parent.pid) > proc.rss_kb(child) > 0
         assert proc.fd_count(parent.pid) > proc.fd_count(child) > 0
         assert proc.cpu_s(parent.pid) >= 0.0
+        os.kill(child, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while proc.state(child) != "T":
+            assert time.monotonic() < deadline, proc.state(child)
+            time.sleep(0.001)
+        os.kill(child, signal.SIGCONT)
     finally:
         parent.kill()
         parent.wait()

@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 import pytest
 from testkit.ports import free_port
+from testkit.proc import state as process_state
 from testkit.wire import Response
 
 from testkit import wire
@@ -1116,11 +1117,6 @@ def test_idle_close_after_response(make_upstream: Callable[..., Upstream]) -> No
     assert st["connections_total"] == 2 and st["requests_total"] == 5
 
 
-def _proc_state(pid: int) -> str:
-    # the state letter of /proc/PID/stat (after the parenthesised command name)
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-
-
 def _peer_closed(s: socket.socket) -> bool:
     s.setblocking(False)
     try:
@@ -1150,7 +1146,7 @@ def test_idle_close_serves_a_request_that_raced_the_timer(
             assert read_response(f).status == 200
             up.proc.send_signal(signal.SIGSTOP)
             deadline = time.monotonic() + 10
-            while _proc_state(pid) != "T":
+            while process_state(pid) != "T":
                 assert time.monotonic() < deadline, "upstream did not stop"
                 time.sleep(0.001)
             try:
